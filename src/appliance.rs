@@ -1,0 +1,212 @@
+//! Wiring and lifecycle: opens the store, prepares TLS, binds the listeners, starts the
+//! relay and the HTTPS server, and shuts everything down in order.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::{self, ApiState};
+use crate::audit::{Audit, GuessThrottle};
+use crate::auth::{Auth, AuthError};
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::live::Live;
+use crate::media;
+use crate::store::{Store, StoreError};
+use crate::tls::{self, TlsError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot listen for HTTPS on {addr}: {source}")]
+    BindHttps {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot listen for media on UDP {addr}: {source}")]
+    BindMedia {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start the media relay: {0}")]
+    Media(std::io::Error),
+    #[error("cannot prepare first-run setup: {0}")]
+    Setup(#[from] AuthError),
+}
+
+/// A running appliance.
+pub struct Running {
+    pub https_addr: SocketAddr,
+    pub media_addr: SocketAddr,
+    /// The one-time code for creating the first account admin, when none exists yet.
+    pub setup_code: Option<String>,
+    pub ca_pem: String,
+    pub console_url: String,
+    pub data_dir: PathBuf,
+    store: Store,
+    live: Arc<Live>,
+    media: media::MediaHandle,
+    media_thread: std::thread::JoinHandle<()>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartError> {
+    let data_dir = config.data_dir.clone();
+    create_private_dir(&data_dir)?;
+    let store = Store::open(&data_dir.join("store"))?;
+    let audit = Arc::new(Audit::open(&store, clock.clone())?);
+    let throttle = Arc::new(GuessThrottle::new(
+        config.sessions.guess_limit_per_minute,
+        clock.clone(),
+    ));
+    let auth = Arc::new(Auth::new(
+        &store,
+        clock.clone(),
+        audit.clone(),
+        throttle.clone(),
+        config.sessions.setup_code_ttl_secs,
+    )?);
+
+    let mut names = tls::default_names(&config.http.server_names);
+    if let Some(ip) = config.media.public_address {
+        names.push(ip.to_string());
+    }
+    let tls = tls::load_or_create(&data_dir, &names)?;
+
+    let listener = TcpListener::bind(config.http.listen)
+        .await
+        .map_err(|source| StartError::BindHttps {
+            addr: config.http.listen,
+            source,
+        })?;
+    let https_addr = listener
+        .local_addr()
+        .map_err(|source| StartError::BindHttps {
+            addr: config.http.listen,
+            source,
+        })?;
+    let udp = std::net::UdpSocket::bind(config.media.listen).map_err(|source| {
+        StartError::BindMedia {
+            addr: config.media.listen,
+            source,
+        }
+    })?;
+    let (media, mut media_events, media_thread) = media::start(udp).map_err(StartError::Media)?;
+    let media_addr = media.local_addr();
+
+    let live = Arc::new(Live::new(
+        &store,
+        clock.clone(),
+        audit.clone(),
+        throttle,
+        media.clone(),
+        config.sessions.clone(),
+    )?);
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    {
+        let live = live.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(event) = media_events.recv().await {
+                live.on_media_event(event);
+            }
+        }));
+    }
+    {
+        let live = live.clone();
+        let mut stop = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => live.sweep(),
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+        }));
+    }
+    let state = Arc::new(ApiState {
+        auth: auth.clone(),
+        live: live.clone(),
+        audit,
+        ca_pem: tls.ca_pem.clone(),
+        public_url: config.http.public_url.clone(),
+        media_public_ip: config.media.public_address,
+    });
+    tasks.push(tokio::spawn(crate::http::serve(
+        listener,
+        tls.server_config,
+        api::router(state),
+        shutdown_rx,
+    )));
+
+    let setup_code = auth.issue_setup_code()?;
+    let console_url = match &config.http.public_url {
+        Some(url) => format!("{}/", url.trim_end_matches('/')),
+        None => {
+            let host = if https_addr.ip().is_unspecified() {
+                "localhost".to_owned()
+            } else if https_addr.is_ipv6() {
+                format!("[{}]", https_addr.ip())
+            } else {
+                https_addr.ip().to_string()
+            };
+            format!("https://{host}:{}/", https_addr.port())
+        }
+    };
+    Ok(Running {
+        https_addr,
+        media_addr,
+        setup_code,
+        ca_pem: tls.ca_pem,
+        console_url,
+        data_dir,
+        store,
+        live,
+        media,
+        media_thread,
+        shutdown,
+        tasks,
+    })
+}
+
+impl Running {
+    /// Stops accepting, tells every open session, stops the relay and flushes the store.
+    pub async fn shutdown(self) -> Result<(), StoreError> {
+        self.live.shutdown();
+        let _ = self.shutdown.send(true);
+        self.media.shutdown();
+        for task in self.tasks {
+            // The media-event task ends when the relay drops its sender; others on signal.
+            let _ = tokio::time::timeout(Duration::from_secs(6), task).await;
+        }
+        let thread = self.media_thread;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        self.store.flush().await
+    }
+}
+
+fn create_private_dir(path: &std::path::Path) -> Result<(), StartError> {
+    let io = |source| StartError::DataDir {
+        path: path.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(path).map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(io)
+}

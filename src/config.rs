@@ -1,0 +1,189 @@
+//! Configuration: embedded defaults, then an optional TOML file, then command-line
+//! overrides. Unknown keys are refused by name so that a typo never silently falls back
+//! to a default.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is invalid: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("invalid setting {key}: {message}")]
+    Value { key: &'static str, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the store, the appliance CA and the server certificate live.
+    pub data_dir: PathBuf,
+    pub http: HttpConfig,
+    pub media: MediaConfig,
+    pub sessions: SessionConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// HTTPS, WebSocket signaling (and later the ICE-TCP fallback) share this one port.
+    pub listen: SocketAddr,
+    /// Base URL printed on start and used in invitation links, e.g.
+    /// `https://support.example.com`. Defaults to the URL the browser used.
+    pub public_url: Option<String>,
+    /// Extra DNS names or IP addresses for the appliance's server certificate.
+    pub server_names: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    pub listen: SocketAddr,
+    /// The address announced to browsers as the relay's host candidate. Defaults to the
+    /// address the browser used to reach the appliance, with the media port.
+    pub public_address: Option<IpAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// How long an invitation link or PIN stays valid before the customer joins.
+    pub invitation_ttl_secs: u64,
+    /// The longest a support session may last once started.
+    pub max_duration_secs: u64,
+    /// How long the first-run setup code stays valid.
+    pub setup_code_ttl_secs: u64,
+    /// Wrong PINs, setup codes or links from one source within a minute before that
+    /// source is refused for a while.
+    pub guess_limit_per_minute: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("sightline-data"),
+            http: HttpConfig::default(),
+            media: MediaConfig::default(),
+            sessions: SessionConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            public_url: None,
+            server_names: Vec::new(),
+        }
+    }
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 15000)),
+            public_address: None,
+        }
+    }
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            invitation_ttl_secs: 15 * 60,
+            max_duration_secs: 4 * 3600,
+            setup_code_ttl_secs: 24 * 3600,
+            guess_limit_per_minute: 10,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file over the embedded defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        let config: Config = toml::from_str(text).map_err(|e| e.message().to_owned())?;
+        config.validate().map_err(|e| e.to_string())?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.http.public_url
+            && !url.starts_with("https://")
+        {
+            return Err(ConfigError::Value {
+                key: "http.public_url",
+                message: format!("{url:?} must start with https://"),
+            });
+        }
+        let s = &self.sessions;
+        for (key, value) in [
+            ("sessions.invitation_ttl_secs", s.invitation_ttl_secs),
+            ("sessions.max_duration_secs", s.max_duration_secs),
+            ("sessions.setup_code_ttl_secs", s.setup_code_ttl_secs),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Value {
+                    key,
+                    message: "must be greater than zero".into(),
+                });
+            }
+        }
+        if s.guess_limit_per_minute == 0 {
+            return Err(ConfigError::Value {
+                key: "sessions.guess_limit_per_minute",
+                message: "must be greater than zero".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_embedded_defaults() {
+        let config = Config::from_toml("").expect("defaults");
+        assert_eq!(config.http.listen.port(), 8443);
+        assert_eq!(config.media.listen.port(), 15000);
+        assert_eq!(config.data_dir, PathBuf::from("sightline-data"));
+    }
+
+    #[test]
+    fn unknown_key_is_named_in_the_error() {
+        let err = Config::from_toml("[media]\npublic_adress = \"10.0.0.1\"\n").unwrap_err();
+        assert!(err.contains("public_adress"), "{err}");
+    }
+
+    #[test]
+    fn unknown_section_is_named_in_the_error() {
+        let err = Config::from_toml("[medai]\n").unwrap_err();
+        assert!(err.contains("medai"), "{err}");
+    }
+
+    #[test]
+    fn public_url_must_be_https() {
+        let err = Config::from_toml("[http]\npublic_url = \"http://x\"\n").unwrap_err();
+        assert!(err.contains("http.public_url"), "{err}");
+    }
+}

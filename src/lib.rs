@@ -1,0 +1,17 @@
+//! Sightline: a self-hosted appliance for live camera remote support.
+//!
+//! The binary (`src/main.rs`) is a thin shell over this library so that tests can start
+//! the whole appliance in-process on ephemeral ports (see [`appliance::Appliance`]).
+
+pub mod api;
+pub mod appliance;
+pub mod audit;
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod live;
+pub mod media;
+pub mod store;
+pub mod tls;

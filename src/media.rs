@@ -1,0 +1,561 @@
+//! The media relay: one UDP socket, one loop that owns every peer's WebRTC state (str0m,
+//! sans-IO), forwarding the customer's media to every technician in the same room.
+//!
+//! The rest of the appliance talks to it only through [`MediaHandle`] (commands) and the
+//! [`MediaEvent`] channel; nothing here knows about HTTP, sessions or the store. The
+//! loop runs on its own thread with a single-threaded runtime, so no lock is taken on the
+//! packet path.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use str0m::change::SdpOffer;
+use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error("the SDP offer is not valid: {0}")]
+    InvalidOffer(String),
+    #[error("the media relay is not running")]
+    Stopped,
+}
+
+/// Identifies one WebRTC peer connection in the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct PeerId(pub u64);
+
+/// What a peer does in its room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerRole {
+    /// Sends media into the room (the customer's camera).
+    Publisher,
+    /// Receives the publisher's media (a technician).
+    Subscriber,
+}
+
+/// What the relay tells the rest of the appliance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// ICE and DTLS completed for this peer.
+    Connected {
+        room: String,
+        peer: PeerId,
+        role: PeerRole,
+    },
+    /// The first video frame from the room's publisher reached the relay.
+    VideoFlowing { room: String, peer: PeerId },
+    /// The peer is gone (left, timed out or failed).
+    Disconnected {
+        room: String,
+        peer: PeerId,
+        role: PeerRole,
+    },
+}
+
+enum Command {
+    Add(Box<NewPeer>),
+    Remove(PeerId),
+    CloseRoom(String),
+    Shutdown,
+}
+
+struct NewPeer {
+    id: PeerId,
+    room: String,
+    role: PeerRole,
+    rtc: Rtc,
+    local: SocketAddr,
+}
+
+/// The rest of the appliance's handle on the relay.
+#[derive(Clone)]
+pub struct MediaHandle {
+    commands: mpsc::UnboundedSender<Command>,
+    local_addr: SocketAddr,
+    next_peer: Arc<AtomicU64>,
+}
+
+impl MediaHandle {
+    /// The address the relay's socket is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Answers a peer's SDP offer and hands the peer to the relay loop. `announce` is the
+    /// host candidate given to the browser (the relay's reachable address).
+    pub fn negotiate(
+        &self,
+        room: &str,
+        role: PeerRole,
+        offer: &str,
+        announce: SocketAddr,
+    ) -> Result<(PeerId, String), MediaError> {
+        let offer =
+            SdpOffer::from_sdp_string(offer).map_err(|e| MediaError::InvalidOffer(e.to_string()))?;
+        let mut rtc = Rtc::builder()
+            .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()))
+            // The relay has a single, directly reachable address: the browser runs the
+            // connectivity checks and the relay answers them.
+            .set_ice_lite(true)
+            .clear_codecs()
+            .enable_vp8(true)
+            .enable_opus(true, false)
+            .build(Instant::now());
+        let candidate = Candidate::host(announce, "udp")
+            .map_err(|e| MediaError::InvalidOffer(format!("bad relay address: {e}")))?;
+        rtc.add_local_candidate(candidate);
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| MediaError::InvalidOffer(e.to_string()))?;
+        let id = PeerId(self.next_peer.fetch_add(1, Ordering::Relaxed));
+        self.commands
+            .send(Command::Add(Box::new(NewPeer {
+                id,
+                room: room.to_owned(),
+                role,
+                rtc,
+                local: announce,
+            })))
+            .map_err(|_| MediaError::Stopped)?;
+        Ok((id, answer.to_sdp_string()))
+    }
+
+    pub fn remove_peer(&self, peer: PeerId) {
+        let _ = self.commands.send(Command::Remove(peer));
+    }
+
+    pub fn close_room(&self, room: &str) {
+        let _ = self.commands.send(Command::CloseRoom(room.to_owned()));
+    }
+
+    pub fn shutdown(&self) {
+        let _ = self.commands.send(Command::Shutdown);
+    }
+}
+
+/// Starts the relay loop on its own thread. The socket must already be bound.
+pub fn start(
+    socket: std::net::UdpSocket,
+) -> std::io::Result<(
+    MediaHandle,
+    mpsc::UnboundedReceiver<MediaEvent>,
+    std::thread::JoinHandle<()>,
+)> {
+    socket.set_nonblocking(true)?;
+    let local_addr = socket.local_addr()?;
+    let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let thread = std::thread::Builder::new()
+        .name("sightline-media".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match UdpSocket::from_std(socket) {
+                    Ok(socket) => Relay::new(socket, local_addr, events_tx).run(commands_rx).await,
+                    Err(e) => tracing::error!(error = %e, "media socket unusable"),
+                }
+            });
+        })?;
+    let handle = MediaHandle {
+        commands: commands_tx,
+        local_addr,
+        next_peer: Arc::new(AtomicU64::new(1)),
+    };
+    Ok((handle, events_rx, thread))
+}
+
+struct Peer {
+    room: Arc<str>,
+    role: PeerRole,
+    rtc: Rtc,
+    /// The address announced in this peer's host candidate; datagrams from this peer are
+    /// handed to str0m as arriving there even when the socket is bound to a wildcard.
+    local: SocketAddr,
+    deadline: Instant,
+    mids: Vec<(Mid, MediaKind)>,
+    /// A subscriber gets no video until a keyframe arrives, so its decoder never starts
+    /// on a delta frame.
+    awaiting_keyframe: bool,
+    video_seen: bool,
+    last_keyframe_request: Option<Instant>,
+}
+
+impl Peer {
+    fn mid_of(&self, kind: MediaKind) -> Option<Mid> {
+        self.mids.iter().find(|(_, k)| *k == kind).map(|(m, _)| *m)
+    }
+
+    fn kind_of(&self, mid: Mid) -> Option<MediaKind> {
+        self.mids.iter().find(|(m, _)| *m == mid).map(|(_, k)| *k)
+    }
+}
+
+#[derive(Default)]
+struct Room {
+    publisher: Option<PeerId>,
+    subscribers: Vec<PeerId>,
+}
+
+/// Work produced while polling one peer that touches other peers.
+enum Propagate {
+    Forward {
+        room: Arc<str>,
+        kind: MediaKind,
+        data: MediaData,
+    },
+    KeyframeWanted {
+        room: Arc<str>,
+    },
+}
+
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+const IDLE_WAKEUP: Duration = Duration::from_secs(1);
+
+struct Relay {
+    socket: UdpSocket,
+    socket_addr: SocketAddr,
+    peers: HashMap<PeerId, Peer>,
+    rooms: HashMap<Arc<str>, Room>,
+    events: mpsc::UnboundedSender<MediaEvent>,
+}
+
+impl Relay {
+    fn new(
+        socket: UdpSocket,
+        socket_addr: SocketAddr,
+        events: mpsc::UnboundedSender<MediaEvent>,
+    ) -> Self {
+        Self {
+            socket,
+            socket_addr,
+            peers: HashMap::new(),
+            rooms: HashMap::new(),
+            events,
+        }
+    }
+
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let deadline = self.drive(Instant::now());
+            tokio::select! {
+                biased;
+                command = commands.recv() => match command {
+                    Some(Command::Add(peer)) => self.add(*peer),
+                    Some(Command::Remove(id)) => self.disconnect(id),
+                    Some(Command::CloseRoom(room)) => {
+                        let ids: Vec<PeerId> = self
+                            .peers
+                            .iter()
+                            .filter(|(_, p)| &*p.room == room.as_str())
+                            .map(|(id, _)| *id)
+                            .collect();
+                        for id in ids {
+                            self.disconnect(id);
+                        }
+                    }
+                    Some(Command::Shutdown) | None => break,
+                },
+                received = self.socket.recv_from(&mut buf) => match received {
+                    Ok((len, source)) => self.receive(&buf[..len], source),
+                    Err(e) => tracing::debug!(error = %e, "media socket receive failed"),
+                },
+                () = tokio::time::sleep_until(deadline.into()) => {}
+            }
+        }
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in ids {
+            self.disconnect(id);
+        }
+        self.drive(Instant::now());
+    }
+
+    fn add(&mut self, new: NewPeer) {
+        let room: Arc<str> = match self.rooms.get_key_value(new.room.as_str()) {
+            Some((name, _)) => name.clone(),
+            None => Arc::from(new.room.as_str()),
+        };
+        let entry = self.rooms.entry(room.clone()).or_default();
+        match new.role {
+            PeerRole::Publisher => {
+                // A new publisher (e.g. after a reload) replaces the old one.
+                if let Some(old) = entry.publisher.replace(new.id) {
+                    self.disconnect(old);
+                }
+            }
+            PeerRole::Subscriber => entry.subscribers.push(new.id),
+        }
+        self.peers.insert(
+            new.id,
+            Peer {
+                room,
+                role: new.role,
+                rtc: new.rtc,
+                local: new.local,
+                deadline: Instant::now(),
+                mids: Vec::new(),
+                awaiting_keyframe: true,
+                video_seen: false,
+                last_keyframe_request: None,
+            },
+        );
+    }
+
+    fn disconnect(&mut self, id: PeerId) {
+        if let Some(peer) = self.peers.get_mut(&id) {
+            peer.rtc.disconnect();
+        }
+    }
+
+    /// Demultiplexes one datagram to the peer it belongs to.
+    fn receive(&mut self, bytes: &[u8], source: SocketAddr) {
+        let Ok(contents) = bytes.try_into() else {
+            tracing::debug!(%source, len = bytes.len(), "unrecognised media datagram");
+            return;
+        };
+        let now = Instant::now();
+        let mut input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: self.socket_addr,
+                contents,
+            },
+        );
+        let Some(peer) = self.peers.values_mut().find(|p| p.rtc.accepts(&input)) else {
+            tracing::debug!(%source, "media datagram for no known peer");
+            return;
+        };
+        if let Input::Receive(_, receive) = &mut input {
+            receive.destination = peer.local;
+        }
+        if let Err(e) = peer.rtc.handle_input(input) {
+            tracing::debug!(error = %e, %source, "peer failed on input");
+            peer.rtc.disconnect();
+        }
+    }
+
+    /// Advances every peer to `now`, sends what they produce, forwards media between
+    /// them, and returns when the loop must wake next.
+    fn drive(&mut self, now: Instant) -> Instant {
+        loop {
+            let mut work = Vec::new();
+            for (id, peer) in &mut self.peers {
+                if peer.deadline <= now
+                    && peer.rtc.is_alive()
+                    && let Err(e) = peer.rtc.handle_input(Input::Timeout(now))
+                {
+                    tracing::debug!(error = %e, peer = id.0, "peer failed on timeout");
+                    peer.rtc.disconnect();
+                }
+                poll_peer(*id, peer, &self.socket, &self.events, &mut work);
+            }
+            if work.is_empty() {
+                break;
+            }
+            for item in work {
+                self.propagate(item, now);
+            }
+        }
+        self.reap();
+        self.peers
+            .values()
+            .map(|p| p.deadline)
+            .min()
+            .unwrap_or(now + IDLE_WAKEUP)
+            .min(now + IDLE_WAKEUP)
+    }
+
+    fn propagate(&mut self, item: Propagate, now: Instant) {
+        match item {
+            Propagate::Forward { room, kind, data } => {
+                let Some(room) = self.rooms.get(&room) else {
+                    return;
+                };
+                let mut wants_keyframe = false;
+                for sub_id in &room.subscribers {
+                    let Some(sub) = self.peers.get_mut(sub_id) else {
+                        continue;
+                    };
+                    if kind == MediaKind::Video {
+                        if sub.awaiting_keyframe && !data.is_keyframe() {
+                            wants_keyframe = true;
+                            continue;
+                        }
+                        sub.awaiting_keyframe = false;
+                    }
+                    let Some(mid) = sub.mid_of(kind) else {
+                        continue;
+                    };
+                    let Some(writer) = sub.rtc.writer(mid) else {
+                        continue;
+                    };
+                    let Some(pt) = writer.match_params(data.params) else {
+                        continue;
+                    };
+                    if let Err(e) = writer.write(pt, data.network_time, data.time, data.data.clone())
+                    {
+                        tracing::debug!(error = %e, peer = sub_id.0, "forwarding failed");
+                        sub.rtc.disconnect();
+                    }
+                }
+                if wants_keyframe && let Some(publisher) = room.publisher {
+                    request_keyframe(self.peers.get_mut(&publisher), now);
+                }
+            }
+            Propagate::KeyframeWanted { room } => {
+                let publisher = self.rooms.get(&room).and_then(|r| r.publisher);
+                if let Some(publisher) = publisher {
+                    request_keyframe(self.peers.get_mut(&publisher), now);
+                }
+            }
+        }
+    }
+
+    /// Drops peers whose connection ended and tells the appliance.
+    fn reap(&mut self) {
+        let dead: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.rtc.is_alive())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in dead {
+            let Some(peer) = self.peers.remove(&id) else {
+                continue;
+            };
+            if let Some(room) = self.rooms.get_mut(&peer.room) {
+                if room.publisher == Some(id) {
+                    room.publisher = None;
+                }
+                room.subscribers.retain(|s| *s != id);
+                if room.publisher.is_none() && room.subscribers.is_empty() {
+                    self.rooms.remove(&peer.room);
+                }
+            }
+            let _ = self.events.send(MediaEvent::Disconnected {
+                room: peer.room.to_string(),
+                peer: id,
+                role: peer.role,
+            });
+        }
+    }
+}
+
+fn poll_peer(
+    id: PeerId,
+    peer: &mut Peer,
+    socket: &UdpSocket,
+    events: &mpsc::UnboundedSender<MediaEvent>,
+    work: &mut Vec<Propagate>,
+) {
+    while peer.rtc.is_alive() {
+        let output = match peer.rtc.poll_output() {
+            Ok(output) => output,
+            Err(e) => {
+                tracing::debug!(error = %e, peer = id.0, "peer failed");
+                peer.rtc.disconnect();
+                break;
+            }
+        };
+        match output {
+            Output::Timeout(at) => {
+                peer.deadline = at;
+                return;
+            }
+            Output::Transmit(t) => {
+                // A full socket buffer drops the datagram, as the network would.
+                let _ = socket.try_send_to(&t.contents, t.destination);
+            }
+            Output::Event(event) => handle_event(id, peer, event, events, work),
+        }
+    }
+}
+
+fn handle_event(
+    id: PeerId,
+    peer: &mut Peer,
+    event: Event,
+    events: &mpsc::UnboundedSender<MediaEvent>,
+    work: &mut Vec<Propagate>,
+) {
+    match event {
+        Event::Connected => {
+            let _ = events.send(MediaEvent::Connected {
+                room: peer.room.to_string(),
+                peer: id,
+                role: peer.role,
+            });
+            if peer.role == PeerRole::Subscriber {
+                work.push(Propagate::KeyframeWanted {
+                    room: peer.room.clone(),
+                });
+            }
+        }
+        Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+            peer.rtc.disconnect();
+        }
+        Event::MediaAdded(added) => peer.mids.push((added.mid, added.kind)),
+        Event::MediaData(data) if peer.role == PeerRole::Publisher => {
+            let Some(kind) = peer.kind_of(data.mid) else {
+                return;
+            };
+            if kind == MediaKind::Video {
+                if !peer.video_seen {
+                    peer.video_seen = true;
+                    let _ = events.send(MediaEvent::VideoFlowing {
+                        room: peer.room.to_string(),
+                        peer: id,
+                    });
+                }
+                if !data.contiguous {
+                    work.push(Propagate::KeyframeWanted {
+                        room: peer.room.clone(),
+                    });
+                }
+            }
+            work.push(Propagate::Forward {
+                room: peer.room.clone(),
+                kind,
+                data,
+            });
+        }
+        Event::KeyframeRequest(_) if peer.role == PeerRole::Subscriber => {
+            work.push(Propagate::KeyframeWanted {
+                room: peer.room.clone(),
+            });
+        }
+        _ => {}
+    }
+}
+
+fn request_keyframe(publisher: Option<&mut Peer>, now: Instant) {
+    let Some(publisher) = publisher else {
+        return;
+    };
+    if publisher
+        .last_keyframe_request
+        .is_some_and(|at| now < at + KEYFRAME_REQUEST_INTERVAL)
+    {
+        return;
+    }
+    let Some(mid) = publisher.mid_of(MediaKind::Video) else {
+        return;
+    };
+    if let Some(mut writer) = publisher.rtc.writer(mid)
+        && writer.request_keyframe(None, KeyframeRequestKind::Pli).is_ok()
+    {
+        publisher.last_keyframe_request = Some(now);
+    }
+}

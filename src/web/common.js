@@ -1,0 +1,75 @@
+// Shared helpers for the console and the customer page. Plain ES module, no build step.
+
+export const $ = (selector) => document.querySelector(selector);
+
+export function show(id) {
+  for (const section of document.querySelectorAll('[data-view]')) {
+    section.hidden = section.id !== id;
+  }
+}
+
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+// JSON API call. State-changing requests carry the CSRF header the appliance requires.
+export async function api(path, { method = 'GET', body, token, headers = {} } = {}) {
+  const init = { method, headers: { ...headers }, credentials: 'same-origin' };
+  if (method !== 'GET') init.headers['x-sightline-csrf'] = '1';
+  if (token) init.headers.authorization = `Bearer ${token}`;
+  if (body !== undefined) {
+    init.headers['content-type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(`/api${path}`, init);
+  if (response.status === 204) return null;
+  const text = await response.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { data = { message: text }; }
+  if (!response.ok) {
+    throw new ApiError(response.status, data?.error ?? 'error', data?.message ?? response.statusText);
+  }
+  return data;
+}
+
+// WHIP/WHEP: POST the SDP offer, apply the answer, remember the resource for DELETE.
+export async function negotiate(pc, url, { token } = {}) {
+  const offer = await pc.createOffer();
+  await pc.setLocalDescription(offer);
+  const headers = { 'content-type': 'application/sdp', 'x-sightline-csrf': '1' };
+  if (token) headers.authorization = `Bearer ${token}`;
+  const response = await fetch(url, { method: 'POST', headers, body: pc.localDescription.sdp, credentials: 'same-origin' });
+  const text = await response.text();
+  if (response.status !== 201) {
+    let message = text;
+    try { message = JSON.parse(text).message; } catch { /* plain text */ }
+    throw new ApiError(response.status, 'media', message);
+  }
+  await pc.setRemoteDescription({ type: 'answer', sdp: text });
+  return response.headers.get('location');
+}
+
+export function signaling(onMessage, onClose) {
+  const ws = new WebSocket(`wss://${location.host}/api/ws`);
+  ws.addEventListener('message', (event) => {
+    let message;
+    try { message = JSON.parse(event.data); } catch { return; }
+    onMessage(message);
+  });
+  ws.addEventListener('close', () => onClose?.());
+  return {
+    ws,
+    opened: new Promise((resolve, reject) => {
+      ws.addEventListener('open', resolve, { once: true });
+      ws.addEventListener('error', reject, { once: true });
+    }),
+    send(message) {
+      if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(message));
+    },
+    close() { ws.close(); },
+  };
+}

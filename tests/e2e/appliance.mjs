@@ -1,0 +1,100 @@
+// Starts a real `sightline serve` on ephemeral loopback ports for the browser tests and
+// drives Debian's Chromium with a fake camera.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const targetDir = process.env.CARGO_TARGET_DIR ?? resolve(here, '../../target');
+export const binary = process.env.SIGHTLINE_BIN ?? join(targetDir, 'debug', 'sightline');
+
+export async function startAppliance() {
+  const dataDir = mkdtempSync(join(tmpdir(), 'sightline-e2e-'));
+  const child = spawn(binary, [
+    'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--media-listen', '127.0.0.1:0',
+  ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SIGHTLINE_LOG: process.env.SIGHTLINE_LOG ?? 'warn' } });
+  let stdout = '';
+  let stderr = '';
+  child.stderr.on('data', (d) => { stderr += d; });
+  const ready = await new Promise((resolvePromise, reject) => {
+    const timer = setTimeout(() => reject(new Error(`appliance did not start:\n${stdout}\n${stderr}`)), 20000);
+    child.stdout.on('data', (d) => {
+      stdout += d;
+      const url = stdout.match(/Console:\s+(\S+)/);
+      const code = stdout.match(/Setup code:\s+(\S+)/);
+      if (url && code) {
+        clearTimeout(timer);
+        resolvePromise({ url: url[1], setupCode: code[1] });
+      }
+    });
+    child.on('exit', (status) => {
+      clearTimeout(timer);
+      reject(new Error(`appliance exited with ${status}:\n${stdout}\n${stderr}`));
+    });
+  });
+  return {
+    ...ready,
+    dataDir,
+    process: child,
+    logs: () => stderr,
+    async stop() {
+      if (child.exitCode === null) {
+        const exited = new Promise((r) => child.once('exit', r));
+        child.kill('SIGTERM');
+        await exited;
+      }
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function launchChromium() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    args: [
+      '--use-fake-device-for-media-stream',
+      '--use-fake-ui-for-media-stream',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--autoplay-policy=no-user-gesture-required',
+    ],
+  });
+}
+
+export async function newContext(browser, { permissions = ['camera', 'microphone'] } = {}) {
+  const context = await browser.newContext({ ignoreHTTPSErrors: true, permissions });
+  return context;
+}
+
+// Inbound video statistics of the technician's peer connection.
+export async function inboundVideo(page) {
+  return page.evaluate(async () => {
+    const pc = window.sightline?.pc;
+    if (!pc) return null;
+    const stats = await pc.getStats();
+    for (const report of stats.values()) {
+      if (report.type === 'inbound-rtp' && report.kind === 'video') {
+        return { framesDecoded: report.framesDecoded ?? 0, packetsReceived: report.packetsReceived ?? 0 };
+      }
+    }
+    return { framesDecoded: 0, packetsReceived: 0 };
+  });
+}
+
+export async function waitFor(check, { timeout = 20000, interval = 50, what = 'condition' } = {}) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, interval));
+  }
+}

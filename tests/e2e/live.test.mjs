@@ -1,0 +1,124 @@
+// The live camera path end to end: a technician and a customer in separate browser
+// contexts of real Chromium with a fake camera, through the appliance's own relay.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startAppliance, launchChromium, newContext, inboundVideo, waitFor } from './appliance.mjs';
+
+let appliance;
+let browser;
+let technician; // { context, page }
+const admin = { email: 'ada@example.com', password: 'Camera4support', name: 'Ada Lovelace', org: 'Example Utilities' };
+
+before(async () => {
+  appliance = await startAppliance();
+  browser = await launchChromium();
+  const context = await newContext(browser);
+  const page = await context.newPage();
+  await page.goto(appliance.url);
+  await page.fill('#setup-code', appliance.setupCode);
+  await page.fill('#setup-org', admin.org);
+  await page.fill('#setup-name', admin.name);
+  await page.fill('#setup-email', admin.email);
+  await page.fill('#setup-password', admin.password);
+  await page.click('#setup-form button[type=submit]');
+  await page.waitForSelector('#dashboard:not([hidden])');
+  technician = { context, page };
+});
+
+after(async () => {
+  await browser?.close();
+  await appliance?.stop();
+});
+
+async function newSession() {
+  const { page } = technician;
+  if (await page.isVisible('#back')) await page.click('#back');
+  await page.waitForSelector('#dashboard:not([hidden])');
+  await page.click('#new-session');
+  await page.waitForSelector('#session:not([hidden])');
+  const link = (await page.textContent('#invite-link')).trim();
+  const pin = (await page.textContent('#invite-pin')).trim();
+  assert.match(link, /\/c#[A-Za-z0-9_-]{43}$/);
+  assert.match(pin, /^\d{6}$/);
+  assert.match(await page.getAttribute('#invite-qr', 'src'), /^data:image\/svg\+xml;base64,/);
+  await waitFor(() => page.evaluate(() => window.sightline.pc?.connectionState !== undefined), { what: 'WHEP started' });
+  return { link, pin };
+}
+
+async function openCustomer(link) {
+  const context = await newContext(browser);
+  const page = await context.newPage();
+  await page.goto(link);
+  await page.waitForSelector('#consent:not([hidden])');
+  return { context, page };
+}
+
+const status = (page) => page.getAttribute('#session-status', 'data-state');
+
+test('customer consents and the technician decodes live video through the relay', async () => {
+  const { link } = await newSession();
+  const customer = await openCustomer(link);
+  assert.equal(await customer.page.textContent('#tech-name'), admin.name);
+  assert.equal(await customer.page.textContent('#tech-org'), admin.org);
+  await waitFor(async () => (await status(technician.page)) === 'joined', { what: 'joined state' });
+  // Nothing flows before consent.
+  assert.equal((await inboundVideo(technician.page))?.framesDecoded ?? 0, 0);
+
+  const consentAt = Date.now();
+  await customer.page.click('#share');
+  await waitFor(async () => (await inboundVideo(technician.page))?.framesDecoded > 0, { what: 'decoded frames' });
+  const firstFrameMs = Date.now() - consentAt;
+  console.log(`consent tap to first decoded frame at the technician: ${firstFrameMs} ms`);
+
+  const width = await waitFor(
+    () => technician.page.evaluate(() => document.querySelector('#remote-video').videoWidth),
+    { what: 'video width' },
+  );
+  assert.ok(width > 0);
+  await waitFor(async () => (await status(technician.page)) === 'live', { what: 'live state' });
+  const before = (await inboundVideo(technician.page)).framesDecoded;
+  await new Promise((r) => setTimeout(r, 1000));
+  assert.ok((await inboundVideo(technician.page)).framesDecoded > before, 'frames keep arriving');
+
+  // The customer ends the session; the technician is told.
+  await customer.page.click('#end');
+  await customer.page.waitForSelector('#ended:not([hidden])');
+  await waitFor(async () => (await status(technician.page)) === 'ended', { what: 'ended state' });
+  assert.match(await technician.page.textContent('#session-status'), /ended by the customer/);
+  await customer.context.close();
+});
+
+test('a customer who declines shares nothing and the technician sees it', async () => {
+  const { link } = await newSession();
+  const customer = await openCustomer(link);
+  await customer.page.click('#decline');
+  await customer.page.waitForSelector('#declined:not([hidden])');
+  await waitFor(async () => (await status(technician.page)) === 'declined', { what: 'declined state' });
+  assert.match(await technician.page.textContent('#session-status'), /declined/);
+  await new Promise((r) => setTimeout(r, 2000));
+  const stats = await inboundVideo(technician.page);
+  assert.equal(stats.framesDecoded, 0);
+  assert.equal(stats.packetsReceived, 0);
+  const cameraStarted = await customer.page.evaluate(() => document.querySelector('#preview').srcObject !== null);
+  assert.equal(cameraStarted, false, 'the camera was never opened');
+  await customer.context.close();
+});
+
+test('the customer joins with the PIN and the technician ends the session', async () => {
+  const { pin } = await newSession();
+  const context = await newContext(browser);
+  const page = await context.newPage();
+  await page.goto(new URL('/join', appliance.url).href);
+  await page.fill('#pin', pin);
+  await page.click('#pin-form button[type=submit]');
+  await page.waitForSelector('#consent:not([hidden])');
+  assert.equal(await page.textContent('#tech-name'), admin.name);
+  await page.click('#share');
+  await waitFor(async () => (await inboundVideo(technician.page))?.framesDecoded > 0, { what: 'decoded frames' });
+  await technician.page.click('#end-session');
+  await page.waitForSelector('#ended:not([hidden])');
+  assert.match(await page.textContent('#ended-reason'), /technician ended/);
+  const tracksLive = await page.evaluate(() => document.querySelector('#preview').srcObject?.getTracks().some((t) => t.readyState === 'live') ?? false);
+  assert.equal(tracksLive, false, 'the camera is released when the session ends');
+  await context.close();
+});
