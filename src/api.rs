@@ -265,8 +265,7 @@ async fn csrf_guard(request: axum::extract::Request, next: Next) -> Response {
     let changes_state = !matches!(*request.method(), Method::GET | Method::HEAD);
     let uses_cookie = cookie_token(request.headers()).is_some();
     let has_bearer = bearer(request.headers()).is_some();
-    if changes_state && uses_cookie && !has_bearer && !request.headers().contains_key(CSRF_HEADER)
-    {
+    if changes_state && uses_cookie && !has_bearer && !request.headers().contains_key(CSRF_HEADER) {
         return ApiError::new(
             StatusCode::FORBIDDEN,
             "csrf",
@@ -744,11 +743,7 @@ const CONSOLE_HTML: &str = include_str!("web/console.html");
 const CUSTOMER_HTML: &str = include_str!("web/customer.html");
 
 async fn page(html: &'static str) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        html,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
 }
 
 async fn asset(Path(name): Path<String>) -> Response {
@@ -757,7 +752,10 @@ async fn asset(Path(name): Path<String>) -> Response {
         "customer.js" => (include_str!("web/customer.js"), "text/javascript"),
         "common.js" => (include_str!("web/common.js"), "text/javascript"),
         "style.css" => (include_str!("web/style.css"), "text/css"),
-        _ => return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such asset").into_response(),
+        _ => {
+            return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such asset")
+                .into_response();
+        }
     };
     (
         [

@@ -58,6 +58,7 @@ pub struct Running {
     pub console_url: String,
     pub data_dir: PathBuf,
     store: Store,
+    audit: Arc<Audit>,
     live: Arc<Live>,
     media: media::MediaHandle,
     media_thread: std::thread::JoinHandle<()>,
@@ -100,12 +101,11 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
             addr: config.http.listen,
             source,
         })?;
-    let udp = std::net::UdpSocket::bind(config.media.listen).map_err(|source| {
-        StartError::BindMedia {
+    let udp =
+        std::net::UdpSocket::bind(config.media.listen).map_err(|source| StartError::BindMedia {
             addr: config.media.listen,
             source,
-        }
-    })?;
+        })?;
     let (media, mut media_events, media_thread) = media::start(udp).map_err(StartError::Media)?;
     let media_addr = media.local_addr();
 
@@ -144,7 +144,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
     let state = Arc::new(ApiState {
         auth: auth.clone(),
         live: live.clone(),
-        audit,
+        audit: audit.clone(),
         ca_pem: tls.ca_pem.clone(),
         public_url: config.http.public_url.clone(),
         media_public_ip: config.media.public_address,
@@ -178,6 +178,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         console_url,
         data_dir,
         store,
+        audit,
         live,
         media,
         media_thread,
@@ -187,6 +188,11 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
 }
 
 impl Running {
+    /// The appliance-level security log, oldest first.
+    pub fn audit_entries(&self) -> Result<Vec<crate::audit::AuditEntry>, StoreError> {
+        self.audit.entries()
+    }
+
     /// Stops accepting, tells every open session, stops the relay and flushes the store.
     pub async fn shutdown(self) -> Result<(), StoreError> {
         self.live.shutdown();

@@ -105,7 +105,7 @@ pub struct SetupRequest {
 }
 
 const IDLE_TIMEOUT_MS: u64 = 30 * 60_000;
-const ABSOLUTE_TIMEOUT_MS: u64 = 12 * 3600_000;
+const ABSOLUTE_TIMEOUT_MS: u64 = 12 * 3_600_000;
 const SETUP_KEY: &str = "setup";
 /// Crockford's base32 alphabet: no I, L, O or U, so a code read aloud is unambiguous.
 const CODE_ALPHABET: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
@@ -386,14 +386,22 @@ impl Auth {
     }
 
     async fn hash_password(&self, password: String) -> Result<String, AuthError> {
-        let _permit = self.hashing.acquire().await.map_err(|_| AuthError::Hashing)?;
+        let _permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|_| AuthError::Hashing)?;
         tokio::task::spawn_blocking(move || hash_password(&password))
             .await
             .map_err(|_| AuthError::Hashing)?
     }
 
     async fn verify_password(&self, hash: String, password: String) -> Result<bool, AuthError> {
-        let _permit = self.hashing.acquire().await.map_err(|_| AuthError::Hashing)?;
+        let _permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|_| AuthError::Hashing)?;
         tokio::task::spawn_blocking(move || verify_password(&hash, &password))
             .await
             .map_err(|_| AuthError::Hashing)
@@ -443,8 +451,7 @@ pub fn check_password_floor(password: &str) -> Result<(), AuthError> {
             "the password may have at most 128 characters".into(),
         ));
     }
-    if !password.chars().any(char::is_alphabetic) || !password.chars().any(|c| c.is_ascii_digit())
-    {
+    if !password.chars().any(char::is_alphabetic) || !password.chars().any(|c| c.is_ascii_digit()) {
         return Err(AuthError::Invalid(
             "the password must contain letters and digits".into(),
         ));
@@ -517,7 +524,10 @@ mod tests {
     #[test]
     fn hash_round_trip_uses_argon2id_with_owasp_parameters() {
         let hash = hash_password("correct horse 9").expect("hash");
-        assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
+        assert!(
+            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{hash}"
+        );
         assert!(verify_password(&hash, "correct horse 9"));
         assert!(!verify_password(&hash, "correct horse 8"));
         assert!(!verify_password("not a hash", "x"));

@@ -11,7 +11,11 @@ use crate::clock::SystemClock;
 use crate::config::Config;
 
 #[derive(Debug, Parser)]
-#[command(name = "sightline", version, about = "Live camera remote support appliance")]
+#[command(
+    name = "sightline",
+    version,
+    about = "Live camera remote support appliance"
+)]
 pub struct Cli {
     /// TOML configuration file; without one the embedded defaults apply.
     #[arg(long, global = true, env = "SIGHTLINE_CONFIG")]

@@ -171,19 +171,21 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named_in_the_error() {
-        let err = Config::from_toml("[media]\npublic_adress = \"10.0.0.1\"\n").unwrap_err();
+        let err = Config::from_toml("[media]\npublic_adress = \"10.0.0.1\"\n")
+            .expect_err("must be refused");
         assert!(err.contains("public_adress"), "{err}");
     }
 
     #[test]
     fn unknown_section_is_named_in_the_error() {
-        let err = Config::from_toml("[medai]\n").unwrap_err();
+        let err = Config::from_toml("[medai]\n").expect_err("must be refused");
         assert!(err.contains("medai"), "{err}");
     }
 
     #[test]
     fn public_url_must_be_https() {
-        let err = Config::from_toml("[http]\npublic_url = \"http://x\"\n").unwrap_err();
+        let err =
+            Config::from_toml("[http]\npublic_url = \"http://x\"\n").expect_err("must be refused");
         assert!(err.contains("http.public_url"), "{err}");
     }
 }

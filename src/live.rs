@@ -141,13 +141,22 @@ struct PinEntry {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientMessage {
     /// First message on a technician's socket: which session to follow.
-    Watch { session_id: String },
+    Watch {
+        session_id: String,
+    },
     /// First message on a customer's socket: the invitation token.
-    Join { token: String },
+    Join {
+        token: String,
+    },
     /// The customer's choice; the microphone is asked for separately and may be declined.
-    Consent { camera: bool, microphone: bool },
+    Consent {
+        camera: bool,
+        microphone: bool,
+    },
     /// The customer paused or resumed the camera.
-    Pause { paused: bool },
+    Pause {
+        paused: bool,
+    },
     /// Either side ends the session.
     End,
     Ping,
@@ -171,9 +180,16 @@ pub enum ErrorCode {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     /// The session as it is now; sent on join and on every change.
-    State { session: SessionView },
-    Ended { reason: EndReason },
-    Error { code: ErrorCode, message: String },
+    State {
+        session: SessionView,
+    },
+    Ended {
+        reason: EndReason,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
     Pong,
 }
 
@@ -422,7 +438,11 @@ impl Live {
         }
         let pin = pin.trim();
         let valid_shape = pin.len() == 6 && pin.bytes().all(|b| b.is_ascii_digit());
-        let entry = if valid_shape { self.pins.get(pin)? } else { None };
+        let entry = if valid_shape {
+            self.pins.get(pin)?
+        } else {
+            None
+        };
         let now = self.clock.now_ms();
         let session = match entry {
             Some(e) if now < e.expires_ms => Some(self.load(&e.account_id, &e.session_id)?),
@@ -544,7 +564,11 @@ impl Live {
             match attachment.participant {
                 Participant::Technician => room.technicians.retain(|c| c.id != attachment.conn_id),
                 Participant::Customer => {
-                    if room.customer.as_ref().is_some_and(|c| c.id == attachment.conn_id) {
+                    if room
+                        .customer
+                        .as_ref()
+                        .is_some_and(|c| c.id == attachment.conn_id)
+                    {
                         room.customer = None;
                     }
                 }
@@ -572,9 +596,9 @@ impl Live {
         let customer = from.participant == Participant::Customer;
         match message {
             ClientMessage::Ping => Ok(Some(ServerMessage::Pong)),
-            ClientMessage::Watch { .. } | ClientMessage::Join { .. } => Err(
-                LiveError::BadMessage("already joined; send this only once, first".into()),
-            ),
+            ClientMessage::Watch { .. } | ClientMessage::Join { .. } => Err(LiveError::BadMessage(
+                "already joined; send this only once, first".into(),
+            )),
             ClientMessage::Consent { camera, microphone } if customer => {
                 let now = self.clock.now_ms();
                 let session = self.transition(&from.account_id, &from.session_id, |s| {
@@ -728,8 +752,7 @@ impl Live {
             return Ok(session);
         }
         self.release_pin(session_id)?;
-        self.invitations
-            .retain(|r| r.session_id != session_id)?;
+        self.invitations.retain(|r| r.session_id != session_id)?;
         if let Some(room) = self.rooms().remove(session_id) {
             room.broadcast(&ServerMessage::State {
                 session: SessionView {

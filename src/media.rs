@@ -97,8 +97,8 @@ impl MediaHandle {
         offer: &str,
         announce: SocketAddr,
     ) -> Result<(PeerId, String), MediaError> {
-        let offer =
-            SdpOffer::from_sdp_string(offer).map_err(|e| MediaError::InvalidOffer(e.to_string()))?;
+        let offer = SdpOffer::from_sdp_string(offer)
+            .map_err(|e| MediaError::InvalidOffer(e.to_string()))?;
         let mut rtc = Rtc::builder()
             .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()))
             // The relay has a single, directly reachable address: the browser runs the
@@ -161,7 +161,11 @@ pub fn start(
         .spawn(move || {
             runtime.block_on(async move {
                 match UdpSocket::from_std(socket) {
-                    Ok(socket) => Relay::new(socket, local_addr, events_tx).run(commands_rx).await,
+                    Ok(socket) => {
+                        Relay::new(socket, local_addr, events_tx)
+                            .run(commands_rx)
+                            .await
+                    }
                     Err(e) => tracing::error!(error = %e, "media socket unusable"),
                 }
             });
@@ -211,7 +215,7 @@ enum Propagate {
     Forward {
         room: Arc<str>,
         kind: MediaKind,
-        data: MediaData,
+        data: Box<MediaData>,
     },
     KeyframeWanted {
         room: Arc<str>,
@@ -404,7 +408,8 @@ impl Relay {
                     let Some(pt) = writer.match_params(data.params) else {
                         continue;
                     };
-                    if let Err(e) = writer.write(pt, data.network_time, data.time, data.data.clone())
+                    if let Err(e) =
+                        writer.write(pt, data.network_time, data.time, data.data.clone())
                     {
                         tracing::debug!(error = %e, peer = sub_id.0, "forwarding failed");
                         sub.rtc.disconnect();
@@ -528,7 +533,7 @@ fn handle_event(
             work.push(Propagate::Forward {
                 room: peer.room.clone(),
                 kind,
-                data,
+                data: Box::new(data),
             });
         }
         Event::KeyframeRequest(_) if peer.role == PeerRole::Subscriber => {
@@ -554,7 +559,9 @@ fn request_keyframe(publisher: Option<&mut Peer>, now: Instant) {
         return;
     };
     if let Some(mut writer) = publisher.rtc.writer(mid)
-        && writer.request_keyframe(None, KeyframeRequestKind::Pli).is_ok()
+        && writer
+            .request_keyframe(None, KeyframeRequestKind::Pli)
+            .is_ok()
     {
         publisher.last_keyframe_request = Some(now);
     }

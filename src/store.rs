@@ -214,8 +214,14 @@ mod tests {
     fn account_collections_do_not_see_each_other() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");
-        let a = store.account("a").collection::<String>("sessions").expect("a");
-        let b = store.account("b").collection::<String>("sessions").expect("b");
+        let a = store
+            .account("a")
+            .collection::<String>("sessions")
+            .expect("a");
+        let b = store
+            .account("b")
+            .collection::<String>("sessions")
+            .expect("b");
         a.put("s1", &"secret of a".to_owned()).expect("put");
         assert_eq!(b.get("s1").expect("get"), None);
         assert_eq!(a.get("s1").expect("get").as_deref(), Some("secret of a"));

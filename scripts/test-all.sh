@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Sets up everything the tests need on a fresh Debian machine with only the Rust toolchain,
+# then runs every test: unit and in-process integration tests (cargo test) and the
+# browser end-to-end tests (Debian's Chromium with a fake camera, driven by playwright-core).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+
+missing=()
+command -v cc >/dev/null || missing+=(gcc libc6-dev)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "==> installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+echo "==> cargo build"
+cargo build --locked --bins
+echo "==> cargo test"
+cargo test --locked
+
+echo "==> browser end-to-end tests"
+(cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error && npm test)

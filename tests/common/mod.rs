@@ -1,0 +1,354 @@
+//! Test harness: the whole appliance in-process on ephemeral loopback ports, a manual
+//! clock, and a small HTTPS + WebSocket client that trusts only the appliance's CA.
+
+#![allow(dead_code)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use rustls::pki_types::ServerName;
+use serde_json::Value;
+use sightline::appliance::{self, Running};
+use sightline::clock::ManualClock;
+use sightline::config::Config;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+pub const START_MS: u64 = 1_800_000_000_000;
+
+pub struct TestAppliance {
+    pub running: Option<Running>,
+    pub dir: tempfile::TempDir,
+    pub clock: ManualClock,
+    pub config: Config,
+}
+
+impl TestAppliance {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config {
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
+        config.http.listen = "127.0.0.1:0".parse().expect("addr");
+        config.media.listen = "127.0.0.1:0".parse().expect("addr");
+        adjust(&mut config);
+        let clock = ManualClock::new(START_MS);
+        let running = appliance::start(config.clone(), Arc::new(clock.clone()))
+            .await
+            .expect("appliance starts");
+        Self {
+            running: Some(running),
+            dir,
+            clock,
+            config,
+        }
+    }
+
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().expect("running")
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.running().https_addr
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await.expect("clean shutdown");
+        }
+    }
+
+    /// Stops and starts again on the same data directory (new ports).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let running = appliance::start(self.config.clone(), Arc::new(self.clock.clone()))
+            .await
+            .expect("appliance restarts");
+        self.running = Some(running);
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(self.addr(), &self.running().ca_pem, "127.0.0.1")
+    }
+
+    /// A client whose connections come from another loopback address.
+    pub fn client_from(&self, source: &str) -> Client {
+        Client::new(self.addr(), &self.running().ca_pem, source)
+    }
+
+    /// Completes first-run setup and returns the signed-in admin's client.
+    pub async fn set_up(&self) -> Client {
+        let mut client = self.client();
+        let code = self.running().setup_code.clone().expect("setup code");
+        let response = client
+            .post_json(
+                "/api/setup",
+                &serde_json::json!({
+                    "code": code,
+                    "email": "Ada@Example.com",
+                    "password": "Camera4support",
+                    "display_name": "Ada Lovelace",
+                    "organisation": "Example Utilities",
+                }),
+            )
+            .await;
+        assert_eq!(response.status, 200, "{}", response.text());
+        client
+    }
+
+    pub fn audit_kinds(&self) -> Vec<String> {
+        self.running()
+            .audit_entries()
+            .expect("audit")
+            .into_iter()
+            .map(|e| {
+                serde_json::to_value(&e.kind)
+                    .expect("kind")
+                    .as_str()
+                    .expect("str")
+                    .to_owned()
+            })
+            .collect()
+    }
+}
+
+pub struct Response {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().expect("ascii").to_owned())
+    }
+}
+
+pub struct Client {
+    addr: SocketAddr,
+    tls: TlsConnector,
+    source: IpAddr,
+    pub cookie: Option<String>,
+}
+
+pub type Ws = WebSocketStream<TlsStream<TcpStream>>;
+
+impl Client {
+    fn new(addr: SocketAddr, ca_pem: &str, source: &str) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+            roots.add(cert.expect("pem")).expect("root");
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Self {
+            addr,
+            tls: TlsConnector::from(Arc::new(config)),
+            source: source.parse().expect("source ip"),
+            cookie: None,
+        }
+    }
+
+    pub async fn connect(&self) -> TlsStream<TcpStream> {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::new(self.source, 0))
+            .expect("bind source");
+        let tcp = socket.connect(self.addr).await.expect("connect");
+        let name = ServerName::try_from("127.0.0.1").expect("name");
+        self.tls
+            .connect(name, tcp)
+            .await
+            .expect("TLS handshake with a certificate from the appliance CA")
+    }
+
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Response {
+        let stream = self.connect().await;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .expect("http handshake");
+        tokio::spawn(connection);
+        let mut builder = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", format!("127.0.0.1:{}", self.addr.port()));
+        if let Some(cookie) = &self.cookie {
+            builder = builder.header("cookie", cookie);
+        }
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let request = builder.body(Full::new(Bytes::from(body))).expect("request");
+        let response = sender.send_request(request).await.expect("response");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .to_vec();
+        if let Some(set) = headers.get("set-cookie") {
+            let value = set.to_str().expect("ascii");
+            let pair = value.split(';').next().expect("pair").to_owned();
+            self.cookie = if pair.ends_with('=') {
+                None
+            } else {
+                Some(pair)
+            };
+        }
+        Response {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&mut self, path: &str) -> Response {
+        self.request("GET", path, &[], Vec::new()).await
+    }
+
+    pub async fn get_with(&mut self, path: &str, headers: &[(&str, &str)]) -> Response {
+        self.request("GET", path, headers, Vec::new()).await
+    }
+
+    pub async fn post_json(&mut self, path: &str, body: &Value) -> Response {
+        self.request(
+            "POST",
+            path,
+            &[
+                ("content-type", "application/json"),
+                ("x-sightline-csrf", "1"),
+            ],
+            serde_json::to_vec(body).expect("json"),
+        )
+        .await
+    }
+
+    /// Opens the signaling WebSocket (with this client's cookie, if any).
+    pub async fn websocket(&self) -> Ws {
+        let stream = self.connect().await;
+        let mut request = format!("wss://127.0.0.1:{}/api/ws", self.addr.port())
+            .into_client_request()
+            .expect("ws request");
+        if let Some(cookie) = &self.cookie {
+            request
+                .headers_mut()
+                .insert("cookie", cookie.parse().expect("cookie"));
+        }
+        let (ws, _) = tokio_tungstenite::client_async(request, stream)
+            .await
+            .expect("ws handshake");
+        ws
+    }
+}
+
+pub async fn send(ws: &mut Ws, value: Value) {
+    ws.send(Message::Text(value.to_string().into()))
+        .await
+        .expect("ws send");
+}
+
+pub async fn send_raw(ws: &mut Ws, message: Message) {
+    ws.send(message).await.expect("ws send");
+}
+
+/// The next JSON message, or None when the server closed the socket.
+pub async fn recv(ws: &mut Ws) -> Option<Value> {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a message within 10 s");
+        match message {
+            Some(Ok(Message::Text(text))) => {
+                return Some(serde_json::from_str(&text).expect("server sends JSON"));
+            }
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+/// Reads messages until one has the given type.
+pub async fn recv_type(ws: &mut Ws, kind: &str) -> Value {
+    loop {
+        let message = recv(ws)
+            .await
+            .unwrap_or_else(|| panic!("socket closed before a {kind} message"));
+        if message["type"] == kind {
+            return message;
+        }
+    }
+}
+
+/// Reads state messages until the session reaches `state`.
+pub async fn recv_state(ws: &mut Ws, state: &str) -> Value {
+    loop {
+        let message = recv_type(ws, "state").await;
+        if message["session"]["state"] == state {
+            return message;
+        }
+    }
+}
+
+/// Creates a support session; returns (session id, token, pin).
+pub async fn create_session(admin: &mut Client) -> (String, String, String) {
+    let response = admin
+        .request(
+            "POST",
+            "/api/sessions",
+            &[("x-sightline-csrf", "1")],
+            vec![],
+        )
+        .await;
+    assert_eq!(response.status, 201, "{}", response.text());
+    let body = response.json();
+    let link = body["link"].as_str().expect("link").to_owned();
+    let token = link
+        .split_once("/c#")
+        .expect("token in fragment")
+        .1
+        .to_owned();
+    (
+        body["session"]["id"].as_str().expect("id").to_owned(),
+        token,
+        body["pin"].as_str().expect("pin").to_owned(),
+    )
+}

@@ -1,0 +1,604 @@
+//! The appliance foundation through its real HTTP and WebSocket surface: setup, login,
+//! support sessions, invitations, signaling errors, certificates and configuration.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn setup_code_creates_the_first_admin_exactly_once() {
+    let mut app = TestAppliance::start().await;
+    let mut anon = app.client();
+    assert_eq!(anon.get("/api/setup").await.json()["needed"], true);
+    let code = app
+        .running()
+        .setup_code
+        .clone()
+        .expect("a setup code on first start");
+    assert!(code.len() >= 14, "{code}");
+
+    let attempt = |code: &str| {
+        json!({"code": code, "email": "Ada@Example.com", "password": "Camera4support",
+               "display_name": "Ada", "organisation": "Example Utilities"})
+    };
+    let wrong = anon
+        .post_json("/api/setup", &attempt("AAAA-BBBB-CCCC"))
+        .await;
+    assert_eq!(wrong.status, 403);
+    assert_eq!(wrong.json()["error"], "bad_setup_code");
+
+    // A weak password is refused before the code is consumed.
+    let mut weak = attempt(&code);
+    weak["password"] = json!("password");
+    let weak = anon.post_json("/api/setup", &weak).await;
+    assert_eq!(weak.status, 422, "{}", weak.text());
+
+    let mut admin = app.client();
+    let ok = admin
+        .post_json("/api/setup", &attempt(&code.to_lowercase()))
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let cookie = ok.header("set-cookie").expect("login cookie");
+    for attribute in [
+        "__Host-sightline=",
+        "Secure",
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/",
+    ] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    let me = admin.get("/api/me").await;
+    assert_eq!(me.status, 200);
+    assert_eq!(me.json()["email"], "ada@example.com");
+    assert_eq!(me.json()["role"], "account_admin");
+
+    let reused = anon.post_json("/api/setup", &attempt(&code)).await;
+    assert_eq!(reused.status, 409);
+    assert_eq!(anon.get("/api/setup").await.json()["needed"], false);
+
+    app.restart().await;
+    assert!(
+        app.running().setup_code.is_none(),
+        "no new code once set up"
+    );
+    let kinds = app.audit_kinds();
+    assert!(kinds.contains(&"setup_code_rejected".to_owned()));
+    assert!(kinds.contains(&"setup_completed".to_owned()));
+}
+
+#[tokio::test]
+async fn an_expired_setup_code_is_refused() {
+    let app = TestAppliance::start().await;
+    let code = app.running().setup_code.clone().expect("code");
+    app.clock.advance_secs(24 * 3600);
+    let response = app
+        .client()
+        .post_json(
+            "/api/setup",
+            &json!({"code": code, "email": "a@example.com", "password": "Camera4support",
+                    "display_name": "A", "organisation": "B"}),
+        )
+        .await;
+    assert_eq!(response.status, 403);
+    assert_eq!(response.json()["error"], "bad_setup_code");
+}
+
+#[tokio::test]
+async fn login_gives_the_same_answer_for_unknown_email_and_wrong_password() {
+    let app = TestAppliance::start().await;
+    app.set_up().await;
+    let mut client = app.client();
+    let wrong = client
+        .post_json(
+            "/api/login",
+            &json!({"email": "ada@example.com", "password": "Wrong4pass"}),
+        )
+        .await;
+    let unknown = client
+        .post_json(
+            "/api/login",
+            &json!({"email": "bob@example.com", "password": "Wrong4pass"}),
+        )
+        .await;
+    assert_eq!(wrong.status, 401);
+    assert_eq!(wrong.body, unknown.body);
+    assert!(client.cookie.is_none());
+
+    let ok = client
+        .post_json(
+            "/api/login",
+            &json!({"email": " ADA@example.com", "password": "Camera4support"}),
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(client.get("/api/me").await.status, 200);
+
+    let out = client
+        .request("POST", "/api/logout", &[("x-sightline-csrf", "1")], vec![])
+        .await;
+    assert_eq!(out.status, 204);
+    assert_eq!(client.get("/api/me").await.status, 401);
+}
+
+#[tokio::test]
+async fn login_sessions_expire_after_thirty_idle_minutes() {
+    let app = TestAppliance::start().await;
+    let mut admin = app.set_up().await;
+    app.clock.advance_secs(29 * 60);
+    assert_eq!(admin.get("/api/me").await.status, 200);
+    app.clock.advance_secs(30 * 60);
+    assert_eq!(admin.get("/api/me").await.status, 401);
+}
+
+#[tokio::test]
+async fn the_api_requires_sign_in_and_the_csrf_header() {
+    let app = TestAppliance::start().await;
+    let mut admin = app.set_up().await;
+    let mut anon = app.client();
+    assert_eq!(anon.get("/api/sessions").await.status, 401);
+    let no_csrf = admin.request("POST", "/api/sessions", &[], vec![]).await;
+    assert_eq!(no_csrf.status, 403);
+    assert_eq!(no_csrf.json()["error"], "csrf");
+    let malformed = admin
+        .request(
+            "POST",
+            "/api/login",
+            &[
+                ("content-type", "application/json"),
+                ("x-sightline-csrf", "1"),
+            ],
+            b"{not json".to_vec(),
+        )
+        .await;
+    assert_eq!(malformed.status, 400);
+    assert_eq!(malformed.json()["error"], "bad_request");
+    assert_eq!(anon.get("/api/no-such-route").await.status, 404);
+}
+
+#[tokio::test]
+async fn a_session_gets_an_invitation_link_pin_and_qr_code() {
+    let app = TestAppliance::start().await;
+    let mut admin = app.set_up().await;
+    let response = admin
+        .request(
+            "POST",
+            "/api/sessions",
+            &[("x-sightline-csrf", "1")],
+            vec![],
+        )
+        .await;
+    assert_eq!(response.status, 201);
+    let body = response.json();
+    assert_eq!(body["session"]["state"], "waiting");
+    let link = body["link"].as_str().expect("link");
+    let token = link.split_once("/c#").expect("fragment").1;
+    // 43 base64url characters carry 256 random bits.
+    assert_eq!(token.len(), 43, "{link}");
+    assert!(link.starts_with(&format!("https://127.0.0.1:{}/c#", app.addr().port())));
+    let pin = body["pin"].as_str().expect("pin");
+    assert!(pin.len() == 6 && pin.bytes().all(|b| b.is_ascii_digit()));
+    assert!(
+        body["qr_svg"]
+            .as_str()
+            .expect("qr")
+            .starts_with("data:image/svg+xml;base64,")
+    );
+
+    let mut customer = app.client();
+    let bearer = format!("Bearer {token}");
+    let invitation = customer
+        .get_with("/api/invitation", &[("authorization", &bearer)])
+        .await;
+    assert_eq!(invitation.status, 200);
+    let invitation = invitation.json();
+    assert_eq!(invitation["technician_name"], "Ada Lovelace");
+    assert_eq!(invitation["organisation"], "Example Utilities");
+    assert_eq!(invitation["shares"], json!(["camera"]));
+    assert_eq!(invitation["optional"], json!(["microphone"]));
+
+    let listed = admin.get("/api/sessions").await.json();
+    assert_eq!(listed.as_array().expect("list").len(), 1);
+}
+
+#[tokio::test]
+async fn invitations_that_are_wrong_expired_or_ended_are_refused() {
+    let app = TestAppliance::start().await;
+    let mut admin = app.set_up().await;
+    let mut customer = app.client();
+    let check = |token: &str| format!("Bearer {token}");
+
+    let wrong = customer
+        .get_with(
+            "/api/invitation",
+            &[("authorization", &check("x".repeat(43).as_str()))],
+        )
+        .await;
+    assert_eq!(wrong.status, 403);
+    assert_eq!(wrong.json()["error"], "invitation_invalid");
+    assert_eq!(customer.get("/api/invitation").await.status, 401);
+
+    // Expired before anyone joined.
+    let (id, token, pin) = create_session(&mut admin).await;
+    app.clock.advance_secs(15 * 60);
+    let expired = customer
+        .get_with("/api/invitation", &[("authorization", &check(&token))])
+        .await;
+    assert_eq!(expired.status, 403);
+    let session = admin.get(&format!("/api/sessions/{id}")).await.json();
+    assert_eq!(session["state"], "ended");
+    assert_eq!(session["end_reason"], "expired");
+    let by_pin = customer
+        .post_json("/api/join/pin", &json!({"pin": pin}))
+        .await;
+    assert_eq!(by_pin.status, 403);
+
+    // Used for one session only: once it ends, the link is dead.
+    let (id, token, _) = create_session(&mut admin).await;
+    let ok = customer
+        .get_with("/api/invitation", &[("authorization", &check(&token))])
+        .await;
+    assert_eq!(ok.status, 200);
+    let ended = admin
+        .request(
+            "POST",
+            &format!("/api/sessions/{id}/end"),
+            &[("x-sightline-csrf", "1")],
+            vec![],
+        )
+        .await;
+    assert_eq!(ended.status, 200);
+    assert_eq!(ended.json()["end_reason"], "technician");
+    let reused = customer
+        .get_with("/api/invitation", &[("authorization", &check(&token))])
+        .await;
+    assert_eq!(reused.status, 403);
+    assert!(
+        app.audit_kinds()
+            .contains(&"invitation_rejected".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn pin_guessing_is_throttled_per_source_and_audited() {
+    let app = TestAppliance::start().await;
+    let mut admin = app.set_up().await;
+    let (_, _, pin) = create_session(&mut admin).await;
+    let wrong_pin = if pin == "000000" { "000001" } else { "000000" };
+
+    let mut guesser = app.client_from("127.0.0.9");
+    for _ in 0..10 {
+        let r = guesser
+            .post_json("/api/join/pin", &json!({"pin": wrong_pin}))
+            .await;
+        assert_eq!(r.status, 403);
+        assert_eq!(r.json()["error"], "pin_invalid");
+    }
+    // Even the right PIN is refused to the guessing source now.
+    let blocked = guesser
+        .post_json("/api/join/pin", &json!({"pin": pin}))
+        .await;
+    assert_eq!(blocked.status, 429);
+    let malformed = guesser
+        .post_json("/api/join/pin", &json!({"pin": 12}))
+        .await;
+    assert_eq!(malformed.status, 400);
+
+    let mut customer = app.client_from("127.0.0.10");
+    let ok = customer
+        .post_json("/api/join/pin", &json!({"pin": pin}))
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let token = ok.json()["token"].as_str().expect("token").to_owned();
+    let invitation = customer
+        .get_with(
+            "/api/invitation",
+            &[("authorization", &format!("Bearer {token}"))],
+        )
+        .await;
+    assert_eq!(invitation.status, 200);
+
+    let entries = app.running().audit_entries().expect("audit");
+    let throttled = entries
+        .iter()
+        .find(|e| serde_json::to_value(&e.kind).expect("kind") == "source_throttled")
+        .expect("a throttling entry");
+    assert_eq!(throttled.source, Some("127.0.0.9".parse().expect("ip")));
+    assert!(
+        entries.iter().all(|e| !e.detail.contains(&pin)),
+        "PINs never reach the audit log"
+    );
+
+    // The guessing source may try again after the penalty.
+    app.clock.advance_secs(5 * 60);
+    let (_, _, pin2) = create_session(&mut admin).await;
+    let retry = guesser
+        .post_json("/api/join/pin", &json!({"pin": pin2}))
+        .await;
+    assert_eq!(retry.status, 200);
+}
+
+#[tokio::test]
+async fn the_pin_stops_working_once_the_customer_has_joined() {
+    let app = TestAppliance::start().await;
+    let mut admin = app.set_up().await;
+    let (_, token, pin) = create_session(&mut admin).await;
+    let mut ws = app.client().websocket().await;
+    send(&mut ws, json!({"type": "join", "token": token})).await;
+    recv_state(&mut ws, "joined").await;
+    let late = app
+        .client_from("127.0.0.3")
+        .post_json("/api/join/pin", &json!({"pin": pin}))
+        .await;
+    assert_eq!(late.status, 403);
+}
+
+#[tokio::test]
+async fn signaling_answers_malformed_and_unexpected_messages_with_typed_errors() {
+    let app = TestAppliance::start().await;
+    let mut admin = app.set_up().await;
+    let (id, token, _) = create_session(&mut admin).await;
+
+    // The first message must identify the participant.
+    let mut ws = app.client().websocket().await;
+    send_raw(&mut ws, Message::Text("not json".into())).await;
+    assert_eq!(recv(&mut ws).await.expect("error")["code"], "bad_message");
+    assert!(
+        recv(&mut ws).await.is_none(),
+        "closed after a bad first message"
+    );
+
+    let mut ws = app.client().websocket().await;
+    send(
+        &mut ws,
+        json!({"type": "consent", "camera": true, "microphone": false}),
+    )
+    .await;
+    assert_eq!(recv(&mut ws).await.expect("error")["code"], "unexpected");
+
+    let mut ws = app.client().websocket().await;
+    send(&mut ws, json!({"type": "join", "token": "forged"})).await;
+    assert_eq!(
+        recv(&mut ws).await.expect("error")["code"],
+        "invitation_invalid"
+    );
+
+    // Watching needs a signed-in technician.
+    let mut ws = app.client().websocket().await;
+    send(&mut ws, json!({"type": "watch", "session_id": id})).await;
+    assert_eq!(recv(&mut ws).await.expect("error")["code"], "not_allowed");
+
+    // A joined customer survives bad messages and keeps working.
+    let mut customer = app.client().websocket().await;
+    send(&mut customer, json!({"type": "join", "token": token})).await;
+    recv_state(&mut customer, "joined").await;
+    send(&mut customer, json!({"type": "explode"})).await;
+    let error = recv_type(&mut customer, "error").await;
+    assert_eq!(error["code"], "bad_message");
+    assert!(
+        error["message"]
+            .as_str()
+            .expect("message")
+            .contains("explode")
+    );
+    send_raw(&mut customer, Message::Binary(vec![0u8, 1, 2].into())).await;
+    assert_eq!(
+        recv_type(&mut customer, "error").await["code"],
+        "bad_message"
+    );
+    send(&mut customer, json!({"type": "join", "token": token})).await;
+    assert_eq!(
+        recv_type(&mut customer, "error").await["code"],
+        "unexpected"
+    );
+    send(&mut customer, json!({"type": "ping"})).await;
+    recv_type(&mut customer, "pong").await;
+
+    // A second device with the same link is refused while the first is connected.
+    let mut second = app.client().websocket().await;
+    send(&mut second, json!({"type": "join", "token": token})).await;
+    assert_eq!(
+        recv(&mut second).await.expect("error")["code"],
+        "already_joined"
+    );
+
+    // The technician follows; the customer consents; both see it.
+    let mut tech = admin.websocket().await;
+    send(&mut tech, json!({"type": "watch", "session_id": id})).await;
+    recv_state(&mut tech, "joined").await;
+    send(
+        &mut customer,
+        json!({"type": "consent", "camera": true, "microphone": false}),
+    )
+    .await;
+    let state = recv_state(&mut tech, "consented").await;
+    assert_eq!(state["session"]["consent"]["camera"], true);
+    assert_eq!(state["session"]["consent"]["microphone"], false);
+    // Only the customer may consent.
+    send(
+        &mut tech,
+        json!({"type": "consent", "camera": true, "microphone": true}),
+    )
+    .await;
+    assert_eq!(recv_type(&mut tech, "error").await["code"], "unexpected");
+
+    // The technician ends it; the customer is told.
+    send(&mut tech, json!({"type": "end"})).await;
+    assert_eq!(
+        recv_type(&mut customer, "ended").await["reason"],
+        "technician"
+    );
+    assert!(
+        app.audit_kinds()
+            .contains(&"malformed_signaling".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn declining_is_recorded_and_shown_to_the_technician() {
+    let app = TestAppliance::start().await;
+    let mut admin = app.set_up().await;
+    let (id, token, _) = create_session(&mut admin).await;
+    let mut tech = admin.websocket().await;
+    send(&mut tech, json!({"type": "watch", "session_id": id})).await;
+    recv_state(&mut tech, "waiting").await;
+    let mut customer = app.client().websocket().await;
+    send(&mut customer, json!({"type": "join", "token": token})).await;
+    send(
+        &mut customer,
+        json!({"type": "consent", "camera": false, "microphone": true}),
+    )
+    .await;
+    let state = recv_state(&mut tech, "declined").await;
+    assert_eq!(state["session"]["consent"]["microphone"], false);
+    assert!(app.audit_kinds().contains(&"consent_declined".to_owned()));
+
+    // Without camera consent the customer cannot publish.
+    let whip = app
+        .client()
+        .request(
+            "POST",
+            "/api/invitation/whip",
+            &[
+                ("authorization", &format!("Bearer {token}")),
+                ("content-type", "application/sdp"),
+            ],
+            b"v=0\r\n".to_vec(),
+        )
+        .await;
+    assert_eq!(whip.status, 403);
+    assert_eq!(whip.json()["error"], "no_consent");
+}
+
+#[tokio::test]
+async fn media_offers_are_validated() {
+    let app = TestAppliance::start().await;
+    let mut admin = app.set_up().await;
+    let (id, token, _) = create_session(&mut admin).await;
+    let mut customer = app.client().websocket().await;
+    send(&mut customer, json!({"type": "join", "token": token})).await;
+    send(
+        &mut customer,
+        json!({"type": "consent", "camera": true, "microphone": false}),
+    )
+    .await;
+    recv_state(&mut customer, "consented").await;
+
+    let bearer = format!("Bearer {token}");
+    let mut client = app.client();
+    let wrong_type = client
+        .request(
+            "POST",
+            "/api/invitation/whip",
+            &[("authorization", &bearer), ("content-type", "text/plain")],
+            b"v=0".to_vec(),
+        )
+        .await;
+    assert_eq!(wrong_type.status, 415);
+    let garbage = client
+        .request(
+            "POST",
+            "/api/invitation/whip",
+            &[
+                ("authorization", &bearer),
+                ("content-type", "application/sdp"),
+            ],
+            b"this is not SDP \x01\x02".to_vec(),
+        )
+        .await;
+    assert_eq!(garbage.status, 400);
+    assert_eq!(garbage.json()["error"], "invalid_sdp");
+    assert!(
+        app.audit_kinds()
+            .contains(&"malformed_media_offer".to_owned())
+    );
+
+    let whep_anon = app
+        .client()
+        .request(
+            "POST",
+            &format!("/api/sessions/{id}/whep"),
+            &[("content-type", "application/sdp")],
+            b"v=0".to_vec(),
+        )
+        .await;
+    assert_eq!(whep_anon.status, 401);
+    let whep_bad = admin
+        .request(
+            "POST",
+            &format!("/api/sessions/{id}/whep"),
+            &[
+                ("content-type", "application/sdp"),
+                ("x-sightline-csrf", "1"),
+            ],
+            b"m=video".to_vec(),
+        )
+        .await;
+    assert_eq!(whep_bad.status, 400);
+    // The session and the customer's connection are unaffected.
+    send(&mut customer, json!({"type": "ping"})).await;
+    recv_type(&mut customer, "pong").await;
+}
+
+#[tokio::test]
+async fn shutdown_tells_every_open_session() {
+    let mut app = TestAppliance::start().await;
+    let mut admin = app.set_up().await;
+    let (id, token, _) = create_session(&mut admin).await;
+    let mut customer = app.client().websocket().await;
+    send(&mut customer, json!({"type": "join", "token": token})).await;
+    recv_state(&mut customer, "joined").await;
+    app.stop().await;
+    assert_eq!(
+        recv_type(&mut customer, "ended").await["reason"],
+        "shutdown"
+    );
+
+    // The ended session was stored before the appliance stopped.
+    app.restart().await;
+    let mut admin = app.client();
+    let login = admin
+        .post_json(
+            "/api/login",
+            &json!({"email": "ada@example.com", "password": "Camera4support"}),
+        )
+        .await;
+    assert_eq!(login.status, 200);
+    let session = admin.get(&format!("/api/sessions/{id}")).await.json();
+    assert_eq!(session["end_reason"], "shutdown");
+}
+
+#[tokio::test]
+async fn the_appliance_ca_is_reused_across_restarts_and_downloadable() {
+    let mut app = TestAppliance::start().await;
+    let first = app.running().ca_pem.clone();
+    let served = app.client().get("/ca.pem").await;
+    assert_eq!(served.status, 200);
+    assert_eq!(served.text(), first);
+    app.restart().await;
+    assert_eq!(app.running().ca_pem, first);
+    // A client that trusts only the first CA still connects to the new server certificate.
+    let health = app.client().get("/healthz").await;
+    assert_eq!(health.status, 200);
+    let page = app.client().get("/").await;
+    let csp = page.header("content-security-policy").expect("csp");
+    assert!(csp.contains("default-src 'self'"));
+    assert!(page.header("strict-transport-security").is_some());
+}
+
+#[test]
+fn an_unknown_config_key_stops_the_binary_with_its_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("sightline.toml");
+    std::fs::write(&path, "[http]\nlisten = \"127.0.0.1:0\"\nlisten_port = 1\n").expect("write");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sightline"))
+        .args(["--config", path.to_str().expect("utf8"), "serve"])
+        .output()
+        .expect("run sightline");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("listen_port"), "{stderr}");
+    assert!(!dir.path().join("sightline-data").exists());
+}
