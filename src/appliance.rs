@@ -130,12 +130,16 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
     }
     {
         let live = live.clone();
+        let auth = auth.clone();
         let mut stop = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
             loop {
                 tokio::select! {
-                    _ = tick.tick() => live.sweep(),
+                    _ = tick.tick() => {
+                        live.sweep();
+                        auth.sweep();
+                    }
                     _ = stop.wait_for(|s| *s) => return,
                 }
             }
@@ -148,6 +152,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         ca_pem: tls.ca_pem.clone(),
         public_url: config.http.public_url.clone(),
         media_public_ip: config.media.public_address,
+        shutdown: shutdown_rx.clone(),
     });
     tasks.push(tokio::spawn(crate::http::serve(
         listener,

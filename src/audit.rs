@@ -31,6 +31,39 @@ pub enum AuditKind {
     MalformedSignaling,
     MalformedMediaOffer,
     AccessDenied,
+    AccountCreated,
+    LoginLocked,
+    LockoutEnded,
+    SecondFactorFailed,
+    RecoveryCodeUsed,
+    TwoFactorEnrolled,
+    TwoFactorReset,
+    PasswordChanged,
+    PasswordChangeFailed,
+    PasswordReset,
+    SignedOutEverywhere,
+    UserCreated,
+    UserUpdated,
+    UserDeleted,
+    GroupChanged,
+    AccountSettingsChanged,
+}
+
+impl AuditKind {
+    /// Identity events: what the account admin's identity log shows.
+    pub fn is_identity(&self) -> bool {
+        !matches!(
+            self,
+            Self::SessionCreated
+                | Self::SessionEnded
+                | Self::InvitationRejected
+                | Self::PinRejected
+                | Self::ConsentGiven
+                | Self::ConsentDeclined
+                | Self::MalformedSignaling
+                | Self::MalformedMediaOffer
+        )
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

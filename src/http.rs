@@ -106,6 +106,11 @@ pub async fn serve(
             let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
         });
     }
+    drop(listener);
+    // Let open connections finish (each is told to shut down gracefully) so that nothing
+    // still holds the appliance's state when the caller continues.
+    let all = u32::try_from(MAX_CONNECTIONS).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(Duration::from_secs(8), permits.acquire_many(all)).await;
 }
 
 /// Headers every response carries: a strict CSP for the embedded pages, HSTS (Mozilla's

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::audit::{Audit, AuditKind, GuessThrottle};
-use crate::auth::{Principal, random_id, random_token, sha256_hex};
+use crate::auth::{Principal, Role, random_id, random_token, sha256_hex};
 use crate::clock::{SharedClock, UnixMillis};
 use crate::config::SessionConfig;
 use crate::media::{MediaError, MediaEvent, MediaHandle, PeerId, PeerRole};
@@ -88,6 +88,10 @@ pub struct SupportSession {
     pub technician_id: String,
     pub technician_name: String,
     pub organisation: String,
+    /// The technician's groups when the session started; group members who may see the
+    /// group's history see it.
+    #[serde(default)]
+    pub group_ids: Vec<String>,
     pub created_ms: UnixMillis,
     pub invitation_expires_ms: UnixMillis,
     pub ends_by_ms: UnixMillis,
@@ -295,6 +299,7 @@ impl Live {
             technician_id: by.user_id.clone(),
             technician_name: by.display_name.clone(),
             organisation: by.organisation.clone(),
+            group_ids: by.group_ids.clone(),
             created_ms: now,
             invitation_expires_ms: now + self.config.invitation_ttl_secs * 1000,
             ends_by_ms: now + self.config.max_duration_secs * 1000,
@@ -353,12 +358,33 @@ impl Live {
     }
 
     pub fn session_for(&self, who: &Principal, id: &str) -> Result<SessionView, LiveError> {
-        let session = self.load(&who.account_id, id)?;
+        let session = self.load_visible(who, id)?;
         Ok(self.view(&session))
+    }
+
+    /// Whether a console user may see a session: admins see the account's, technicians
+    /// their own, and those in a group that allows it their group's.
+    fn visible_to(who: &Principal, session: &SupportSession) -> bool {
+        who.account_id == session.account_id
+            && (who.role == Role::AccountAdmin
+                || who.user_id == session.technician_id
+                || (who.sees_group_history
+                    && session.group_ids.iter().any(|g| who.group_ids.contains(g))))
+    }
+
+    /// Loads a session the user may see; others are answered exactly like missing ones.
+    fn load_visible(&self, who: &Principal, id: &str) -> Result<SupportSession, LiveError> {
+        let session = self.load(&who.account_id, id)?;
+        if Self::visible_to(who, &session) {
+            Ok(session)
+        } else {
+            Err(LiveError::NotFound)
+        }
     }
 
     pub fn list_sessions(&self, who: &Principal) -> Result<Vec<SessionView>, LiveError> {
         let mut sessions = self.sessions(&who.account_id)?.values()?;
+        sessions.retain(|s| Self::visible_to(who, s));
         sessions.sort_by_key(|s| std::cmp::Reverse(s.created_ms));
         sessions.truncate(100);
         Ok(sessions.iter().map(|s| self.view(s)).collect())
@@ -484,7 +510,7 @@ impl Live {
         session_id: &str,
         source: IpAddr,
     ) -> Result<(Attachment, mpsc::UnboundedReceiver<ServerMessage>), LiveError> {
-        let session = self.load(&who.account_id, session_id)?;
+        let session = self.load_visible(who, session_id)?;
         if session.state == SessionState::Ended {
             return Err(LiveError::Ended);
         }
@@ -722,7 +748,7 @@ impl Live {
         who: &Principal,
         session_id: &str,
     ) -> Result<SessionView, LiveError> {
-        self.load(&who.account_id, session_id)?;
+        self.load_visible(who, session_id)?;
         self.end(&who.account_id, session_id, EndReason::Technician)
             .await
     }
@@ -817,7 +843,7 @@ impl Live {
         offer: &str,
         announce: SocketAddr,
     ) -> Result<(PeerId, String), LiveError> {
-        let session = self.load(&who.account_id, session_id)?;
+        let session = self.load_visible(who, session_id)?;
         if session.state == SessionState::Ended {
             return Err(LiveError::Ended);
         }
@@ -894,7 +920,11 @@ impl Live {
                         return;
                     };
                     r.peers.remove(&peer);
-                    r.account_id.clone()
+                    let account_id = r.account_id.clone();
+                    if r.peers.is_empty() && r.technicians.is_empty() && r.customer.is_none() {
+                        rooms.remove(&room);
+                    }
+                    account_id
                 };
                 if role == PeerRole::Publisher
                     && let Ok(session) = self.transition(&account_id, &room, |s| {

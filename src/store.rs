@@ -16,6 +16,8 @@ use serde::de::DeserializeOwned;
 pub enum StoreError {
     #[error("cannot open the store in {path}: {source}")]
     Open { path: String, source: sled::Error },
+    #[error("the store in {path} is in use by a running appliance; stop it first")]
+    InUse { path: String },
     #[error("store I/O failed: {0}")]
     Engine(#[from] sled::Error),
     #[error("stored record {key:?} in {collection} is unreadable: {source}")]
@@ -35,13 +37,14 @@ pub struct Store {
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .open()
-            .map_err(|source| StoreError::Open {
-                path: dir.display().to_string(),
-                source,
-            })?;
+        let db = sled::Config::new().path(dir).open().map_err(|source| {
+            let path = dir.display().to_string();
+            // sled holds an exclusive file lock while a process has the store open.
+            match &source {
+                sled::Error::Io(e) if e.to_string().contains("lock") => StoreError::InUse { path },
+                _ => StoreError::Open { path, source },
+            }
+        })?;
         Ok(Self { db })
     }
 

@@ -74,9 +74,21 @@ impl TestAppliance {
     /// Stops and starts again on the same data directory (new ports).
     pub async fn restart(&mut self) {
         self.stop().await;
-        let running = appliance::start(self.config.clone(), Arc::new(self.clock.clone()))
-            .await
-            .expect("appliance restarts");
+        // The previous instance's last store handles may still be dropping on other
+        // runtime threads; wait for the store lock like a restarting service would.
+        let mut attempts = 0;
+        let running = loop {
+            match appliance::start(self.config.clone(), Arc::new(self.clock.clone())).await {
+                Ok(running) => break running,
+                Err(appliance::StartError::Store(sightline::store::StoreError::InUse {
+                    ..
+                })) if attempts < 100 => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("appliance restarts: {e}"),
+            }
+        };
         self.running = Some(running);
     }
 

@@ -1,0 +1,407 @@
+//! Identity: first-run setup, signing in (password, second factor), the user's own
+//! password and two-factor enrolment, and the account admin's management of users,
+//! groups, account settings and the identity audit log.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, AppState, Caller, JsonBody, User, cookie_token, with_cookie};
+use crate::audit::AuditEntry;
+use crate::auth::{
+    Account, AccountPolicy, AuthError, Group, GroupChange, NewUser, Principal, SetupRequest,
+    Subscription, UserChange, UserView,
+};
+
+#[derive(Serialize)]
+pub(super) struct SetupStatus {
+    needed: bool,
+}
+
+pub(super) async fn setup_status(State(state): State<AppState>) -> Json<SetupStatus> {
+    Json(SetupStatus {
+        needed: state.auth.setup_needed(),
+    })
+}
+
+pub(super) async fn setup(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(request): JsonBody<SetupRequest>,
+) -> Result<Response, ApiError> {
+    let (principal, token) = state.auth.complete_setup(request, caller.ip()).await?;
+    Ok(with_cookie(Json(principal).into_response(), &token))
+}
+
+#[derive(Deserialize)]
+pub(super) struct LoginRequest {
+    email: String,
+    password: String,
+}
+
+pub(super) async fn login(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(request): JsonBody<LoginRequest>,
+) -> Result<Response, ApiError> {
+    let (principal, token) = state
+        .auth
+        .login(&request.email, request.password, caller.ip())
+        .await?;
+    Ok(with_cookie(Json(principal).into_response(), &token))
+}
+
+#[derive(Deserialize)]
+pub(super) struct CodeRequest {
+    code: String,
+}
+
+pub(super) async fn second_factor(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    JsonBody(request): JsonBody<CodeRequest>,
+) -> Result<Json<Principal>, ApiError> {
+    let token = cookie_token(&headers).ok_or(AuthError::Unauthenticated)?;
+    Ok(Json(state.auth.second_factor(
+        &token,
+        &request.code,
+        caller.ip(),
+    )?))
+}
+
+pub(super) async fn me(User(who): User) -> Json<Principal> {
+    Json(who)
+}
+
+pub(super) async fn logout(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Some(token) = cookie_token(&headers) {
+        state.auth.logout(&token, caller.ip())?;
+    }
+    Ok(cleared_cookie())
+}
+
+pub(super) async fn logout_everywhere(
+    State(state): State<AppState>,
+    caller: Caller,
+    User(who): User,
+) -> Result<Response, ApiError> {
+    state.auth.logout_everywhere(&who, caller.ip())?;
+    Ok(cleared_cookie())
+}
+
+fn cleared_cookie() -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static(
+            "__Host-sightline=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0",
+        ),
+    );
+    response
+}
+
+#[derive(Deserialize)]
+pub(super) struct PasswordChange {
+    current: String,
+    new: String,
+}
+
+pub(super) async fn change_password(
+    State(state): State<AppState>,
+    caller: Caller,
+    User(who): User,
+    JsonBody(request): JsonBody<PasswordChange>,
+) -> Result<Response, ApiError> {
+    let (principal, token) = state
+        .auth
+        .change_password(&who, request.current, request.new, caller.ip())
+        .await?;
+    Ok(with_cookie(Json(principal).into_response(), &token))
+}
+
+#[derive(Serialize)]
+pub(super) struct Enrolment {
+    secret: String,
+    otpauth_uri: String,
+    qr_svg: String,
+}
+
+pub(super) async fn begin_totp(
+    State(state): State<AppState>,
+    User(who): User,
+) -> Result<Json<Enrolment>, ApiError> {
+    let enrolment = state.auth.begin_totp(&who)?;
+    let svg = qrcode::QrCode::new(enrolment.otpauth_uri.as_bytes())
+        .map_err(|_| ApiError::internal())?
+        .render::<qrcode::render::svg::Color>()
+        .min_dimensions(220, 220)
+        .build();
+    Ok(Json(Enrolment {
+        secret: enrolment.secret,
+        otpauth_uri: enrolment.otpauth_uri,
+        qr_svg: format!(
+            "data:image/svg+xml;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(svg)
+        ),
+    }))
+}
+
+#[derive(Serialize)]
+pub(super) struct Enrolled {
+    user: Principal,
+    recovery_codes: Vec<String>,
+}
+
+pub(super) async fn confirm_totp(
+    State(state): State<AppState>,
+    caller: Caller,
+    User(who): User,
+    headers: HeaderMap,
+    JsonBody(request): JsonBody<CodeRequest>,
+) -> Result<Json<Enrolled>, ApiError> {
+    let token = cookie_token(&headers).ok_or(AuthError::Unauthenticated)?;
+    let (user, recovery_codes) = state
+        .auth
+        .confirm_totp(&who, &token, &request.code, caller.ip())
+        .await?;
+    Ok(Json(Enrolled {
+        user,
+        recovery_codes,
+    }))
+}
+
+// ---------------------------------------------------------------------------------------
+// Account administration
+
+pub(super) async fn list_users(
+    State(state): State<AppState>,
+    User(admin): User,
+) -> Result<Json<Vec<UserView>>, ApiError> {
+    Ok(Json(state.auth.list_users(&admin)?))
+}
+
+pub(super) async fn create_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    User(admin): User,
+    JsonBody(new): JsonBody<NewUser>,
+) -> Result<(StatusCode, Json<UserView>), ApiError> {
+    let user = state.auth.create_user(&admin, new, caller.ip()).await?;
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+pub(super) async fn get_user(
+    State(state): State<AppState>,
+    User(admin): User,
+    Path(id): Path<String>,
+) -> Result<Json<UserView>, ApiError> {
+    Ok(Json(state.auth.get_user(&admin, &id)?))
+}
+
+pub(super) async fn update_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    User(admin): User,
+    Path(id): Path<String>,
+    JsonBody(change): JsonBody<UserChange>,
+) -> Result<Json<UserView>, ApiError> {
+    Ok(Json(
+        state
+            .auth
+            .update_user(&admin, &id, change, caller.ip())
+            .await?,
+    ))
+}
+
+pub(super) async fn delete_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    User(admin): User,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.auth.delete_user(&admin, &id, caller.ip()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn unlock_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    User(admin): User,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.auth.unlock(&admin, &id, caller.ip())?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PasswordReset {
+    password: String,
+}
+
+pub(super) async fn reset_password(
+    State(state): State<AppState>,
+    caller: Caller,
+    User(admin): User,
+    Path(id): Path<String>,
+    JsonBody(request): JsonBody<PasswordReset>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .auth
+        .reset_password(&admin, &id, request.password, caller.ip())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn reset_two_factor(
+    State(state): State<AppState>,
+    caller: Caller,
+    User(admin): User,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .auth
+        .reset_two_factor(&admin, &id, caller.ip())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn list_groups(
+    State(state): State<AppState>,
+    User(admin): User,
+) -> Result<Json<Vec<Group>>, ApiError> {
+    Ok(Json(state.auth.list_groups(&admin)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewGroup {
+    name: String,
+    #[serde(default)]
+    require_2fa: bool,
+    #[serde(default)]
+    see_group_history: bool,
+}
+
+pub(super) async fn create_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    User(admin): User,
+    JsonBody(new): JsonBody<NewGroup>,
+) -> Result<(StatusCode, Json<Group>), ApiError> {
+    let group = state
+        .auth
+        .create_group(
+            &admin,
+            &new.name,
+            new.require_2fa,
+            new.see_group_history,
+            caller.ip(),
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(group)))
+}
+
+pub(super) async fn update_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    User(admin): User,
+    Path(id): Path<String>,
+    JsonBody(change): JsonBody<GroupChange>,
+) -> Result<Json<Group>, ApiError> {
+    Ok(Json(
+        state
+            .auth
+            .update_group(&admin, &id, change, caller.ip())
+            .await?,
+    ))
+}
+
+pub(super) async fn delete_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    User(admin): User,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.auth.delete_group(&admin, &id, caller.ip()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn get_account(
+    State(state): State<AppState>,
+    User(admin): User,
+) -> Result<Json<Account>, ApiError> {
+    Ok(Json(state.auth.get_account(&admin)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AccountChange {
+    policy: Option<AccountPolicy>,
+    subscription: Option<Subscription>,
+}
+
+pub(super) async fn update_account(
+    State(state): State<AppState>,
+    caller: Caller,
+    User(admin): User,
+    JsonBody(change): JsonBody<AccountChange>,
+) -> Result<Json<Account>, ApiError> {
+    Ok(Json(
+        state
+            .auth
+            .update_account(&admin, change.policy, change.subscription, caller.ip())
+            .await?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AuditFilter {
+    kind: Option<String>,
+    user_id: Option<String>,
+    since_ms: Option<u64>,
+    until_ms: Option<u64>,
+}
+
+/// The account's identity events, newest first, filterable by kind, user and time.
+pub(super) async fn audit_log(
+    State(state): State<AppState>,
+    User(admin): User,
+    query: Result<Query<AuditFilter>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<AuditEntry>>, ApiError> {
+    let Query(filter) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let mut entries: Vec<AuditEntry> = state
+        .audit
+        .entries()
+        .map_err(|_| ApiError::internal())?
+        .into_iter()
+        .filter(|e| e.account_id.as_deref() == Some(admin.account_id.as_str()))
+        .filter(|e| e.kind.is_identity())
+        .filter(|e| {
+            filter
+                .kind
+                .as_deref()
+                .is_none_or(|k| serde_json::to_value(&e.kind).is_ok_and(|v| v.as_str() == Some(k)))
+        })
+        .filter(|e| {
+            filter
+                .user_id
+                .as_deref()
+                .is_none_or(|u| e.actor.as_deref() == Some(u))
+        })
+        .filter(|e| filter.since_ms.is_none_or(|t| e.at_ms >= t))
+        .filter(|e| filter.until_ms.is_none_or(|t| e.at_ms < t))
+        .collect();
+    entries.reverse();
+    entries.truncate(1000);
+    Ok(Json(entries))
+}

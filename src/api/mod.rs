@@ -1,0 +1,627 @@
+//! The REST and WebSocket surface: the route table, the one place where every route's
+//! required access is declared and enforced, errors, and the embedded pages.
+
+mod identity;
+mod sessions;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, delete, get, patch, post};
+use axum::{Json, Router};
+use serde::Serialize;
+
+use crate::audit::{Audit, AuditKind};
+use crate::auth::{Auth, AuthError, Principal, Role, Stage};
+use crate::http::{ConnInfo, security_headers};
+use crate::live::{Live, LiveError};
+
+pub const SESSION_COOKIE: &str = "__Host-sightline";
+/// Browsers cannot send this header cross-site without a CORS preflight, which the
+/// appliance never grants: requiring it on state-changing cookie requests stops CSRF.
+pub const CSRF_HEADER: &str = "x-sightline-csrf";
+
+pub struct ApiState {
+    pub auth: Arc<Auth>,
+    pub live: Arc<Live>,
+    pub audit: Arc<Audit>,
+    pub ca_pem: String,
+    pub public_url: Option<String>,
+    pub media_public_ip: Option<IpAddr>,
+    /// Turns true when the appliance shuts down; long-lived WebSocket tasks watch it.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+type AppState = Arc<ApiState>;
+
+/// Who may call a route. Every route declares one; [`enforce`] checks it before the
+/// handler runs, so a handler never sees a caller it was not meant for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone (the handler itself may check a secret such as the setup code).
+    Public,
+    /// The customer: an invitation token as `Authorization: Bearer`.
+    Invitation,
+    /// A console user at any sign-in stage (second factor, enrolment or password change
+    /// still due).
+    SigningIn,
+    /// A fully signed-in technician or account admin.
+    Technician,
+    /// A fully signed-in account admin.
+    Admin,
+}
+
+/// One entry of the route table.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    pub access: Access,
+}
+
+fn table() -> Vec<(Route, MethodRouter<AppState>)> {
+    use Access::*;
+    let r = |method: Method, path: &'static str, access: Access, handler| {
+        (
+            Route {
+                method,
+                path,
+                access,
+            },
+            handler,
+        )
+    };
+    vec![
+        r(
+            Method::GET,
+            "/api/setup",
+            Public,
+            get(identity::setup_status),
+        ),
+        r(Method::POST, "/api/setup", Public, post(identity::setup)),
+        r(Method::POST, "/api/login", Public, post(identity::login)),
+        r(
+            Method::POST,
+            "/api/join/pin",
+            Public,
+            post(sessions::join_with_pin),
+        ),
+        r(Method::GET, "/api/ws", Public, get(sessions::websocket)),
+        r(Method::GET, "/api/me", SigningIn, get(identity::me)),
+        r(
+            Method::POST,
+            "/api/logout",
+            SigningIn,
+            post(identity::logout),
+        ),
+        r(
+            Method::POST,
+            "/api/login/second-factor",
+            SigningIn,
+            post(identity::second_factor),
+        ),
+        r(
+            Method::POST,
+            "/api/me/password",
+            SigningIn,
+            post(identity::change_password),
+        ),
+        r(
+            Method::POST,
+            "/api/me/totp",
+            SigningIn,
+            post(identity::begin_totp),
+        ),
+        r(
+            Method::POST,
+            "/api/me/totp/confirm",
+            SigningIn,
+            post(identity::confirm_totp),
+        ),
+        r(
+            Method::POST,
+            "/api/logout/everywhere",
+            Technician,
+            post(identity::logout_everywhere),
+        ),
+        r(
+            Method::GET,
+            "/api/sessions",
+            Technician,
+            get(sessions::list_sessions),
+        ),
+        r(
+            Method::POST,
+            "/api/sessions",
+            Technician,
+            post(sessions::create_session),
+        ),
+        r(
+            Method::GET,
+            "/api/sessions/{id}",
+            Technician,
+            get(sessions::get_session),
+        ),
+        r(
+            Method::POST,
+            "/api/sessions/{id}/end",
+            Technician,
+            post(sessions::end_session),
+        ),
+        r(
+            Method::POST,
+            "/api/sessions/{id}/whep",
+            Technician,
+            post(sessions::whep),
+        ),
+        r(
+            Method::DELETE,
+            "/api/sessions/{id}/whep/{peer}",
+            Technician,
+            delete(sessions::whep_delete),
+        ),
+        r(
+            Method::GET,
+            "/api/invitation",
+            Invitation,
+            get(sessions::invitation),
+        ),
+        r(
+            Method::POST,
+            "/api/invitation/whip",
+            Invitation,
+            post(sessions::whip),
+        ),
+        r(
+            Method::DELETE,
+            "/api/invitation/whip/{peer}",
+            Invitation,
+            delete(sessions::whip_delete),
+        ),
+        r(Method::GET, "/api/users", Admin, get(identity::list_users)),
+        r(
+            Method::POST,
+            "/api/users",
+            Admin,
+            post(identity::create_user),
+        ),
+        r(
+            Method::GET,
+            "/api/users/{user_id}",
+            Admin,
+            get(identity::get_user),
+        ),
+        r(
+            Method::PATCH,
+            "/api/users/{user_id}",
+            Admin,
+            patch(identity::update_user),
+        ),
+        r(
+            Method::DELETE,
+            "/api/users/{user_id}",
+            Admin,
+            delete(identity::delete_user),
+        ),
+        r(
+            Method::POST,
+            "/api/users/{user_id}/unlock",
+            Admin,
+            post(identity::unlock_user),
+        ),
+        r(
+            Method::POST,
+            "/api/users/{user_id}/reset-password",
+            Admin,
+            post(identity::reset_password),
+        ),
+        r(
+            Method::POST,
+            "/api/users/{user_id}/reset-2fa",
+            Admin,
+            post(identity::reset_two_factor),
+        ),
+        r(
+            Method::GET,
+            "/api/groups",
+            Admin,
+            get(identity::list_groups),
+        ),
+        r(
+            Method::POST,
+            "/api/groups",
+            Admin,
+            post(identity::create_group),
+        ),
+        r(
+            Method::PATCH,
+            "/api/groups/{group_id}",
+            Admin,
+            patch(identity::update_group),
+        ),
+        r(
+            Method::DELETE,
+            "/api/groups/{group_id}",
+            Admin,
+            delete(identity::delete_group),
+        ),
+        r(
+            Method::GET,
+            "/api/account",
+            Admin,
+            get(identity::get_account),
+        ),
+        r(
+            Method::PATCH,
+            "/api/account",
+            Admin,
+            patch(identity::update_account),
+        ),
+        r(Method::GET, "/api/audit", Admin, get(identity::audit_log)),
+    ]
+}
+
+/// Every API route with its declared access, for documentation and the access tests.
+pub fn routes() -> Vec<Route> {
+    table().into_iter().map(|(route, _)| route).collect()
+}
+
+pub fn router(state: AppState) -> Router {
+    let mut api = Router::new();
+    for (route, handler) in table() {
+        let guarded = handler.route_layer(middleware::from_fn_with_state(
+            (state.clone(), route.access),
+            enforce,
+        ));
+        api = api.route(route.path, guarded);
+    }
+    let api = api
+        .fallback(api_not_found)
+        .layer(middleware::from_fn(csrf_guard))
+        .layer(DefaultBodyLimit::max(64 * 1024));
+    Router::new()
+        .merge(api)
+        .route("/", get(|| page(CONSOLE_HTML)))
+        .route("/c", get(|| page(CUSTOMER_HTML)))
+        .route("/join", get(|| page(CUSTOMER_HTML)))
+        .route("/assets/{name}", get(asset))
+        .route("/ca.pem", get(ca_pem))
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(middleware::from_fn(security_headers))
+        .with_state(state)
+}
+
+/// Checks the route's declared access and hands the principal to the handler.
+async fn enforce(
+    State((state, access)): State<(AppState, Access)>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let needs_user = matches!(
+        access,
+        Access::SigningIn | Access::Technician | Access::Admin
+    );
+    if access == Access::Invitation && bearer(request.headers()).is_none() {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "an invitation token is required (Authorization: Bearer …)",
+        )
+        .into_response();
+    }
+    if needs_user {
+        let principal = match cookie_token(request.headers()).map(|t| state.auth.authenticate(&t)) {
+            Some(Ok(p)) => p,
+            Some(Err(e)) => return ApiError::from(e).into_response(),
+            None => return ApiError::from(AuthError::Unauthenticated).into_response(),
+        };
+        if access != Access::SigningIn && principal.stage != Stage::Complete {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "sign_in_incomplete",
+                format!("finish signing in first ({:?})", principal.stage),
+            )
+            .into_response();
+        }
+        if access == Access::Admin && principal.role != Role::AccountAdmin {
+            let source = request
+                .extensions()
+                .get::<ConnInfo>()
+                .map(|c| c.peer.ip().to_canonical());
+            state.audit.record(
+                AuditKind::AccessDenied,
+                Some(&principal.account_id),
+                Some(&principal.user_id),
+                source,
+                format!("{} {}", request.method(), request.uri().path()),
+            );
+            return ApiError::from(AuthError::Forbidden).into_response();
+        }
+        request.extensions_mut().insert(principal);
+    }
+    next.run(request).await
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors
+
+/// An API error: status, a stable machine-readable code and a sentence for people.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    locked_until_ms: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            locked_until_ms: None,
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            error: &'a str,
+            message: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            locked_until_ms: Option<u64>,
+        }
+        let body = Json(Body {
+            error: self.code,
+            message: &self.message,
+            locked_until_ms: self.locked_until_ms,
+        });
+        (self.status, body).into_response()
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        let (status, code) = match &e {
+            AuthError::AlreadySetUp => (StatusCode::CONFLICT, "already_set_up"),
+            AuthError::BadSetupCode => (StatusCode::FORBIDDEN, "bad_setup_code"),
+            AuthError::BadCredentials => (StatusCode::UNAUTHORIZED, "bad_credentials"),
+            AuthError::Locked { until_ms } => {
+                let mut error = Self::new(StatusCode::LOCKED, "locked", e.to_string());
+                error.locked_until_ms = Some(*until_ms);
+                return error;
+            }
+            AuthError::Deactivated => (StatusCode::FORBIDDEN, "deactivated"),
+            AuthError::BadSecondFactor => (StatusCode::UNAUTHORIZED, "bad_second_factor"),
+            AuthError::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            AuthError::WrongStage(_) => (StatusCode::CONFLICT, "wrong_stage"),
+            AuthError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            AuthError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            AuthError::Throttled => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
+            AuthError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            AuthError::Policy(_) | AuthError::Invalid(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid")
+            }
+            AuthError::Store(_) | AuthError::Hashing => {
+                tracing::error!(error = %e, "internal error");
+                return Self::internal();
+            }
+        };
+        Self::new(status, code, e.to_string())
+    }
+}
+
+impl From<LiveError> for ApiError {
+    fn from(e: LiveError) -> Self {
+        let (status, code) = match &e {
+            LiveError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            LiveError::InvitationInvalid => (StatusCode::FORBIDDEN, "invitation_invalid"),
+            LiveError::PinInvalid => (StatusCode::FORBIDDEN, "pin_invalid"),
+            LiveError::Throttled => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
+            LiveError::AlreadyJoined => (StatusCode::CONFLICT, "already_joined"),
+            LiveError::NoConsent => (StatusCode::FORBIDDEN, "no_consent"),
+            LiveError::Ended => (StatusCode::GONE, "ended"),
+            LiveError::BadMessage(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            LiveError::Media(crate::media::MediaError::InvalidOffer(_)) => {
+                (StatusCode::BAD_REQUEST, "invalid_sdp")
+            }
+            LiveError::Media(_) | LiveError::Store(_) => {
+                tracing::error!(error = %e, "internal error");
+                return Self::internal();
+            }
+        };
+        Self::new(status, code, e.to_string())
+    }
+}
+
+async fn api_not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route")
+}
+
+/// Parses a JSON body, answering malformed input with a clear 400 instead of axum's
+/// plain-text rejection.
+struct JsonBody<T>(T);
+
+impl<T, S> axum::extract::FromRequest<S> for JsonBody<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::bad_request(rejection.body_text())),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Who is calling
+
+/// The caller's network details, for auditing and for the media address.
+struct Caller(ConnInfo);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        Ok(Self(parts.extensions.get::<ConnInfo>().copied().unwrap_or(
+            ConnInfo {
+                peer: SocketAddr::from(([0, 0, 0, 0], 0)),
+                local: SocketAddr::from(([127, 0, 0, 1], 0)),
+            },
+        )))
+    }
+}
+
+impl Caller {
+    fn ip(&self) -> IpAddr {
+        self.0.peer.ip().to_canonical()
+    }
+}
+
+/// The principal [`enforce`] established for this request.
+struct User(Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for User {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .map(Self)
+            .ok_or_else(|| ApiError::from(AuthError::Unauthenticated))
+    }
+}
+
+/// The customer's capability: the invitation token as a bearer token.
+struct InvitationToken(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for InvitationToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        bearer(&parts.headers).map(Self).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "an invitation token is required (Authorization: Bearer …)",
+            )
+        })
+    }
+}
+
+fn cookie_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, value)| *name == SESSION_COOKIE && !value.is_empty())
+        .map(|(_, value)| value.to_owned())
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value.strip_prefix("Bearer ")?.trim();
+    (!token.is_empty() && token.len() <= 128).then(|| token.to_owned())
+}
+
+async fn csrf_guard(request: Request, next: Next) -> Response {
+    let changes_state = !matches!(*request.method(), Method::GET | Method::HEAD);
+    let uses_cookie = cookie_token(request.headers()).is_some();
+    let has_bearer = bearer(request.headers()).is_some();
+    if changes_state && uses_cookie && !has_bearer && !request.headers().contains_key(CSRF_HEADER) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "csrf",
+            format!("state-changing requests must carry the {CSRF_HEADER} header"),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+fn login_cookie(token: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Strict"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn with_cookie(mut response: Response, token: &str) -> Response {
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, login_cookie(token));
+    response
+}
+
+// ---------------------------------------------------------------------------------------
+// Embedded web pages
+
+const CONSOLE_HTML: &str = include_str!("../web/console.html");
+const CUSTOMER_HTML: &str = include_str!("../web/customer.html");
+
+async fn page(html: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
+}
+
+async fn asset(Path(name): Path<String>) -> Response {
+    let (body, content_type) = match name.as_str() {
+        "console.js" => (include_str!("../web/console.js"), "text/javascript"),
+        "customer.js" => (include_str!("../web/customer.js"), "text/javascript"),
+        "common.js" => (include_str!("../web/common.js"), "text/javascript"),
+        "style.css" => (include_str!("../web/style.css"), "text/css"),
+        _ => {
+            return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such asset")
+                .into_response();
+        }
+    };
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn ca_pem(State(state): State<AppState>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/x-pem-file"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"sightline-ca.pem\"",
+            ),
+        ],
+        state.ca_pem.clone(),
+    )
+        .into_response()
+}

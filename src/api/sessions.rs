@@ -1,0 +1,418 @@
+//! Support sessions: the technician's session API, the customer's invitation, media
+//! negotiation (WHIP for the customer, WHEP for technicians) and the signaling socket.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, ApiState, AppState, Caller, InvitationToken, JsonBody, User, cookie_token};
+use crate::audit::AuditKind;
+use crate::auth::{Principal, Stage};
+use crate::live::{Attachment, ClientMessage, ErrorCode, LiveError, ServerMessage, SessionView};
+use crate::media::PeerId;
+
+// ---------------------------------------------------------------------------------------
+// Support sessions (technician side)
+
+#[derive(Serialize)]
+pub(super) struct CreatedSession {
+    session: SessionView,
+    link: String,
+    pin: String,
+    join_url: String,
+    /// The link as a QR code, an SVG image in a data URL.
+    qr_svg: String,
+}
+
+fn base_url(state: &ApiState, headers: &HeaderMap) -> String {
+    if let Some(url) = &state.public_url {
+        return url.trim_end_matches('/').to_owned();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+        })
+        .unwrap_or("localhost");
+    format!("https://{host}")
+}
+
+pub(super) async fn create_session(
+    State(state): State<AppState>,
+    User(who): User,
+    headers: HeaderMap,
+) -> Result<(StatusCode, Json<CreatedSession>), ApiError> {
+    let invitation = state.live.create_session(&who).await?;
+    let base = base_url(&state, &headers);
+    let link = format!("{base}/c#{}", invitation.token);
+    let qr = qrcode::QrCode::new(link.as_bytes())
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .render::<qrcode::render::svg::Color>()
+        .min_dimensions(220, 220)
+        .quiet_zone(true)
+        .build();
+    let qr_svg = format!(
+        "data:image/svg+xml;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(qr)
+    );
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedSession {
+            session: invitation.session,
+            link,
+            pin: invitation.pin,
+            join_url: format!("{base}/join"),
+            qr_svg,
+        }),
+    ))
+}
+
+pub(super) async fn list_sessions(
+    State(state): State<AppState>,
+    User(who): User,
+) -> Result<Json<Vec<SessionView>>, ApiError> {
+    Ok(Json(state.live.list_sessions(&who)?))
+}
+
+pub(super) async fn get_session(
+    State(state): State<AppState>,
+    User(who): User,
+    Path(id): Path<String>,
+) -> Result<Json<SessionView>, ApiError> {
+    Ok(Json(state.live.session_for(&who, &id)?))
+}
+
+pub(super) async fn end_session(
+    State(state): State<AppState>,
+    User(who): User,
+    Path(id): Path<String>,
+) -> Result<Json<SessionView>, ApiError> {
+    Ok(Json(state.live.end_for(&who, &id).await?))
+}
+
+// ---------------------------------------------------------------------------------------
+// Media negotiation: WHIP for the customer, WHEP for technicians (RFC 9725 style)
+
+fn sdp_body(headers: &HeaderMap, body: &str) -> Result<(), ApiError> {
+    let is_sdp = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/sdp"));
+    if !is_sdp {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the offer must be sent as application/sdp",
+        ));
+    }
+    if body.trim().is_empty() {
+        return Err(ApiError::bad_request("the SDP offer is empty"));
+    }
+    Ok(())
+}
+
+fn announce_addr(state: &ApiState, caller: &Caller) -> SocketAddr {
+    let ip = state
+        .media_public_ip
+        .unwrap_or_else(|| caller.0.local.ip().to_canonical());
+    SocketAddr::new(ip, state.live.media().local_addr().port())
+}
+
+fn sdp_created(location: String, answer: String) -> Response {
+    let mut response = (StatusCode::CREATED, answer).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/sdp"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        headers.insert(header::LOCATION, value);
+    }
+    response
+}
+
+pub(super) async fn whip(
+    State(state): State<AppState>,
+    caller: Caller,
+    InvitationToken(token): InvitationToken,
+    headers: HeaderMap,
+    body: String,
+) -> Result<Response, ApiError> {
+    sdp_body(&headers, &body)?;
+    let announce = announce_addr(&state, &caller);
+    let (_, peer, answer) = state.live.publish(&token, caller.ip(), &body, announce)?;
+    Ok(sdp_created(
+        format!("/api/invitation/whip/{}", peer.0),
+        answer,
+    ))
+}
+
+pub(super) async fn whip_delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    InvitationToken(token): InvitationToken,
+    Path(peer): Path<u64>,
+) -> Result<StatusCode, ApiError> {
+    let session = state.live.resolve_invitation(&token, caller.ip())?;
+    state.live.leave_media(&session.id, PeerId(peer), None)?;
+    Ok(StatusCode::OK)
+}
+
+pub(super) async fn whep(
+    State(state): State<AppState>,
+    caller: Caller,
+    User(who): User,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> Result<Response, ApiError> {
+    sdp_body(&headers, &body)?;
+    let announce = announce_addr(&state, &caller);
+    let (peer, answer) = state
+        .live
+        .subscribe(&who, &id, caller.ip(), &body, announce)?;
+    Ok(sdp_created(
+        format!("/api/sessions/{id}/whep/{}", peer.0),
+        answer,
+    ))
+}
+
+pub(super) async fn whep_delete(
+    State(state): State<AppState>,
+    User(who): User,
+    Path((id, peer)): Path<(String, u64)>,
+) -> Result<StatusCode, ApiError> {
+    state.live.session_for(&who, &id)?;
+    state
+        .live
+        .leave_media(&id, PeerId(peer), Some(&who.user_id))?;
+    Ok(StatusCode::OK)
+}
+
+// ---------------------------------------------------------------------------------------
+// Customer side
+
+#[derive(Deserialize)]
+pub(super) struct PinRequest {
+    pin: String,
+}
+
+#[derive(Serialize)]
+pub(super) struct PinAnswer {
+    token: String,
+}
+
+pub(super) async fn join_with_pin(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(request): JsonBody<PinRequest>,
+) -> Result<Json<PinAnswer>, ApiError> {
+    let token = state.live.exchange_pin(&request.pin, caller.ip()).await?;
+    Ok(Json(PinAnswer { token }))
+}
+
+/// What the customer sees before deciding: who asks, and exactly what would be shared.
+#[derive(Serialize)]
+pub(super) struct InvitationView {
+    session_id: String,
+    technician_name: String,
+    organisation: String,
+    state: crate::live::SessionState,
+    shares: Vec<&'static str>,
+    optional: Vec<&'static str>,
+}
+
+pub(super) async fn invitation(
+    State(state): State<AppState>,
+    caller: Caller,
+    InvitationToken(token): InvitationToken,
+) -> Result<Json<InvitationView>, ApiError> {
+    let session = state.live.resolve_invitation(&token, caller.ip())?;
+    Ok(Json(InvitationView {
+        session_id: session.id,
+        technician_name: session.technician_name,
+        organisation: session.organisation,
+        state: session.state,
+        shares: vec!["camera"],
+        optional: vec!["microphone"],
+    }))
+}
+
+// ---------------------------------------------------------------------------------------
+// Signaling WebSocket
+
+const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_BAD_MESSAGES: u32 = 20;
+/// Malformed messages audited per connection; the rest are only counted.
+const AUDITED_BAD_MESSAGES: u32 = 3;
+
+pub(super) async fn websocket(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let principal = cookie_token(&headers)
+        .and_then(|t| state.auth.authenticate(&t).ok())
+        .filter(|p| p.stage == Stage::Complete);
+    let source = caller.ip();
+    upgrade
+        .max_message_size(64 * 1024)
+        .on_upgrade(move |socket| signaling(state, socket, principal, source))
+}
+
+async fn send(socket: &mut WebSocket, message: &ServerMessage) -> bool {
+    match serde_json::to_string(message) {
+        Ok(json) => socket.send(Message::Text(json.into())).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+async fn signaling(
+    state: AppState,
+    mut socket: WebSocket,
+    principal: Option<Principal>,
+    source: IpAddr,
+) {
+    let first = tokio::select! {
+        first = tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, socket.recv()) => first,
+        () = stopped(state.shutdown.clone()) => return,
+    };
+    let first = match first {
+        Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str::<ClientMessage>(&text),
+        _ => return,
+    };
+    let attached = match (first, &principal) {
+        (Ok(ClientMessage::Watch { session_id }), Some(who)) => state
+            .live
+            .attach_technician(who, &session_id, source)
+            .map_err(|e| live_error_message(&e)),
+        (Ok(ClientMessage::Watch { .. }), None) => Err(ServerMessage::error(
+            ErrorCode::NotAllowed,
+            "sign in to follow a session",
+        )),
+        (Ok(ClientMessage::Join { token }), _) => state
+            .live
+            .attach_customer(&token, source)
+            .map_err(|e| live_error_message(&e)),
+        (Ok(_), _) => Err(ServerMessage::error(
+            ErrorCode::Unexpected,
+            "the first message must be watch or join",
+        )),
+        (Err(e), _) => {
+            state.audit.record(
+                AuditKind::MalformedSignaling,
+                None,
+                None,
+                Some(source),
+                "malformed first signaling message",
+            );
+            Err(ServerMessage::error(ErrorCode::BadMessage, e.to_string()))
+        }
+    };
+    let (attachment, mut outbox) = match attached {
+        Ok(pair) => pair,
+        Err(message) => {
+            send(&mut socket, &message).await;
+            let _ = socket.send(Message::Close(None)).await;
+            return;
+        }
+    };
+    converse(&state, &mut socket, &attachment, &mut outbox).await;
+    state.live.detach(&attachment);
+    let _ = socket.send(Message::Close(None)).await;
+}
+
+async fn converse(
+    state: &ApiState,
+    socket: &mut WebSocket,
+    attachment: &Attachment,
+    outbox: &mut tokio::sync::mpsc::UnboundedReceiver<ServerMessage>,
+) {
+    let mut bad_messages = 0u32;
+    loop {
+        tokio::select! {
+            // Participants are told by `Live::shutdown` first; this only ends the task.
+            () = stopped(state.shutdown.clone()) => {
+                while let Ok(message) = outbox.try_recv() {
+                    send(socket, &message).await;
+                }
+                return;
+            }
+            outgoing = outbox.recv() => {
+                let Some(message) = outgoing else { return };
+                let ended = matches!(message, ServerMessage::Ended { .. });
+                if !send(socket, &message).await || ended {
+                    return;
+                }
+            }
+            incoming = socket.recv() => {
+                let text = match incoming {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Binary(_))) => {
+                        bad_messages += 1;
+                        if !send(socket, &ServerMessage::error(ErrorCode::BadMessage, "messages are JSON text")).await {
+                            return;
+                        }
+                        continue;
+                    }
+                    _ => return,
+                };
+                let reply = match serde_json::from_str::<ClientMessage>(&text) {
+                    Ok(message) => match state.live.handle(attachment, message).await {
+                        Ok(reply) => reply,
+                        Err(e) => Some(live_error_message(&e)),
+                    },
+                    Err(e) => {
+                        bad_messages += 1;
+                        if bad_messages <= AUDITED_BAD_MESSAGES {
+                            state.audit.record(
+                                AuditKind::MalformedSignaling,
+                                Some(&attachment.account_id),
+                                attachment.actor.as_deref(),
+                                Some(attachment.source),
+                                format!("session {}: {e}", attachment.session_id),
+                            );
+                        }
+                        Some(ServerMessage::error(ErrorCode::BadMessage, e.to_string()))
+                    }
+                };
+                if let Some(reply) = reply && !send(socket, &reply).await {
+                    return;
+                }
+                if bad_messages > MAX_BAD_MESSAGES {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+fn live_error_message(e: &LiveError) -> ServerMessage {
+    let code = match e {
+        LiveError::InvitationInvalid | LiveError::PinInvalid | LiveError::Ended => {
+            ErrorCode::InvitationInvalid
+        }
+        LiveError::NotFound => ErrorCode::NotFound,
+        LiveError::AlreadyJoined => ErrorCode::AlreadyJoined,
+        LiveError::Throttled => ErrorCode::Throttled,
+        LiveError::NoConsent => ErrorCode::NotAllowed,
+        LiveError::BadMessage(_) => ErrorCode::Unexpected,
+        LiveError::Media(_) | LiveError::Store(_) => ErrorCode::Internal,
+    };
+    ServerMessage::error(code, e.to_string())
+}

@@ -1,0 +1,187 @@
+//! Password hashing (argon2id) and the password policy.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use rand::rngs::OsRng;
+
+/// OWASP's minimum for argon2id: 19 MiB of memory, two passes, one lane.
+pub const MEMORY_KIB: u32 = 19 * 1024;
+pub const PASSES: u32 = 2;
+pub const LANES: u32 = 1;
+/// The policy floor; an account may raise the minimum length but never lower it.
+pub const FLOOR_LENGTH: usize = 8;
+pub const MAX_LENGTH: usize = 128;
+
+fn argon2() -> Argon2<'static> {
+    let params = Params::new(MEMORY_KIB, PASSES, LANES, None).unwrap_or_default();
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+pub fn hash(password: &str) -> Option<String> {
+    let salt = SaltString::generate(&mut OsRng);
+    argon2()
+        .hash_password(password.as_bytes(), &salt)
+        .ok()
+        .map(|h| h.to_string())
+}
+
+pub fn verify(hash: &str, password: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|parsed| {
+        argon2()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
+}
+
+/// Whether a stored hash was made with weaker or different parameters than today's, so
+/// that it should be replaced after the next successful login.
+pub fn needs_rehash(hash: &str) -> bool {
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return true;
+    };
+    let Ok(params) = Params::try_from(&parsed) else {
+        return true;
+    };
+    parsed.algorithm.as_str() != "argon2id"
+        || params.m_cost() != MEMORY_KIB
+        || params.t_cost() != PASSES
+        || params.p_cost() != LANES
+}
+
+/// Why a password was refused. The text is shown to the person choosing the password and
+/// is never logged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyViolation {
+    #[error("the password must have at least {0} characters")]
+    TooShort(usize),
+    #[error("the password may have at most {MAX_LENGTH} characters")]
+    TooLong,
+    #[error("the password must contain letters and digits")]
+    NeedsLettersAndDigits,
+    #[error(
+        "this password is too common or too easy to guess; choose a longer, less predictable one"
+    )]
+    TooGuessable,
+}
+
+/// Checks a new password against the floor, the account's minimum length, and a strength
+/// estimate that knows common passwords, names and keyboard patterns (zxcvbn). `context`
+/// holds words the password must not lean on (email, name, organisation).
+pub fn check(password: &str, min_length: usize, context: &[&str]) -> Result<(), PolicyViolation> {
+    let min_length = min_length.max(FLOOR_LENGTH);
+    let length = password.chars().count();
+    if length < min_length {
+        return Err(PolicyViolation::TooShort(min_length));
+    }
+    if length > MAX_LENGTH {
+        return Err(PolicyViolation::TooLong);
+    }
+    if !password.chars().any(char::is_alphabetic) || !password.chars().any(|c| c.is_numeric()) {
+        return Err(PolicyViolation::NeedsLettersAndDigits);
+    }
+    // zxcvbn's cost grows with length; beyond 64 characters a password that passed the
+    // rules above is strong by length alone.
+    if length <= 64 {
+        let estimate = zxcvbn::zxcvbn(password, context);
+        if (estimate.score() as u8) < 3 {
+            return Err(PolicyViolation::TooGuessable);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floor_rules() {
+        assert_eq!(check("short1", 8, &[]), Err(PolicyViolation::TooShort(8)));
+        assert_eq!(
+            check("lettersonlyhere", 8, &[]),
+            Err(PolicyViolation::NeedsLettersAndDigits)
+        );
+        assert_eq!(
+            check("12345678901", 8, &[]),
+            Err(PolicyViolation::NeedsLettersAndDigits)
+        );
+        assert_eq!(
+            check(&"a1".repeat(65), 8, &[]),
+            Err(PolicyViolation::TooLong)
+        );
+    }
+
+    #[test]
+    fn common_passwords_are_refused() {
+        for weak in [
+            "password1",
+            "Password123",
+            "qwerty123",
+            "abc12345",
+            "letmein1",
+        ] {
+            assert_eq!(
+                check(weak, 8, &[]),
+                Err(PolicyViolation::TooGuessable),
+                "{weak}"
+            );
+        }
+    }
+
+    #[test]
+    fn passwords_built_on_the_users_own_details_are_refused() {
+        assert_eq!(
+            check("lovelace2024", 8, &["ada@example.com", "lovelace"]),
+            Err(PolicyViolation::TooGuessable)
+        );
+    }
+
+    #[test]
+    fn strong_passwords_up_to_128_characters_are_accepted() {
+        assert_eq!(check("Camera4support", 8, &[]), Ok(()));
+        assert_eq!(check("tangerine kettle 47 drift", 8, &[]), Ok(()));
+        let long = format!("{}7", "horse battery staple ".repeat(3));
+        assert_eq!(check(&long, 8, &[]), Ok(()));
+        let longest = "x9".repeat(64);
+        assert_eq!(check(&longest, 8, &[]), Ok(()));
+    }
+
+    #[test]
+    fn an_account_can_raise_the_minimum_but_not_lower_it() {
+        assert_eq!(
+            check("Camera4support", 16, &[]),
+            Err(PolicyViolation::TooShort(16))
+        );
+        assert_eq!(check("short1x", 4, &[]), Err(PolicyViolation::TooShort(8)));
+    }
+
+    #[test]
+    fn hashes_use_argon2id_with_owasp_parameters() {
+        let hashed = hash("correct horse 9").expect("hash");
+        assert!(
+            hashed.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{hashed}"
+        );
+        assert!(verify(&hashed, "correct horse 9"));
+        assert!(!verify(&hashed, "correct horse 8"));
+        assert!(!needs_rehash(&hashed));
+        let weak = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(4096, 1, 1, None).expect("params"),
+        )
+        .hash_password(b"pw", &SaltString::generate(&mut OsRng))
+        .expect("hash")
+        .to_string();
+        assert!(needs_rehash(&weak));
+        assert!(verify_any(&weak, "pw"));
+    }
+
+    /// Old hashes verify with their own parameters.
+    fn verify_any(hash: &str, password: &str) -> bool {
+        let parsed = PasswordHash::new(hash).expect("parse");
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    }
+}
