@@ -535,6 +535,7 @@ impl Auth {
             .map_or_else(|| dummy_hash().to_owned(), |u| u.password_hash.clone());
         let verified = self.verify_password(hash, password.clone()).await?;
 
+        self.end_lockout_if_due(&email)?;
         if let Some(until) = self.locked_until(&email)? {
             return Err(AuthError::Locked { until_ms: until });
         }
@@ -605,6 +606,27 @@ impl Auth {
             format!("stage {stage:?}"),
         );
         Ok((self.principal(&user, &account, stage)?, token))
+    }
+
+    /// Clears a lockout whose time has run out and records its end.
+    fn end_lockout_if_due(&self, email: &str) -> Result<(), AuthError> {
+        let now = self.clock.now_ms();
+        let expired = self
+            .failures
+            .get(email)?
+            .and_then(|f| f.locked_until_ms)
+            .is_some_and(|until| until <= now);
+        if expired && self.failures.remove(email)?.is_some() {
+            let user = self.emails.get(email)?;
+            self.audit.record(
+                AuditKind::LockoutEnded,
+                user.as_ref().map(|u| u.account_id.as_str()),
+                user.as_ref().map(|u| u.user_id.as_str()),
+                None,
+                "lockout time ran out",
+            );
+        }
+        Ok(())
     }
 
     fn locked_until(&self, email: &str) -> Result<Option<UnixMillis>, AuthError> {
@@ -1305,17 +1327,8 @@ impl Auth {
             return;
         };
         for (email, failures) in entries {
-            if failures.locked_until_ms.is_some_and(|until| until <= now)
-                && self.failures.remove(&email).is_ok()
-            {
-                let user = self.emails.get(&email).ok().flatten();
-                self.audit.record(
-                    AuditKind::LockoutEnded,
-                    user.as_ref().map(|u| u.account_id.as_str()),
-                    user.as_ref().map(|u| u.user_id.as_str()),
-                    None,
-                    "lockout time ran out",
-                );
+            if failures.locked_until_ms.is_some_and(|until| until <= now) {
+                let _ = self.end_lockout_if_due(&email);
             }
         }
     }

@@ -274,6 +274,20 @@ impl Client {
         .await
     }
 
+    /// Any method with a JSON body and the CSRF header, as the console sends it.
+    pub async fn json(&mut self, method: &str, path: &str, body: &Value) -> Response {
+        self.request(
+            method,
+            path,
+            &[
+                ("content-type", "application/json"),
+                ("x-sightline-csrf", "1"),
+            ],
+            serde_json::to_vec(body).expect("json"),
+        )
+        .await
+    }
+
     /// Opens the signaling WebSocket (with this client's cookie, if any).
     pub async fn websocket(&self) -> Ws {
         let stream = self.connect().await;
@@ -338,6 +352,32 @@ pub async fn recv_state(ws: &mut Ws, state: &str) -> Value {
             return message;
         }
     }
+}
+
+/// Signs in with email and password; returns the client and the stage reached.
+pub async fn login(app: &TestAppliance, email: &str, password: &str) -> (Client, String) {
+    let mut client = app.client();
+    let response = client
+        .post_json(
+            "/api/login",
+            &serde_json::json!({"email": email, "password": password}),
+        )
+        .await;
+    assert_eq!(response.status, 200, "login {email}: {}", response.text());
+    let stage = response.json()["stage"].as_str().expect("stage").to_owned();
+    (client, stage)
+}
+
+/// The current TOTP code for a base32 secret at the appliance's (manual) time.
+pub fn totp_code(secret_base32: &str, unix_secs: u64) -> String {
+    let secret = totp_rs::Secret::try_from_base32(secret_base32).expect("base32 secret");
+    totp_rs::Builder::new()
+        .with_secret(secret)
+        .with_account_name("test")
+        .build()
+        .expect("totp")
+        .generate(unix_secs)
+        .to_string()
 }
 
 /// Creates a support session; returns (session id, token, pin).
