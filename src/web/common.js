@@ -9,10 +9,11 @@ export function show(id) {
 }
 
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, body = null) {
     super(message);
     this.status = status;
     this.code = code;
+    this.body = body;
   }
 }
 
@@ -31,7 +32,7 @@ export async function api(path, { method = 'GET', body, token, headers = {} } = 
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch { data = { message: text }; }
   if (!response.ok) {
-    throw new ApiError(response.status, data?.error ?? 'error', data?.message ?? response.statusText);
+    throw new ApiError(response.status, data?.error ?? 'error', data?.message ?? response.statusText, data);
   }
   return data;
 }

@@ -1,6 +1,7 @@
 // The technician's console: setup, sign-in, sessions, and the live view of one session.
 import { $, show, api, negotiate, signaling } from '/assets/common.js';
 
+
 const STATUS_TEXT = {
   waiting: 'Waiting for the customer',
   joined: 'The customer opened the invitation',
@@ -21,21 +22,42 @@ let current = null; // { id, signal, pc, resource }
 // Exposed for diagnostics and the browser tests.
 window.sightline = { get pc() { return current?.pc ?? null; } };
 
+let me = null;
+
 async function start() {
   const setup = await api('/setup');
   if (setup.needed) return show('setup');
   try {
-    signedIn(await api('/me'));
+    proceed(await api('/me'));
   } catch {
     show('login');
   }
 }
 
-function signedIn(user) {
+// Takes the user to whatever their sign-in still needs, or into the console.
+async function proceed(user) {
+  me = user;
+  if (user.stage === 'second_factor') return show('second-factor');
+  if (user.stage === 'change_password') {
+    $('#change-password-why').hidden = false;
+    return show('change-password');
+  }
+  if (user.stage === 'enrol_two_factor') {
+    $('#enrol-why').textContent = 'Your group requires two-factor sign-in. Scan the QR code with an authenticator app, or type the secret, then enter the 6-digit code it shows.';
+    return startEnrolment();
+  }
   $('#who').hidden = false;
+  $('#nav').hidden = false;
+  $('#admin-nav').hidden = user.role !== 'account_admin';
   $('#who-name').textContent = user.display_name;
   $('#who-org').textContent = user.organisation;
   dashboard();
+}
+
+function lockoutText(e) {
+  if (e.code !== 'locked' || !e.body?.locked_until_ms) return e.message;
+  const until = new Date(e.body.locked_until_ms).toLocaleTimeString();
+  return `Too many failed sign-ins. You can try again at ${until}.`;
 }
 
 async function dashboard() {
@@ -70,7 +92,7 @@ $('#setup-form').addEventListener('submit', async (event) => {
         password: $('#setup-password').value,
       },
     });
-    signedIn(user);
+    proceed(user);
   } catch (e) {
     $('#setup-error').textContent = e.message;
   }
@@ -80,17 +102,287 @@ $('#login-form').addEventListener('submit', async (event) => {
   event.preventDefault();
   $('#login-error').textContent = '';
   try {
-    signedIn(await api('/login', {
+    const user = await api('/login', {
       method: 'POST',
       body: { email: $('#login-email').value, password: $('#login-password').value },
-    }));
+    });
+    $('#cp-current').value = $('#login-password').value;
+    proceed(user);
   } catch (e) {
-    $('#login-error').textContent = e.message;
+    $('#login-error').textContent = lockoutText(e);
   }
 });
 
+$('#second-factor-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  $('#second-factor-error').textContent = '';
+  try {
+    proceed(await api('/login/second-factor', { method: 'POST', body: { code: $('#second-factor-code').value } }));
+  } catch (e) {
+    $('#second-factor-error').textContent = lockoutText(e);
+    if (e.code === 'locked') show('login');
+  }
+});
+
+$('#change-password-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  $('#change-password-error').textContent = '';
+  try {
+    const user = await api('/me/password', { method: 'POST', body: { current: $('#cp-current').value, new: $('#cp-new').value } });
+    $('#cp-current').value = $('#cp-new').value = '';
+    proceed(user);
+  } catch (e) {
+    $('#change-password-error').textContent = e.message;
+  }
+});
+
+async function startEnrolment() {
+  const enrolment = await api('/me/totp', { method: 'POST' });
+  $('#enrol-qr').src = enrolment.qr_svg;
+  $('#enrol-secret').textContent = enrolment.secret;
+  $('#enrol-code').value = '';
+  show('enrol');
+}
+
+$('#enrol-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  $('#enrol-error').textContent = '';
+  try {
+    const result = await api('/me/totp/confirm', { method: 'POST', body: { code: $('#enrol-code').value } });
+    const list = $('#recovery-codes');
+    list.replaceChildren(...result.recovery_codes.map((code) => {
+      const item = document.createElement('li');
+      item.innerHTML = '<code></code>';
+      item.firstChild.textContent = code;
+      return item;
+    }));
+    me = result.user;
+    show('recovery');
+  } catch (e) {
+    $('#enrol-error').textContent = e.message;
+  }
+});
+
+$('#recovery-done').addEventListener('click', () => proceed(me));
+
 $('#logout').addEventListener('click', async () => {
   await api('/logout', { method: 'POST' }).catch(() => {});
+  location.reload();
+});
+
+for (const button of document.querySelectorAll('[data-nav]')) {
+  button.addEventListener('click', () => {
+    closeSession();
+    const view = button.dataset.nav;
+    ({ dashboard, users, groups, account, audit, security })[view]();
+  });
+}
+
+// ----- Administration -----
+
+let groupCache = [];
+
+async function loadGroups() {
+  groupCache = await api('/groups');
+  return groupCache;
+}
+
+function cell(text) {
+  const td = document.createElement('td');
+  td.textContent = text;
+  return td;
+}
+
+function action(label, handler, className = '') {
+  const button = document.createElement('button');
+  button.textContent = label;
+  button.className = className;
+  button.addEventListener('click', async () => {
+    $('#users-error').textContent = '';
+    try { await handler(); } catch (e) { $('#users-error').textContent = e.message; }
+  });
+  return button;
+}
+
+async function users() {
+  show('users');
+  const [list] = await Promise.all([api('/users'), loadGroups()]);
+  const groupName = (id) => groupCache.find((g) => g.id === id)?.name ?? id;
+  $('#nu-groups').replaceChildren(...groupCache.map((g) => {
+    const label = document.createElement('label');
+    label.className = 'checkbox';
+    label.innerHTML = '<input type="checkbox">';
+    label.firstChild.value = g.id;
+    label.append(g.name);
+    return label;
+  }));
+  $('#user-rows').replaceChildren(...list.map((u) => {
+    const row = document.createElement('tr');
+    row.dataset.email = u.email;
+    const locked = u.locked_until_ms && u.locked_until_ms > Date.now();
+    const status = !u.active ? 'inactive' : locked ? `locked until ${new Date(u.locked_until_ms).toLocaleTimeString()}` : 'active';
+    row.append(cell(u.email), cell(u.display_name), cell(u.role === 'account_admin' ? 'Admin' : 'Technician'),
+      cell(u.group_ids.map(groupName).join(', ')), cell(u.two_factor_enabled ? 'on' : 'off'), cell(status));
+    const actions = document.createElement('td');
+    const patch = (body) => api(`/users/${u.id}`, { method: 'PATCH', body }).then(users);
+    actions.append(
+      action('Rename', async () => { const name = prompt('Name', u.display_name); if (name) await patch({ display_name: name }); }),
+      action(u.role === 'account_admin' ? 'Make technician' : 'Make admin', () => patch({ role: u.role === 'account_admin' ? 'technician' : 'account_admin' })),
+      action('Groups', async () => {
+        const names = prompt('Groups (comma-separated names)', u.group_ids.map(groupName).join(', '));
+        if (names === null) return;
+        const ids = names.split(',').map((n) => n.trim()).filter(Boolean)
+          .map((n) => groupCache.find((g) => g.name === n)?.id ?? n);
+        await patch({ group_ids: ids });
+      }),
+      action(u.active ? 'Deactivate' : 'Activate', () => patch({ active: !u.active })),
+      action('Unlock', () => api(`/users/${u.id}/unlock`, { method: 'POST' }).then(users)),
+      action('Reset password', async () => {
+        const password = prompt(`New temporary password for ${u.email} (they must change it at next sign-in)`);
+        if (password) await api(`/users/${u.id}/reset-password`, { method: 'POST', body: { password } }).then(users);
+      }),
+      action('Reset 2FA', () => api(`/users/${u.id}/reset-2fa`, { method: 'POST' }).then(users)),
+      action('Delete', async () => { if (confirm(`Delete ${u.email}?`)) await api(`/users/${u.id}`, { method: 'DELETE' }).then(users); }, 'danger'),
+    );
+    row.append(actions);
+    return row;
+  }));
+}
+
+$('#user-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  $('#users-error').textContent = '';
+  try {
+    await api('/users', {
+      method: 'POST',
+      body: {
+        email: $('#nu-email').value,
+        display_name: $('#nu-name').value,
+        role: $('#nu-role').value,
+        password: $('#nu-password').value,
+        group_ids: [...document.querySelectorAll('#nu-groups input:checked')].map((i) => i.value),
+      },
+    });
+    event.target.reset();
+    users();
+  } catch (e) {
+    $('#users-error').textContent = e.message;
+  }
+});
+
+async function groups() {
+  show('groups');
+  await loadGroups();
+  $('#group-rows').replaceChildren(...groupCache.map((g) => {
+    const row = document.createElement('tr');
+    row.dataset.name = g.name;
+    row.append(cell(g.name));
+    for (const key of ['require_2fa', 'see_group_history']) {
+      const td = document.createElement('td');
+      const box = document.createElement('input');
+      box.type = 'checkbox';
+      box.checked = g[key];
+      box.dataset.setting = key;
+      box.addEventListener('change', () => api(`/groups/${g.id}`, { method: 'PATCH', body: { [key]: box.checked } })
+        .catch((e) => { $('#groups-error').textContent = e.message; }));
+      td.append(box);
+      row.append(td);
+    }
+    const td = document.createElement('td');
+    const del = document.createElement('button');
+    del.textContent = 'Delete';
+    del.className = 'danger';
+    del.addEventListener('click', () => api(`/groups/${g.id}`, { method: 'DELETE' }).then(groups));
+    td.append(del);
+    row.append(td);
+    return row;
+  }));
+}
+
+$('#group-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  $('#groups-error').textContent = '';
+  try {
+    await api('/groups', { method: 'POST', body: { name: $('#ng-name').value, require_2fa: $('#ng-2fa').checked, see_group_history: $('#ng-history').checked } });
+    event.target.reset();
+    groups();
+  } catch (e) {
+    $('#groups-error').textContent = e.message;
+  }
+});
+
+async function account() {
+  show('account');
+  const a = await api('/account');
+  $('#pol-min').value = a.policy.password_min_length;
+  $('#pol-idle').value = a.policy.idle_timeout_mins;
+  $('#pol-abs').value = a.policy.absolute_timeout_hours;
+  $('#sub-seats').value = a.subscription.seats;
+  $('#sub-end').value = a.subscription.ends_ms ? new Date(a.subscription.ends_ms).toISOString().slice(0, 10) : '';
+}
+
+async function saveAccount(body) {
+  $('#account-error').textContent = '';
+  $('#account-saved').textContent = '';
+  try {
+    await api('/account', { method: 'PATCH', body });
+    $('#account-saved').textContent = 'Saved.';
+  } catch (e) {
+    $('#account-error').textContent = e.message;
+  }
+}
+
+$('#policy-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  saveAccount({ policy: { password_min_length: Number($('#pol-min').value), idle_timeout_mins: Number($('#pol-idle').value), absolute_timeout_hours: Number($('#pol-abs').value) } });
+});
+
+$('#subscription-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const end = $('#sub-end').value;
+  saveAccount({ subscription: { seats: Number($('#sub-seats').value), ends_ms: end ? Date.parse(`${end}T00:00:00Z`) : null } });
+});
+
+const AUDIT_KINDS = ['setup_completed', 'login_succeeded', 'login_failed', 'login_locked', 'lockout_ended', 'logout',
+  'signed_out_everywhere', 'second_factor_failed', 'recovery_code_used', 'two_factor_enrolled', 'two_factor_reset',
+  'password_changed', 'password_change_failed', 'password_reset', 'user_created', 'user_updated', 'user_deleted',
+  'group_changed', 'account_settings_changed', 'access_denied'];
+
+async function audit() {
+  show('audit');
+  if ($('#audit-kind').options.length === 1) {
+    for (const kind of AUDIT_KINDS) $('#audit-kind').append(new Option(kind.replaceAll('_', ' '), kind));
+    for (const u of await api('/users')) $('#audit-user').append(new Option(u.email, u.id));
+  }
+  const params = new URLSearchParams();
+  if ($('#audit-kind').value) params.set('kind', $('#audit-kind').value);
+  if ($('#audit-user').value) params.set('user_id', $('#audit-user').value);
+  const entries = await api(`/audit?${params}`);
+  const names = Object.fromEntries([...$('#audit-user').options].map((o) => [o.value, o.text]));
+  $('#audit-rows').replaceChildren(...entries.map((e) => {
+    const row = document.createElement('tr');
+    row.dataset.kind = e.kind;
+    row.append(cell(new Date(e.at_ms).toLocaleString()), cell(e.kind.replaceAll('_', ' ')),
+      cell(names[e.actor] ?? e.actor ?? ''), cell(e.source ?? ''), cell(e.detail));
+    return row;
+  }));
+}
+
+$('#audit-form').addEventListener('submit', (event) => { event.preventDefault(); audit(); });
+
+function security() {
+  show('security');
+  $('#security-2fa').textContent = me.two_factor_enabled ? 'Two-factor sign-in is on.' : 'Two-factor sign-in is off.';
+  $('#security-enrol').hidden = me.two_factor_enabled;
+}
+
+$('#security-enrol').addEventListener('click', startEnrolment);
+$('#security-password').addEventListener('click', () => {
+  $('#change-password-why').hidden = true;
+  show('change-password');
+});
+$('#security-everywhere').addEventListener('click', async () => {
+  await api('/logout/everywhere', { method: 'POST' }).catch(() => {});
   location.reload();
 });
 

@@ -170,6 +170,11 @@ pub struct Client {
 pub type Ws = WebSocketStream<TlsStream<TcpStream>>;
 
 impl Client {
+    /// A client for an appliance at `addr` trusting `ca_pem`, connecting from `source`.
+    pub fn for_address(addr: SocketAddr, ca_pem: &str, source: &str) -> Self {
+        Self::new(addr, ca_pem, source)
+    }
+
     fn new(addr: SocketAddr, ca_pem: &str, source: &str) -> Self {
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
