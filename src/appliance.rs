@@ -69,7 +69,7 @@ pub struct Running {
 pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartError> {
     let data_dir = config.data_dir.clone();
     create_private_dir(&data_dir)?;
-    let store = Store::open(&data_dir.join("store"))?;
+    let store = Store::open_data_dir(&data_dir)?;
     let audit = Arc::new(Audit::open(&store, clock.clone())?);
     let throttle = Arc::new(GuessThrottle::new(
         config.sessions.guess_limit_per_minute,

@@ -87,7 +87,7 @@ pub struct Audit {
 impl Audit {
     pub fn open(store: &Store, clock: SharedClock) -> Result<Self, StoreError> {
         let log = store.global::<AuditEntry>("audit")?;
-        let next_seq = log.values()?.last().map_or(0, |e| e.seq + 1);
+        let next_seq = log.values()?.iter().map(|e| e.seq + 1).max().unwrap_or(0);
         Ok(Self {
             log,
             clock,
@@ -130,8 +130,11 @@ impl Audit {
         }
     }
 
+    /// Every entry, oldest first.
     pub fn entries(&self) -> Result<Vec<AuditEntry>, StoreError> {
-        self.log.values()
+        let mut entries = self.log.values()?;
+        entries.sort_by_key(|e| e.seq);
+        Ok(entries)
     }
 }
 

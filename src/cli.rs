@@ -147,7 +147,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// The identity service over a stopped appliance's store. Opening fails while the
 /// appliance runs, because the store is locked by the running process.
 fn offline_auth(config: &Config) -> anyhow::Result<Auth> {
-    let store = Store::open(&config.data_dir.join("store"))?;
+    let store = Store::open_data_dir(&config.data_dir)?;
     let clock: crate::clock::SharedClock = Arc::new(SystemClock);
     let audit = Arc::new(Audit::open(&store, clock.clone())?);
     let throttle = Arc::new(GuessThrottle::new(

@@ -1171,7 +1171,9 @@ impl Auth {
     }
 
     pub fn list_groups(&self, who: &Principal) -> Result<Vec<Group>, AuthError> {
-        Ok(self.groups_collection(&who.account_id)?.values()?)
+        let mut groups = self.groups_collection(&who.account_id)?.values()?;
+        groups.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(groups)
     }
 
     pub async fn create_group(
