@@ -12,12 +12,15 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, ApiState};
+use crate::audit::AuditKind;
 use crate::audit::{Audit, GuessThrottle};
 use crate::auth::{Auth, AuthError};
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::lifecycle::Lifecycle;
 use crate::live::Live;
 use crate::media;
+use crate::store::backup::{self, BackupError, BackupPolicy};
 use crate::store::{Store, StoreError};
 use crate::tls::{self, TlsError};
 
@@ -59,6 +62,8 @@ pub struct Running {
     pub data_dir: PathBuf,
     store: Store,
     audit: Arc<Audit>,
+    lifecycle: Arc<Lifecycle>,
+    backups: Backups,
     live: Arc<Live>,
     media: media::MediaHandle,
     media_thread: std::thread::JoinHandle<()>,
@@ -145,10 +150,57 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
             }
         }));
     }
+    let lifecycle = Arc::new(Lifecycle::new(
+        store.clone(),
+        auth.clone(),
+        live.clone(),
+        audit.clone(),
+        clock.clone(),
+        config.retention.clone(),
+        config.backup.clone(),
+    ));
+    {
+        let lifecycle = lifecycle.clone();
+        let stop = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        if let Err(e) = lifecycle.sweep().await {
+                            tracing::error!(error = %e, "retention sweep failed");
+                        }
+                    }
+                    () = stopped(stop.clone()) => return,
+                }
+            }
+        }));
+    }
+    if config.backup.directory.is_some() {
+        let backups = Backups {
+            store: store.clone(),
+            config: config.clone(),
+            audit: audit.clone(),
+            clock: clock.clone(),
+        };
+        let stop = shutdown_rx.clone();
+        let every = Duration::from_secs(config.backup.interval_hours * 3600);
+        tasks.push(tokio::spawn(async move {
+            // The first scheduled backup comes one interval after start.
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => { let _ = backups.run(false).await; }
+                    () = stopped(stop.clone()) => return,
+                }
+            }
+        }));
+    }
     let state = Arc::new(ApiState {
         auth: auth.clone(),
         live: live.clone(),
         audit: audit.clone(),
+        lifecycle: lifecycle.clone(),
         ca_pem: tls.ca_pem.clone(),
         public_url: config.http.public_url.clone(),
         media_public_ip: config.media.public_address,
@@ -182,8 +234,15 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         ca_pem: tls.ca_pem,
         console_url,
         data_dir,
-        store,
-        audit,
+        store: store.clone(),
+        audit: audit.clone(),
+        lifecycle,
+        backups: Backups {
+            store,
+            config,
+            audit,
+            clock,
+        },
         live,
         media,
         media_thread,
@@ -192,7 +251,70 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
     })
 }
 
+/// Takes scheduled and on-demand backups of a running appliance.
+#[derive(Clone)]
+struct Backups {
+    store: Store,
+    config: Config,
+    audit: Arc<Audit>,
+    clock: SharedClock,
+}
+
+impl Backups {
+    async fn run(&self, full: bool) -> Result<PathBuf, BackupError> {
+        let this = self.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let (Some(directory), Some(recipient)) =
+                (&this.config.backup.directory, &this.config.backup.recipient)
+            else {
+                return Err(BackupError::NoBackup(PathBuf::from(
+                    "(no backup directory configured)",
+                )));
+            };
+            backup::run(
+                &this.store,
+                &this.config.data_dir,
+                &BackupPolicy {
+                    directory,
+                    recipient,
+                    incrementals_per_full: this.config.backup.incrementals_per_full,
+                    keep_full: this.config.backup.keep_full,
+                },
+                this.clock.now_ms(),
+                full,
+            )
+        })
+        .await
+        .unwrap_or_else(|e| Err(BackupError::NoBackup(PathBuf::from(e.to_string()))));
+        match &result {
+            Ok(path) => self.audit.record(
+                AuditKind::BackupWritten,
+                None,
+                None,
+                None,
+                format!("{}", path.display()),
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "backup failed");
+                self.audit
+                    .record(AuditKind::BackupFailed, None, None, None, e.to_string());
+            }
+        }
+        result
+    }
+}
+
 impl Running {
+    /// Takes a backup now (as the schedule would).
+    pub async fn backup_now(&self, full: bool) -> Result<PathBuf, BackupError> {
+        self.backups.run(full).await
+    }
+
+    /// Runs the retention sweep now (as the schedule would); returns deleted accounts.
+    pub async fn retention_sweep(&self) -> Result<usize, crate::lifecycle::LifecycleError> {
+        self.lifecycle.sweep().await
+    }
+
     /// The appliance-level security log, oldest first.
     pub fn audit_entries(&self) -> Result<Vec<crate::audit::AuditEntry>, StoreError> {
         self.audit.entries()
@@ -220,4 +342,9 @@ fn create_private_dir(path: &std::path::Path) -> Result<(), StartError> {
     };
     std::fs::create_dir_all(path).map_err(io)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(io)
+}
+
+/// Resolves when the appliance starts shutting down.
+pub async fn stopped(mut shutdown: watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
 }

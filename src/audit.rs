@@ -47,6 +47,12 @@ pub enum AuditKind {
     UserDeleted,
     GroupChanged,
     AccountSettingsChanged,
+    DataExported,
+    DeletionRequested,
+    ContentDeleted,
+    AccountDeleted,
+    BackupWritten,
+    BackupFailed,
 }
 
 impl AuditKind {
@@ -62,6 +68,12 @@ impl AuditKind {
                 | Self::ConsentDeclined
                 | Self::MalformedSignaling
                 | Self::MalformedMediaOffer
+                | Self::DataExported
+                | Self::DeletionRequested
+                | Self::ContentDeleted
+                | Self::AccountDeleted
+                | Self::BackupWritten
+                | Self::BackupFailed
         )
     }
 }

@@ -32,6 +32,38 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Take an encrypted backup of a stopped appliance now (the running appliance takes
+    /// them on its schedule).
+    Backup {
+        /// Force a full backup instead of an incremental one.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Restore the newest backup chain into the (empty) data directory.
+    Restore {
+        /// The backup directory.
+        #[arg(long)]
+        from: PathBuf,
+        /// The admin's age identity file (the private half of backup.recipient).
+        #[arg(long)]
+        identity: PathBuf,
+    },
+    /// Master key management.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Export an account's content (or one customer's) as a tar archive.
+    Export {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        session: Option<String>,
+        #[arg(long)]
+        customer: Option<String>,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Offline administration of a stopped appliance's data directory.
     Admin {
         #[command(subcommand)]
@@ -63,7 +95,24 @@ pub enum AdminCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Replace the master key and re-wrap every account key under the new one.
+    Rotate,
+    /// Make an age identity for backups: prints its public key for `backup.recipient`.
+    BackupIdentity {
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum AccountCommand {
+    /// Delete an account: its key is destroyed first, so its data is unreadable
+    /// everywhere, backups included.
+    Delete {
+        #[arg(long)]
+        account: String,
+    },
     /// Create an account and its first admin; prints a temporary password to hand over.
     Create {
         #[arg(long)]
@@ -118,7 +167,11 @@ impl Cli {
             config.data_dir = dir.clone();
         }
         match &self.command {
-            Command::Admin { .. } => {}
+            Command::Admin { .. }
+            | Command::Backup { .. }
+            | Command::Restore { .. }
+            | Command::Keys { .. }
+            | Command::Export { .. } => {}
             Command::Serve {
                 listen,
                 media_listen,
@@ -141,6 +194,147 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { .. } => serve(config).await,
         Command::Admin { command } => admin(config, command).await,
+        Command::Backup { full } => backup_now(&config, full),
+        Command::Restore { from, identity } => {
+            let report = crate::store::backup::restore(&from, &identity, &config.data_dir)?;
+            println!(
+                "restored {} archives into {}: {} records, {} files ({} left out: deleted accounts)",
+                report.archives,
+                config.data_dir.display(),
+                report.records,
+                report.files,
+                report.skipped_without_key
+            );
+            println!(
+                "a new master key was made: {}/master.key",
+                config.data_dir.display()
+            );
+            Ok(())
+        }
+        Command::Keys { command } => keys(&config, command),
+        Command::Export {
+            account,
+            session,
+            customer,
+            out,
+        } => {
+            let offline = Offline::open(&config)?;
+            let scope = crate::lifecycle::Scope {
+                session_id: session,
+                customer_reference: customer,
+            };
+            let file = std::fs::File::create(&out)?;
+            offline.lifecycle.export(&account, &scope, file)?;
+            println!("exported to {}", out.display());
+            Ok(())
+        }
+    }
+}
+
+/// The appliance's services over a stopped appliance's data directory.
+struct Offline {
+    store: Store,
+    auth: Arc<Auth>,
+    lifecycle: crate::lifecycle::Lifecycle,
+}
+
+impl Offline {
+    fn open(config: &Config) -> anyhow::Result<Self> {
+        if !config.data_dir.join("store").exists() {
+            anyhow::bail!(
+                "no appliance data in {}; run `sightline serve` once first",
+                config.data_dir.display()
+            );
+        }
+        let store = Store::open_data_dir(&config.data_dir)?;
+        let clock: crate::clock::SharedClock = Arc::new(SystemClock);
+        let audit = Arc::new(Audit::open(&store, clock.clone())?);
+        let throttle = Arc::new(GuessThrottle::new(
+            config.sessions.guess_limit_per_minute,
+            clock.clone(),
+        ));
+        let auth = Arc::new(Auth::new(
+            &store,
+            clock.clone(),
+            audit.clone(),
+            throttle.clone(),
+            config.sessions.setup_code_ttl_secs,
+        )?);
+        let live = Arc::new(crate::live::Live::new(
+            &store,
+            clock.clone(),
+            audit.clone(),
+            throttle,
+            crate::media::MediaHandle::detached(),
+            config.sessions.clone(),
+        )?);
+        let lifecycle = crate::lifecycle::Lifecycle::new(
+            store.clone(),
+            auth.clone(),
+            live,
+            audit,
+            clock,
+            config.retention.clone(),
+            config.backup.clone(),
+        );
+        Ok(Self {
+            store,
+            auth,
+            lifecycle,
+        })
+    }
+}
+
+fn backup_now(config: &Config, full: bool) -> anyhow::Result<()> {
+    let (Some(directory), Some(recipient)) = (&config.backup.directory, &config.backup.recipient)
+    else {
+        anyhow::bail!("set backup.directory and backup.recipient in the config file first");
+    };
+    let offline = Offline::open(config)?;
+    let archive = crate::store::backup::run(
+        &offline.store,
+        &config.data_dir,
+        &crate::store::backup::BackupPolicy {
+            directory,
+            recipient,
+            incrementals_per_full: config.backup.incrementals_per_full,
+            keep_full: config.backup.keep_full,
+        },
+        crate::clock::Clock::now_ms(&SystemClock),
+        full,
+    )?;
+    println!("backup written: {}", archive.display());
+    Ok(())
+}
+
+fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::Rotate => {
+            let offline = Offline::open(config)?;
+            let path = config.data_dir.join(crate::store::keys::MASTER_KEY_FILE);
+            let new = crate::store::keys::MasterKey::generate();
+            let pending = path.with_extension("key.new");
+            new.write(&pending)?;
+            offline.store.rotate_master(new)?;
+            std::fs::rename(&pending, &path)?;
+            println!("master key rotated; every account key is now wrapped by the new one");
+            Ok(())
+        }
+        KeysCommand::BackupIdentity { out } => {
+            let key = crate::store::keys::MasterKey::generate();
+            key.write(&out)?;
+            let text = std::fs::read_to_string(&out)?;
+            let public = text
+                .lines()
+                .find_map(|l| l.strip_prefix("# public key: "))
+                .unwrap_or_default();
+            println!(
+                "backup identity written to {} (keep it offline)",
+                out.display()
+            );
+            println!("backup.recipient = \"{public}\"");
+            Ok(())
+        }
     }
 }
 
@@ -173,6 +367,18 @@ async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
     let auth = offline_auth(&config)?;
     let operator_ip = std::net::IpAddr::from([127, 0, 0, 1]);
     match command {
+        AdminCommand::Account {
+            command: AccountCommand::Delete { account },
+        } => {
+            drop(auth);
+            let offline = Offline::open(&config)?;
+            offline.auth.account_record(&account)?;
+            offline
+                .lifecycle
+                .delete_account(&account, "deleted by the operator")
+                .await?;
+            println!("account {account} deleted; its key is destroyed");
+        }
         AdminCommand::Account {
             command:
                 AccountCommand::Create {

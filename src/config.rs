@@ -28,6 +28,53 @@ pub struct Config {
     pub http: HttpConfig,
     pub media: MediaConfig,
     pub sessions: SessionConfig,
+    pub backup: BackupConfig,
+    pub retention: RetentionConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// Where scheduled backups are written; none means no scheduled backups.
+    pub directory: Option<PathBuf>,
+    /// The admin's age public key (`age1…`); backups can be restored only with the
+    /// matching identity, which should be kept offline.
+    pub recipient: Option<String>,
+    pub interval_hours: u64,
+    /// Incremental backups between two full ones.
+    pub incrementals_per_full: u32,
+    /// Full backups kept (each with its incrementals).
+    pub keep_full: u32,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        Self {
+            directory: None,
+            recipient: None,
+            interval_hours: 24,
+            incrementals_per_full: 6,
+            keep_full: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Days between a deletion request and its execution (0 = at once; at most 30).
+    pub deletion_delay_days: u64,
+    /// Days after a subscription's end date when the account's content is deleted.
+    pub after_subscription_days: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            deletion_delay_days: 0,
+            after_subscription_days: 90,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -72,6 +119,8 @@ impl Default for Config {
             http: HttpConfig::default(),
             media: MediaConfig::default(),
             sessions: SessionConfig::default(),
+            backup: BackupConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -144,6 +193,31 @@ impl Config {
                 return Err(ConfigError::Value {
                     key,
                     message: "must be greater than zero".into(),
+                });
+            }
+        }
+        if self.retention.deletion_delay_days > 30 {
+            return Err(ConfigError::Value {
+                key: "retention.deletion_delay_days",
+                message: "deletion on request must complete within 30 days".into(),
+            });
+        }
+        if self.backup.directory.is_some() {
+            let valid = self
+                .backup
+                .recipient
+                .as_deref()
+                .is_some_and(|r| r.trim().parse::<age::x25519::Recipient>().is_ok());
+            if !valid {
+                return Err(ConfigError::Value {
+                    key: "backup.recipient",
+                    message: "backups need the admin's age public key (age1…); create one with age-keygen or `sightline keys backup-identity`".into(),
+                });
+            }
+            if self.backup.interval_hours == 0 || self.backup.keep_full == 0 {
+                return Err(ConfigError::Value {
+                    key: "backup.interval_hours",
+                    message: "interval and keep_full must be greater than zero".into(),
                 });
             }
         }

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod http;
+pub mod lifecycle;
 pub mod live;
 pub mod media;
 pub mod store;

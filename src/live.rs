@@ -88,6 +88,9 @@ pub struct SupportSession {
     pub technician_id: String,
     pub technician_name: String,
     pub organisation: String,
+    /// What the technician noted to find the customer again (ticket, name, device).
+    #[serde(default)]
+    pub customer_reference: Option<String>,
     /// The technician's groups when the session started; group members who may see the
     /// group's history see it.
     #[serde(default)]
@@ -110,6 +113,7 @@ pub struct SessionView {
     pub state: SessionState,
     pub technician_name: String,
     pub organisation: String,
+    pub customer_reference: Option<String>,
     pub customer_connected: bool,
     pub consent: Option<ConsentReceipt>,
     pub paused: bool,
@@ -291,7 +295,20 @@ impl Live {
         self.rooms.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub async fn create_session(&self, by: &Principal) -> Result<NewInvitation, LiveError> {
+    pub async fn create_session(
+        &self,
+        by: &Principal,
+        customer_reference: Option<String>,
+    ) -> Result<NewInvitation, LiveError> {
+        let customer_reference = match customer_reference.map(|r| r.trim().to_owned()) {
+            Some(r) if r.chars().count() > 200 || r.chars().any(char::is_control) => {
+                return Err(LiveError::BadMessage(
+                    "the customer reference may have at most 200 printable characters".into(),
+                ));
+            }
+            Some(r) if !r.is_empty() => Some(r),
+            _ => None,
+        };
         let now = self.clock.now_ms();
         let session = SupportSession {
             id: random_id(),
@@ -299,6 +316,7 @@ impl Live {
             technician_id: by.user_id.clone(),
             technician_name: by.display_name.clone(),
             organisation: by.organisation.clone(),
+            customer_reference,
             group_ids: by.group_ids.clone(),
             created_ms: now,
             invitation_expires_ms: now + self.config.invitation_ttl_secs * 1000,
@@ -422,6 +440,7 @@ impl Live {
             state: session.state,
             technician_name: session.technician_name.clone(),
             organisation: session.organisation.clone(),
+            customer_reference: session.customer_reference.clone(),
             customer_connected,
             consent: session.consent.clone(),
             paused: session.paused,
@@ -805,6 +824,7 @@ impl Live {
             state: session.state,
             technician_name: session.technician_name.clone(),
             organisation: session.organisation.clone(),
+            customer_reference: session.customer_reference.clone(),
             customer_connected: false,
             consent: session.consent.clone(),
             paused: session.paused,
@@ -965,6 +985,44 @@ impl Live {
                     let _ = conn.tx.send(message.clone());
                 }
             }
+        }
+    }
+
+    /// The account's session records matching a scope, for export and deletion.
+    pub fn records(
+        &self,
+        account_id: &str,
+        session_id: Option<&str>,
+        customer_reference: Option<&str>,
+    ) -> Result<Vec<SupportSession>, LiveError> {
+        let mut sessions = self.sessions(account_id)?.values()?;
+        sessions.retain(|s| {
+            session_id.is_none_or(|id| s.id == id)
+                && customer_reference.is_none_or(|r| s.customer_reference.as_deref() == Some(r))
+        });
+        sessions.sort_by_key(|s| s.created_ms);
+        Ok(sessions)
+    }
+
+    /// Removes a session's record (ending it first if it is still open).
+    pub fn delete_record(&self, account_id: &str, session_id: &str) -> Result<(), LiveError> {
+        if self.load(account_id, session_id)?.state != SessionState::Ended {
+            self.finish(account_id, session_id, EndReason::Technician)?;
+        }
+        self.sessions(account_id)?.remove(session_id)?;
+        Ok(())
+    }
+
+    /// Ends the open sessions of an account that is being deleted.
+    pub fn close_account(&self, account_id: &str) {
+        let open: Vec<String> = self
+            .rooms()
+            .iter()
+            .filter(|(_, room)| room.account_id == account_id)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for session_id in open {
+            let _ = self.finish(account_id, &session_id, EndReason::Expired);
         }
     }
 

@@ -83,6 +83,17 @@ pub struct MediaHandle {
 }
 
 impl MediaHandle {
+    /// A handle to no relay, for offline tools that manage stored sessions; negotiating
+    /// through it fails with [`MediaError::Stopped`].
+    pub fn detached() -> Self {
+        let (commands, _) = mpsc::unbounded_channel();
+        Self {
+            commands,
+            local_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            next_peer: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
     /// The address the relay's socket is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr

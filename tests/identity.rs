@@ -582,6 +582,10 @@ fn expected_access() -> Vec<(&'static str, &'static str, &'static str)> {
         ("GET", "/api/account", "admin"),
         ("PATCH", "/api/account", "admin"),
         ("GET", "/api/audit", "admin"),
+        ("GET", "/api/export", "admin"),
+        ("GET", "/api/deletions", "admin"),
+        ("POST", "/api/deletions", "admin"),
+        ("DELETE", "/api/sessions/{id}", "admin"),
     ]
 }
 

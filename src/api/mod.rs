@@ -1,6 +1,7 @@
 //! The REST and WebSocket surface: the route table, the one place where every route's
 //! required access is declared and enforced, errors, and the embedded pages.
 
+mod data;
 mod identity;
 mod sessions;
 
@@ -30,6 +31,7 @@ pub struct ApiState {
     pub auth: Arc<Auth>,
     pub live: Arc<Live>,
     pub audit: Arc<Audit>,
+    pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
     pub ca_pem: String,
     pub public_url: Option<String>,
     pub media_public_ip: Option<IpAddr>,
@@ -263,6 +265,25 @@ fn table() -> Vec<(Route, MethodRouter<AppState>)> {
             patch(identity::update_account),
         ),
         r(Method::GET, "/api/audit", Admin, get(identity::audit_log)),
+        r(Method::GET, "/api/export", Admin, get(data::export)),
+        r(
+            Method::GET,
+            "/api/deletions",
+            Admin,
+            get(data::pending_deletions),
+        ),
+        r(
+            Method::POST,
+            "/api/deletions",
+            Admin,
+            post(data::request_deletion),
+        ),
+        r(
+            Method::DELETE,
+            "/api/sessions/{id}",
+            Admin,
+            delete(data::delete_session),
+        ),
     ]
 }
 
@@ -428,6 +449,22 @@ impl From<AuthError> for ApiError {
             }
         };
         Self::new(status, code, e.to_string())
+    }
+}
+
+impl From<crate::lifecycle::LifecycleError> for ApiError {
+    fn from(e: crate::lifecycle::LifecycleError) -> Self {
+        use crate::lifecycle::LifecycleError as E;
+        match e {
+            E::NoScope => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string()),
+            E::NothingMatches => Self::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+            E::Live(e) => e.into(),
+            E::Auth(e) => e.into(),
+            E::Store(_) | E::Export(_) | E::Vault(_) => {
+                tracing::error!(error = %e, "internal error");
+                Self::internal()
+            }
+        }
     }
 }
 

@@ -50,8 +50,22 @@ pub(super) async fn create_session(
     State(state): State<AppState>,
     User(who): User,
     headers: HeaderMap,
+    body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<CreatedSession>), ApiError> {
-    let invitation = state.live.create_session(&who).await?;
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    struct NewSession {
+        customer_reference: Option<String>,
+    }
+    let request: NewSession = if body.iter().all(u8::is_ascii_whitespace) {
+        NewSession::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(e.to_string()))?
+    };
+    let invitation = state
+        .live
+        .create_session(&who, request.customer_reference)
+        .await?;
     let base = base_url(&state, &headers);
     let link = format!("{base}/c#{}", invitation.token);
     let qr = qrcode::QrCode::new(link.as_bytes())

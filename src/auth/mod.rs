@@ -1335,6 +1335,38 @@ impl Auth {
         }
     }
 
+    /// Every account (retention sweeps and the operator's CLI).
+    pub fn accounts(&self) -> Result<Vec<Account>, AuthError> {
+        Ok(self.accounts.values()?)
+    }
+
+    /// Removes an account's identity records that live outside the account's own trees
+    /// (the email index, sign-ins, lockout counters) and the account record itself. The
+    /// account's trees go with its key (`Store::destroy_account`).
+    pub fn forget_account(&self, account_id: &str) -> Result<(), AuthError> {
+        for user in self.users(account_id)?.values()? {
+            self.emails.remove(&user.email)?;
+            self.failures.remove(&user.email)?;
+        }
+        self.logins.retain(|s| s.account_id != account_id)?;
+        self.accounts.remove(account_id)?;
+        Ok(())
+    }
+
+    pub fn user_views(&self, account_id: &str) -> Result<Vec<UserView>, AuthError> {
+        let mut users = self.users(account_id)?.values()?;
+        users.sort_by(|a, b| a.email.cmp(&b.email));
+        users.iter().map(|u| self.user_view(u)).collect()
+    }
+
+    pub fn groups_of(&self, account_id: &str) -> Result<Vec<Group>, AuthError> {
+        Ok(self.groups_collection(account_id)?.values()?)
+    }
+
+    pub fn account_record(&self, account_id: &str) -> Result<Account, AuthError> {
+        self.accounts.get(account_id)?.ok_or(AuthError::NotFound)
+    }
+
     // ------------------------------------------------------------------------------
     // Operator (CLI) helpers, used on a stopped appliance's data directory
 

@@ -61,11 +61,6 @@ impl MasterKey {
             }
         }
         let path = data_dir.join(MASTER_KEY_FILE);
-        let pending = path.with_extension("key.new");
-        if pending.exists() {
-            // A rotation stopped after writing the new key: finish or discard it below.
-            tracing::warn!(path = %pending.display(), "found an unfinished master key rotation");
-        }
         if path.exists() {
             Self::read(&path)
         } else {

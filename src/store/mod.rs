@@ -64,7 +64,29 @@ impl Store {
     /// Opens the store under `data_dir` with the master key from a systemd credential or
     /// `data_dir/master.key` (created on first start).
     pub fn open_data_dir(data_dir: &Path) -> Result<Self, StoreError> {
-        Self::open(data_dir, MasterKey::load_or_create(data_dir)?)
+        let opened = Self::open(data_dir, MasterKey::load_or_create(data_dir)?);
+        let path = data_dir.join(keys::MASTER_KEY_FILE);
+        let pending = path.with_extension("key.new");
+        match opened {
+            // A rotation re-wrapped the keys but stopped before replacing the key file:
+            // the new key is the right one, so finish the rotation.
+            Err(StoreError::Key(KeyError::Unwrap)) if pending.exists() => {
+                let store = Self::open(data_dir, MasterKey::read(&pending)?)?;
+                fs::rename(&pending, &path).map_err(|source| StoreError::File {
+                    path: path.clone(),
+                    source,
+                })?;
+                Ok(store)
+            }
+            Ok(store) => {
+                // The rotation never got as far as re-wrapping: discard its key.
+                if pending.exists() {
+                    let _ = fs::remove_file(&pending);
+                }
+                Ok(store)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Opens the store under `data_dir` (the sled engine lives in `data_dir/store`).
@@ -157,6 +179,10 @@ impl Store {
         self.data_dir.join("files").join(account_id)
     }
 
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
     pub(crate) fn db(&self) -> &sled::Db {
         &self.db
     }
@@ -212,6 +238,32 @@ impl AccountStore {
         key.decrypt_stream(file, &mut out)
             .map_err(|source| StoreError::File { path, source })?;
         Ok(Some(out))
+    }
+
+    /// Names of the account's files (as given to [`Self::put_file`], sanitised).
+    pub fn file_names(&self) -> Result<Vec<String>, StoreError> {
+        let dir = self.store.files_dir(&self.account_id);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(StoreError::File { path: dir, source }),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| StoreError::File {
+                path: dir.clone(),
+                source,
+            })?;
+            if let Some(name) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".age"))
+            {
+                names.push(name.to_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
     }
 
     pub fn remove_file(&self, name: &str) -> Result<(), StoreError> {

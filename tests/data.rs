@@ -1,0 +1,513 @@
+//! Encrypted store, backups and the data lifecycle, through the real API and CLI.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use serde_json::{Value, json};
+use sightline::store::keys::MasterKey;
+
+/// An admin backup identity (private file) and its public key.
+fn backup_identity(dir: &Path) -> (PathBuf, String) {
+    let path = dir.join("admin-backup.key");
+    MasterKey::generate().write(&path).expect("identity");
+    let text = std::fs::read_to_string(&path).expect("read");
+    let public = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: "))
+        .expect("public key")
+        .to_owned();
+    (path, public)
+}
+
+async fn with_backups() -> (TestAppliance, tempfile::TempDir, PathBuf) {
+    let keys = tempfile::tempdir().expect("dir");
+    let (identity, public) = backup_identity(keys.path());
+    let backups = keys.path().join("backups");
+    let dir = backups.clone();
+    let app = TestAppliance::start_with(move |c| {
+        c.backup.directory = Some(dir);
+        c.backup.recipient = Some(public);
+    })
+    .await;
+    (app, keys, identity)
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn no_marker_written_through_the_api_is_readable_on_disk_or_in_a_backup() {
+    let (mut app, keys, _) = with_backups().await;
+    let markers = [
+        "marker-admin-7c1f@example.com",
+        "Marker Org 51f2",
+        "Marker Admin 8d3a",
+        "marker-tech-99b0@example.com",
+        "Marker Tech 3e77",
+        "MARKER-REF-4411",
+    ];
+    let mut admin = app.client();
+    let code = app.running().setup_code.clone().expect("code");
+    let r = admin
+        .post_json(
+            "/api/setup",
+            &json!({"code": code, "email": markers[0], "password": "Camera4support",
+                    "display_name": markers[2], "organisation": markers[1]}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let r = admin
+        .json(
+            "POST",
+            "/api/users",
+            &json!({"email": markers[3], "display_name": markers[4], "role": "technician",
+                    "password": "Tangerine kettle 47"}),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let r = admin
+        .json(
+            "POST",
+            "/api/sessions",
+            &json!({"customer_reference": markers[5]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    app.running().backup_now(true).await.expect("backup");
+    let data_dir = app.config.data_dir.clone();
+    app.stop().await;
+
+    let mut scanned = 0;
+    for file in files_under(&data_dir)
+        .into_iter()
+        .chain(files_under(keys.path()))
+    {
+        if file.ends_with("admin-backup.key") {
+            continue;
+        }
+        let bytes = std::fs::read(&file).expect("read");
+        scanned += bytes.len();
+        for marker in markers {
+            for variant in [
+                marker.to_owned(),
+                marker.to_lowercase(),
+                marker.to_uppercase(),
+            ] {
+                assert!(
+                    !contains(&bytes, variant.as_bytes()),
+                    "{variant:?} found in {}",
+                    file.display()
+                );
+            }
+        }
+    }
+    assert!(scanned > 10_000, "scanned {scanned} bytes");
+}
+
+#[tokio::test]
+async fn a_group_or_other_readable_master_key_stops_the_start() {
+    let mut app = TestAppliance::start().await;
+    app.stop().await;
+    let key = app.config.data_dir.join("master.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let err =
+        sightline::appliance::start(app.config.clone(), std::sync::Arc::new(app.clock.clone()))
+            .await
+            .err()
+            .expect("refused");
+    let message = err.to_string();
+    assert!(
+        message.contains("master.key") && message.contains("chmod 600"),
+        "{message}"
+    );
+}
+
+async fn api_state(client: &mut Client) -> Value {
+    let mut users = client.get("/api/users").await.json();
+    for user in users.as_array_mut().expect("users") {
+        user.as_object_mut().expect("obj").remove("locked_until_ms");
+    }
+    let mut sessions = client.get("/api/sessions").await.json();
+    for s in sessions.as_array_mut().expect("sessions") {
+        s.as_object_mut().expect("obj").remove("customer_connected");
+    }
+    json!({
+        "users": users,
+        "groups": client.get("/api/groups").await.json(),
+        "sessions": sessions,
+        "account": client.get("/api/account").await.json(),
+    })
+}
+
+#[tokio::test]
+async fn restore_into_an_empty_directory_gives_the_same_api_state() {
+    let (mut app, keys, identity) = with_backups().await;
+    let mut admin = app.set_up().await;
+    admin
+        .json(
+            "POST",
+            "/api/groups",
+            &json!({"name": "Field", "require_2fa": true}),
+        )
+        .await;
+    admin
+        .json(
+            "POST",
+            "/api/users",
+            &json!({"email": "tess@example.com", "display_name": "Tess",
+              "role": "technician", "password": "Tangerine kettle 47"}),
+        )
+        .await;
+    let full = app.running().backup_now(false).await.expect("full");
+    assert!(full.to_string_lossy().ends_with("-full.age"));
+    admin
+        .json(
+            "POST",
+            "/api/sessions",
+            &json!({"customer_reference": "T-1"}),
+        )
+        .await;
+    admin
+        .json(
+            "PATCH",
+            "/api/account",
+            &json!({"subscription": {"seats": 7, "ends_ms": null}}),
+        )
+        .await;
+    let incremental = app.running().backup_now(false).await.expect("incremental");
+    assert!(incremental.to_string_lossy().ends_with("-incr.age"));
+    let before = api_state(&mut admin).await;
+    app.stop().await;
+
+    let target = keys.path().join("restored");
+    let backups = keys.path().join("backups");
+    let report = sightline::store::backup::restore(&backups, &identity, &target).expect("restore");
+    assert_eq!(report.archives, 2);
+    let restored_dir = target.clone();
+    let restored = TestAppliance::start_with(move |c| c.data_dir = restored_dir).await;
+    let (mut admin, _) = login(&restored, "ada@example.com", "Camera4support").await;
+    assert_eq!(api_state(&mut admin).await, before);
+    assert_ne!(
+        std::fs::read(target.join("master.key")).expect("new key"),
+        std::fs::read(app.config.data_dir.join("master.key")).expect("old key"),
+        "a restored appliance gets its own master key"
+    );
+    assert_eq!(
+        restored.running().ca_pem,
+        app.running.as_ref().map_or_else(
+            || std::fs::read_to_string(app.config.data_dir.join("tls/ca.pem")).expect("ca"),
+            |r| r.ca_pem.clone()
+        )
+    );
+}
+
+#[tokio::test]
+async fn damaged_incomplete_or_misdirected_restores_are_refused_whole() {
+    let (mut app, keys, identity) = with_backups().await;
+    app.set_up().await;
+    app.running().backup_now(true).await.expect("full");
+    app.running().backup_now(false).await.expect("incr 1");
+    let last = app.running().backup_now(false).await.expect("incr 2");
+    app.stop().await;
+    let backups = keys.path().join("backups");
+    let target = keys.path().join("target");
+    let restore = || sightline::store::backup::restore(&backups, &identity, &target);
+
+    // Truncated.
+    let original = std::fs::read(&last).expect("read");
+    std::fs::write(&last, &original[..original.len() - 40]).expect("truncate");
+    let err = restore().expect_err("truncated refused");
+    assert!(
+        err.to_string().contains("damaged") || err.to_string().contains("cannot be decrypted"),
+        "{err}"
+    );
+    assert!(!target.exists(), "nothing half-restored");
+    // One byte altered.
+    let mut altered = original.clone();
+    let middle = altered.len() / 2;
+    altered[middle] ^= 0x40;
+    std::fs::write(&last, &altered).expect("alter");
+    assert!(restore().is_err());
+    assert!(!target.exists());
+    std::fs::write(&last, &original).expect("repair");
+    // A missing incremental in the middle of the chain.
+    let middle_archive = backups.join(
+        std::fs::read_dir(&backups)
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|n| n.contains("00000002-incr"))
+            .expect("second archive"),
+    );
+    let saved = std::fs::read(&middle_archive).expect("read");
+    std::fs::remove_file(&middle_archive).expect("remove");
+    let err = restore().expect_err("gap refused");
+    assert!(err.to_string().contains("does not continue"), "{err}");
+    std::fs::write(&middle_archive, saved).expect("put back");
+    // The wrong identity.
+    let (stranger, _) = backup_identity(keys.path().join("..").as_path());
+    assert!(sightline::store::backup::restore(&backups, &stranger, &target).is_err());
+    // A non-empty target.
+    std::fs::create_dir_all(&target).expect("mkdir");
+    std::fs::write(target.join("keep.txt"), "x").expect("write");
+    let err = restore().expect_err("non-empty refused");
+    assert!(err.to_string().contains("not empty"), "{err}");
+    std::fs::remove_dir_all(&target).expect("clean");
+    restore().expect("the intact chain restores");
+}
+
+#[tokio::test]
+async fn an_account_deleted_after_a_backup_is_unreadable_in_that_backup() {
+    let (mut app, keys, identity) = with_backups().await;
+    app.set_up().await;
+    let data_dir = app.config.data_dir.clone();
+    app.stop().await;
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sightline"))
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(args)
+            .output()
+            .expect("cli");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let created = cli(&[
+        "admin",
+        "account",
+        "create",
+        "--organisation",
+        "Doomed Org",
+        "--admin-email",
+        "bob@doomed.example",
+        "--admin-name",
+        "Bob",
+    ]);
+    let account = created
+        .lines()
+        .find_map(|l| l.strip_prefix("account "))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("account id")
+        .to_owned();
+    let password = created
+        .lines()
+        .find_map(|l| l.strip_prefix("temporary password: "))
+        .expect("password")
+        .to_owned();
+    app.restart().await;
+    login(&app, "bob@doomed.example", &password).await;
+    app.running()
+        .backup_now(true)
+        .await
+        .expect("backup with the account");
+    app.stop().await;
+
+    cli(&["admin", "account", "delete", "--account", &account]);
+    let target = keys.path().join("restored");
+    let report =
+        sightline::store::backup::restore(&keys.path().join("backups"), &identity, &target)
+            .expect("restore");
+    assert!(report.skipped_without_key > 0, "{report:?}");
+    let restored_dir = target.clone();
+    let restored = TestAppliance::start_with(move |c| c.data_dir = restored_dir).await;
+    assert_eq!(
+        restored
+            .client()
+            .post_json(
+                "/api/login",
+                &json!({"email": "bob@doomed.example", "password": password})
+            )
+            .await
+            .status,
+        401
+    );
+    login(&restored, "ada@example.com", "Camera4support").await;
+}
+
+#[tokio::test]
+async fn content_is_deleted_ninety_days_after_the_subscription_ends_not_before() {
+    let app = TestAppliance::start().await;
+    let mut admin = app.set_up().await;
+    let r = admin
+        .json(
+            "PATCH",
+            "/api/account",
+            &json!({"subscription": {"seats": 5, "ends_ms": START_MS}}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    create_session(&mut admin).await;
+    app.clock.advance_secs(89 * 24 * 3600);
+    assert_eq!(app.running().retention_sweep().await.expect("sweep"), 0);
+    let (mut admin, _) = login(&app, "ada@example.com", "Camera4support").await;
+    assert_eq!(
+        admin
+            .get("/api/sessions")
+            .await
+            .json()
+            .as_array()
+            .expect("list")
+            .len(),
+        1
+    );
+    app.clock.advance_secs(24 * 3600);
+    assert_eq!(app.running().retention_sweep().await.expect("sweep"), 1);
+    assert_eq!(
+        app.client()
+            .post_json(
+                "/api/login",
+                &json!({"email": "ada@example.com", "password": "Camera4support"})
+            )
+            .await
+            .status,
+        401
+    );
+    assert!(app.audit_kinds().contains(&"account_deleted".to_owned()));
+}
+
+#[tokio::test]
+async fn a_customers_content_is_exported_and_deleted_on_request() {
+    let app = TestAppliance::start_with(|c| c.retention.deletion_delay_days = 7).await;
+    let mut admin = app.set_up().await;
+    for reference in ["CUST-1", "CUST-1", "CUST-2"] {
+        let r = admin
+            .json(
+                "POST",
+                "/api/sessions",
+                &json!({"customer_reference": reference}),
+            )
+            .await;
+        assert_eq!(r.status, 201);
+    }
+    let export = admin.get("/api/export?customer_reference=CUST-1").await;
+    assert_eq!(export.status, 200);
+    assert_eq!(
+        export.header("content-type").as_deref(),
+        Some("application/x-tar")
+    );
+    let mut archive = tar::Archive::new(&export.body[..]);
+    let mut sessions = None;
+    let mut names = Vec::new();
+    for entry in archive.entries().expect("entries") {
+        let mut entry = entry.expect("entry");
+        let name = entry.path().expect("path").to_string_lossy().into_owned();
+        if name == "sessions.json" {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut text).expect("read");
+            sessions = Some(serde_json::from_str::<Value>(&text).expect("json"));
+        }
+        names.push(name);
+    }
+    assert!(
+        names.contains(&"manifest.json".to_owned()) && names.contains(&"audit.jsonl".to_owned())
+    );
+    let sessions = sessions.expect("sessions.json");
+    assert_eq!(sessions.as_array().expect("array").len(), 2);
+    assert!(
+        sessions
+            .as_array()
+            .expect("array")
+            .iter()
+            .all(|s| s["customer_reference"] == "CUST-1")
+    );
+    let whole = admin.get("/api/export").await;
+    assert_eq!(whole.status, 200);
+    assert!(contains(&whole.body, b"users.json"));
+    assert_eq!(
+        admin
+            .get("/api/export?customer_reference=NOBODY")
+            .await
+            .status,
+        404
+    );
+
+    // Deletion on request waits for the configured window, then happens and is audited.
+    let requested = admin
+        .json(
+            "POST",
+            "/api/deletions",
+            &json!({"customer_reference": "CUST-1"}),
+        )
+        .await;
+    assert_eq!(requested.status, 202, "{}", requested.text());
+    assert_eq!(
+        admin
+            .get("/api/deletions")
+            .await
+            .json()
+            .as_array()
+            .expect("list")
+            .len(),
+        1
+    );
+    app.clock.advance_secs(7 * 24 * 3600);
+    app.running().retention_sweep().await.expect("sweep");
+    let (mut admin, _) = login(&app, "ada@example.com", "Camera4support").await;
+    let left = admin.get("/api/sessions").await.json();
+    let left = left.as_array().expect("list");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["customer_reference"], "CUST-2");
+    assert_eq!(admin.get("/api/deletions").await.json(), json!([]));
+    let entries = app.running().audit_entries().expect("audit");
+    let deleted = entries
+        .iter()
+        .find(|e| serde_json::to_value(&e.kind).expect("kind") == "content_deleted")
+        .expect("deletion audited");
+    assert!(deleted.detail.contains("2 sessions") && deleted.detail.contains("on request of user"));
+    assert!(
+        !deleted.detail.contains("CUST-1"),
+        "the reference itself is not logged"
+    );
+}
+
+#[tokio::test]
+async fn a_single_session_is_deleted_at_once_by_default() {
+    let app = TestAppliance::start().await;
+    let mut admin = app.set_up().await;
+    let (id, token, _) = create_session(&mut admin).await;
+    let r = admin
+        .request(
+            "DELETE",
+            &format!("/api/sessions/{id}"),
+            &[("x-sightline-csrf", "1")],
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(admin.get(&format!("/api/sessions/{id}")).await.status, 404);
+    let invitation = app
+        .client()
+        .get_with(
+            "/api/invitation",
+            &[("authorization", &format!("Bearer {token}"))],
+        )
+        .await;
+    assert_eq!(
+        invitation.status, 403,
+        "the invitation died with the session"
+    );
+}
