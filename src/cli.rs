@@ -466,6 +466,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         println!("    Open the console and enter this code to create the first account admin.");
         println!("    It can be used once and expires; restart the appliance for a new one.");
     }
+    println!("Stop it with Ctrl-C or SIGTERM.");
     tracing::info!(console = %running.console_url, "ready");
 
     wait_for_signal().await;

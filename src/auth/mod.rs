@@ -495,19 +495,22 @@ impl Auth {
             totp: None,
             recovery_codes: Vec::new(),
         };
-        let claimed = self.emails.insert_new(
+        // The email claim and the user record are written together or not at all.
+        let claimed = self.emails.insert_new_with(
             &email,
             &EmailIndexEntry {
                 account_id: account.id.clone(),
                 user_id: user.id.clone(),
             },
+            &self.users(&account.id)?,
+            &user.id,
+            &user,
         )?;
         if !claimed {
             return Err(AuthError::Conflict(
                 "a user with this email already exists".into(),
             ));
         }
-        self.users(&account.id)?.put(&user.id, &user)?;
         Ok(user)
     }
 

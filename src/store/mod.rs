@@ -337,6 +337,38 @@ impl<T: Serialize + DeserializeOwned> Collection<T> {
         Ok(swapped.is_ok())
     }
 
+    /// Inserts `value` under a free `key` and, in the same transaction, `other_value`
+    /// into another collection: both or neither (e.g. an email claim and its user).
+    /// Returns false, writing nothing, when `key` is taken.
+    pub fn insert_new_with<U: Serialize + DeserializeOwned>(
+        &self,
+        key: &str,
+        value: &T,
+        other: &Collection<U>,
+        other_key: &str,
+        other_value: &U,
+    ) -> Result<bool, StoreError> {
+        use sled::Transactional;
+        use sled::transaction::{ConflictableTransactionError, TransactionError};
+        let pk = self.physical(key);
+        let sealed = self.encode(&pk, key, value)?;
+        let other_pk = other.physical(other_key);
+        let other_sealed = other.encode(&other_pk, other_key, other_value)?;
+        let result = (&self.tree, &other.tree).transaction(|(mine, theirs)| {
+            if mine.get(&pk)?.is_some() {
+                return Ok(false);
+            }
+            mine.insert(pk.as_slice(), sealed.as_slice())?;
+            theirs.insert(other_pk.as_slice(), other_sealed.as_slice())?;
+            Ok::<_, ConflictableTransactionError<()>>(true)
+        });
+        match result {
+            Ok(inserted) => Ok(inserted),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+            Err(TransactionError::Abort(())) => Ok(false),
+        }
+    }
+
     pub fn remove(&self, key: &str) -> Result<Option<T>, StoreError> {
         let pk = self.physical(key);
         match self.tree.remove(&pk)? {
@@ -460,6 +492,33 @@ mod tests {
         assert!(c.insert_new("k", &1).expect("first"));
         assert!(!c.insert_new("k", &2).expect("second"));
         assert_eq!(c.get("k").expect("get"), Some(1));
+    }
+
+    #[test]
+    fn paired_inserts_happen_together_or_not_at_all() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let index = store.global::<String>("index").expect("index");
+        let records = store
+            .account("a")
+            .collection::<u32>("records")
+            .expect("records");
+        assert!(
+            index
+                .insert_new_with("k", &"r1".to_owned(), &records, "r1", &1)
+                .expect("first")
+        );
+        assert!(
+            !index
+                .insert_new_with("k", &"r2".to_owned(), &records, "r2", &2)
+                .expect("taken")
+        );
+        assert_eq!(
+            records.get("r2").expect("get"),
+            None,
+            "nothing written when the claim fails"
+        );
+        assert_eq!(records.get("r1").expect("get"), Some(1));
     }
 
     #[test]

@@ -68,7 +68,7 @@ async function dashboard() {
   for (const s of sessions) {
     const item = document.createElement('li');
     const when = new Date(s.created_ms).toLocaleString();
-    item.textContent = when;
+    item.textContent = s.customer_reference ? `${when} · ${s.customer_reference}` : when;
     const state = document.createElement('span');
     state.className = 'status';
     state.dataset.state = s.state;
@@ -389,7 +389,9 @@ $('#security-everywhere').addEventListener('click', async () => {
 $('#new-session').addEventListener('click', async () => {
   $('#dashboard-error').textContent = '';
   try {
-    const created = await api('/sessions', { method: 'POST' });
+    const reference = $('#customer-ref').value.trim();
+    const created = await api('/sessions', { method: 'POST', body: reference ? { customer_reference: reference } : {} });
+    $('#customer-ref').value = '';
     openSession(created);
   } catch (e) {
     $('#dashboard-error').textContent = e.message;
