@@ -80,6 +80,16 @@ fn start(data_dir: &Path) -> Started {
     }
 }
 
+async fn group_names(admin: &mut common::Client) -> HashSet<String> {
+    let groups = admin.get("/api/groups").await.json();
+    groups
+        .as_array()
+        .expect("groups")
+        .iter()
+        .filter_map(|g| g["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
 fn client(data_dir: &Path, addr: SocketAddr) -> common::Client {
     let ca = std::fs::read_to_string(data_dir.join("tls/ca.pem")).expect("ca");
     common::Client::for_address(addr, &ca, "127.0.0.1")
@@ -131,13 +141,7 @@ async fn main() {
         assert_eq!(login.status, 200, "cycle {cycle}: {}", login.text());
 
         // Everything acknowledged so far must have survived the last kill.
-        let groups = admin.get("/api/groups").await.json();
-        let present: HashSet<String> = groups
-            .as_array()
-            .expect("groups")
-            .iter()
-            .filter_map(|g| g["name"].as_str().map(str::to_owned))
-            .collect();
+        let present = group_names(&mut admin).await;
         let missing = acknowledged
             .lock()
             .expect("lock")
@@ -185,13 +189,7 @@ async fn main() {
             &json!({"email": "ada@example.com", "password": "Camera4support"}),
         )
         .await;
-    let groups = admin.get("/api/groups").await.json();
-    let present: HashSet<String> = groups
-        .as_array()
-        .expect("groups")
-        .iter()
-        .filter_map(|g| g["name"].as_str().map(str::to_owned))
-        .collect();
+    let present = group_names(&mut admin).await;
     let final_missing = acknowledged
         .lock()
         .expect("lock")
