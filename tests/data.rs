@@ -511,3 +511,99 @@ async fn a_single_session_is_deleted_at_once_by_default() {
         "the invitation died with the session"
     );
 }
+
+#[tokio::test]
+async fn the_offline_cli_rotates_the_master_key_backs_up_restores_and_exports() {
+    let keys = tempfile::tempdir().expect("dir");
+    let (identity, public) = backup_identity(keys.path());
+    let mut app = TestAppliance::start().await;
+    let mut admin = app.set_up().await;
+    admin
+        .json(
+            "POST",
+            "/api/sessions",
+            &json!({"customer_reference": "CLI-REF"}),
+        )
+        .await;
+    app.stop().await;
+    let config = keys.path().join("sightline.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[backup]\ndirectory = {:?}\nrecipient = {:?}\n",
+            app.config.data_dir,
+            keys.path().join("backups"),
+            public
+        ),
+    )
+    .expect("config");
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sightline"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .expect("cli");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    let old_key = std::fs::read(app.config.data_dir.join("master.key")).expect("key");
+    cli(&["keys", "rotate"]);
+    assert_ne!(
+        std::fs::read(app.config.data_dir.join("master.key")).expect("key"),
+        old_key
+    );
+    assert!(cli(&["backup", "--full"]).contains("-full.age"));
+    let export = keys.path().join("export.tar");
+    let account = cli(&["admin", "user", "list"])
+        .split('\t')
+        .next()
+        .expect("account id")
+        .to_owned();
+    cli(&[
+        "export",
+        "--account",
+        &account,
+        "--customer",
+        "CLI-REF",
+        "--out",
+        export.to_str().expect("utf8"),
+    ]);
+    assert!(contains(&std::fs::read(&export).expect("tar"), b"CLI-REF"));
+
+    // The rotated key still opens everything.
+    app.restart().await;
+    let (mut admin, _) = login(&app, "ada@example.com", "Camera4support").await;
+    assert_eq!(
+        admin.get("/api/sessions").await.json()[0]["customer_reference"],
+        "CLI-REF"
+    );
+    app.stop().await;
+
+    let restored = keys.path().join("restored");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sightline"))
+        .arg("--data-dir")
+        .arg(&restored)
+        .args(["restore", "--from"])
+        .arg(keys.path().join("backups"))
+        .arg("--identity")
+        .arg(&identity)
+        .output()
+        .expect("restore");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restored_app = TestAppliance::start_with(move |c| c.data_dir = restored).await;
+    let (mut admin, _) = login(&restored_app, "ada@example.com", "Camera4support").await;
+    assert_eq!(
+        admin.get("/api/sessions").await.json()[0]["customer_reference"],
+        "CLI-REF"
+    );
+}
