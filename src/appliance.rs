@@ -22,6 +22,7 @@ use crate::live::Live;
 use crate::media;
 use crate::store::backup::{self, BackupError, BackupPolicy};
 use crate::store::{Store, StoreError};
+use crate::systemd::SystemdNotify;
 use crate::tls::{self, TlsError};
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +46,11 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot serve metrics on {addr}: {source}")]
+    BindMetrics {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot start the media relay: {0}")]
     Media(std::io::Error),
     #[error("cannot prepare first-run setup: {0}")]
@@ -55,6 +61,9 @@ pub enum StartError {
 pub struct Running {
     pub https_addr: SocketAddr,
     pub media_addr: SocketAddr,
+    systemd: Option<SystemdNotify>,
+    /// The plain-HTTP metrics listener, when configured.
+    pub metrics_addr: Option<SocketAddr>,
     /// The one-time code for creating the first account admin, when none exists yet.
     pub setup_code: Option<String>,
     pub ca_pem: String,
@@ -210,8 +219,29 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         listener,
         tls.server_config,
         api::router(state),
-        shutdown_rx,
+        shutdown_rx.clone(),
     )));
+
+    let mut metrics_addr = None;
+    if let Some(listen) = config.metrics.listen {
+        let bind_error = |source| StartError::BindMetrics {
+            addr: listen,
+            source,
+        };
+        let listener = TcpListener::bind(listen).await.map_err(bind_error)?;
+        metrics_addr = Some(listener.local_addr().map_err(bind_error)?);
+        let metrics = crate::metrics::Metrics {
+            live: live.clone(),
+            media: media.clone(),
+            auth: auth.clone(),
+            store: store.clone(),
+        };
+        tasks.push(tokio::spawn(crate::metrics::serve(
+            listener,
+            metrics,
+            shutdown_rx.clone(),
+        )));
+    }
 
     let setup_code = auth.issue_setup_code()?;
     let console_url = match &config.http.public_url {
@@ -227,9 +257,23 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
             format!("https://{host}:{}/", https_addr.port())
         }
     };
+    // Every listener is bound and the store is open: tell systemd (no-op without it).
+    if let Some(notify) = &config.systemd {
+        notify.send(&format!("READY=1\nSTATUS=Console: {console_url}"));
+        if let Some(period) = notify.watchdog {
+            tasks.push(tokio::spawn(feed_watchdog(
+                notify.clone(),
+                period,
+                media.clone(),
+                shutdown_rx.clone(),
+            )));
+        }
+    }
     Ok(Running {
         https_addr,
         media_addr,
+        metrics_addr,
+        systemd: config.systemd.clone(),
         setup_code,
         ca_pem: tls.ca_pem,
         console_url,
@@ -310,6 +354,11 @@ impl Running {
         self.backups.run(full).await
     }
 
+    /// The relay's handle (diagnostics and tests).
+    pub fn media(&self) -> &media::MediaHandle {
+        &self.media
+    }
+
     /// Runs the retention sweep now (as the schedule would); returns deleted accounts.
     pub async fn retention_sweep(&self) -> Result<usize, crate::lifecycle::LifecycleError> {
         self.lifecycle.sweep().await
@@ -322,6 +371,9 @@ impl Running {
 
     /// Stops accepting, tells every open session, stops the relay and flushes the store.
     pub async fn shutdown(self) -> Result<(), StoreError> {
+        if let Some(notify) = &self.systemd {
+            notify.send("STOPPING=1\nSTATUS=Shutting down");
+        }
         self.live.shutdown();
         let _ = self.shutdown.send(true);
         self.media.shutdown();
@@ -342,6 +394,32 @@ fn create_private_dir(path: &std::path::Path) -> Result<(), StartError> {
     };
     std::fs::create_dir_all(path).map_err(io)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(io)
+}
+
+/// Feeds the systemd watchdog from the HTTP runtime, but only while the media loop is
+/// turning too: a stalled relay (or a stalled runtime) stops the feeding and systemd
+/// restarts the service.
+async fn feed_watchdog(
+    notify: SystemdNotify,
+    period: Duration,
+    media: media::MediaHandle,
+    shutdown: watch::Receiver<bool>,
+) {
+    let half = period / 2;
+    let mut tick = tokio::time::interval(half);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let age = media.stats().heartbeat_age();
+                if age < half {
+                    notify.send("WATCHDOG=1");
+                } else {
+                    tracing::error!(stalled_ms = age.as_millis() as u64, "media loop stalled; not feeding the watchdog");
+                }
+            }
+            () = stopped(shutdown.clone()) => return,
+        }
+    }
 }
 
 /// Resolves when the appliance starts shutting down.

@@ -88,22 +88,87 @@ pub struct AuditEntry {
     pub source: Option<IpAddr>,
     /// Short, non-secret context; never a password, token or PIN.
     pub detail: String,
+    /// The previous entry's hash (zeros for the first): entries form a chain, so a
+    /// changed, removed or reordered entry is detectable (`sightline audit verify`).
+    #[serde(default)]
+    pub prev_hash: String,
+    #[serde(default)]
+    pub hash: String,
+}
+
+impl AuditEntry {
+    fn compute_hash(&self) -> String {
+        let content = serde_json::json!([
+            self.seq,
+            self.at_ms,
+            self.kind,
+            self.account_id,
+            self.actor,
+            self.source,
+            self.detail,
+            self.prev_hash,
+        ]);
+        crate::auth::sha256_hex(content.to_string().as_bytes())
+    }
+}
+
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Where the chain of audit entries breaks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainBreak {
+    #[error("entry {0} is missing (removed)")]
+    Missing(u64),
+    #[error("entry {0} does not follow its predecessor (reordered or inserted)")]
+    Unlinked(u64),
+    #[error("entry {0} was changed after it was written")]
+    Changed(u64),
+}
+
+/// Checks a log (in sequence order) for changed, removed or reordered entries; returns
+/// how many entries were checked.
+pub fn verify_chain(entries: &[AuditEntry]) -> Result<usize, ChainBreak> {
+    let mut previous = GENESIS.to_owned();
+    let mut expected_seq = 0;
+    for entry in entries {
+        if entry.seq != expected_seq {
+            return Err(if entry.seq > expected_seq {
+                ChainBreak::Missing(expected_seq)
+            } else {
+                ChainBreak::Unlinked(entry.seq)
+            });
+        }
+        if entry.prev_hash != previous {
+            return Err(ChainBreak::Unlinked(entry.seq));
+        }
+        if entry.compute_hash() != entry.hash {
+            return Err(ChainBreak::Changed(entry.seq));
+        }
+        previous = entry.hash.clone();
+        expected_seq += 1;
+    }
+    Ok(entries.len())
 }
 
 pub struct Audit {
     log: Collection<AuditEntry>,
     clock: SharedClock,
-    next_seq: Mutex<u64>,
+    /// The next sequence number and the hash of the last entry.
+    head: Mutex<(u64, String)>,
 }
 
 impl Audit {
     pub fn open(store: &Store, clock: SharedClock) -> Result<Self, StoreError> {
         let log = store.global::<AuditEntry>("audit")?;
-        let next_seq = log.values()?.iter().map(|e| e.seq + 1).max().unwrap_or(0);
+        let head = log
+            .values()?
+            .into_iter()
+            .max_by_key(|e| e.seq)
+            .map_or((0, GENESIS.to_owned()), |e| (e.seq + 1, e.hash));
         Ok(Self {
             log,
             clock,
-            next_seq: Mutex::new(next_seq),
+            head: Mutex::new(head),
         })
     }
 
@@ -116,17 +181,20 @@ impl Audit {
         detail: impl Into<String>,
     ) {
         let detail = detail.into();
-        let mut seq_guard = self.next_seq.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = AuditEntry {
-            seq: *seq_guard,
+        let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
+        let mut entry = AuditEntry {
+            seq: head.0,
             at_ms: self.clock.now_ms(),
             kind,
             account_id: account_id.map(str::to_owned),
             actor: actor.map(str::to_owned),
             source,
             detail,
+            prev_hash: head.1.clone(),
+            hash: String::new(),
         };
-        *seq_guard += 1;
+        entry.hash = entry.compute_hash();
+        *head = (entry.seq + 1, entry.hash.clone());
         // Zero-padded so the store's key order is the log's order.
         let key = format!("{:016}", entry.seq);
         tracing::info!(
@@ -210,6 +278,90 @@ mod tests {
 
     use super::*;
     use crate::clock::ManualClock;
+    use crate::store::keys::MasterKey;
+
+    fn log_with_entries(dir: &std::path::Path) -> (Store, Audit) {
+        let store = Store::open(dir, MasterKey::generate()).expect("store");
+        let audit = Audit::open(&store, Arc::new(ManualClock::new(1_000))).expect("audit");
+        for i in 0..5 {
+            audit.record(
+                AuditKind::LoginFailed,
+                Some("acct"),
+                None,
+                None,
+                format!("attempt {i}"),
+            );
+        }
+        (store, audit)
+    }
+
+    #[test]
+    fn an_intact_chain_verifies() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (_store, audit) = log_with_entries(dir.path());
+        assert_eq!(verify_chain(&audit.entries().expect("entries")), Ok(5));
+    }
+
+    #[test]
+    fn a_changed_entry_is_detected() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (store, audit) = log_with_entries(dir.path());
+        let raw = store.global::<AuditEntry>("audit").expect("log");
+        let mut entry = raw.get(&format!("{:016}", 2)).expect("get").expect("entry");
+        entry.detail = "nothing happened".into();
+        raw.put(&format!("{:016}", 2), &entry).expect("put");
+        assert_eq!(
+            verify_chain(&audit.entries().expect("entries")),
+            Err(ChainBreak::Changed(2))
+        );
+    }
+
+    #[test]
+    fn a_removed_entry_is_detected() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (store, audit) = log_with_entries(dir.path());
+        let raw = store.global::<AuditEntry>("audit").expect("log");
+        raw.remove(&format!("{:016}", 3)).expect("remove");
+        assert_eq!(
+            verify_chain(&audit.entries().expect("entries")),
+            Err(ChainBreak::Missing(3))
+        );
+    }
+
+    #[test]
+    fn reordered_entries_are_detected() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (store, audit) = log_with_entries(dir.path());
+        let raw = store.global::<AuditEntry>("audit").expect("log");
+        let mut one = raw.get(&format!("{:016}", 1)).expect("get").expect("1");
+        let mut two = raw.get(&format!("{:016}", 2)).expect("get").expect("2");
+        std::mem::swap(&mut one.seq, &mut two.seq);
+        raw.put(&format!("{:016}", 1), &two).expect("put");
+        raw.put(&format!("{:016}", 2), &one).expect("put");
+        assert!(matches!(
+            verify_chain(&audit.entries().expect("entries")),
+            Err(ChainBreak::Unlinked(1) | ChainBreak::Changed(1))
+        ));
+    }
+
+    #[test]
+    fn the_chain_continues_across_restarts() {
+        let dir = tempfile::tempdir().expect("dir");
+        let master_path = dir.path().join("master.key");
+        {
+            let master = MasterKey::generate();
+            master.write(&master_path).expect("write");
+            let store = Store::open(dir.path(), master).expect("store");
+            let audit = Audit::open(&store, Arc::new(ManualClock::new(1))).expect("audit");
+            audit.record(AuditKind::Logout, None, None, None, "first run");
+            store.flush_blocking().expect("flush");
+        }
+        let store =
+            Store::open(dir.path(), MasterKey::read(&master_path).expect("read")).expect("store");
+        let audit = Audit::open(&store, Arc::new(ManualClock::new(2))).expect("audit");
+        audit.record(AuditKind::Logout, None, None, None, "second run");
+        assert_eq!(verify_chain(&audit.entries().expect("entries")), Ok(2));
+    }
 
     #[test]
     fn throttle_blocks_at_the_limit_and_releases_after_the_penalty() {

@@ -48,6 +48,11 @@ pub enum Command {
         #[arg(long)]
         identity: PathBuf,
     },
+    /// The security log of a stopped appliance.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Master key management.
     Keys {
         #[command(subcommand)]
@@ -77,6 +82,9 @@ pub enum Command {
         /// UDP media listen address, e.g. 0.0.0.0:15000.
         #[arg(long)]
         media_listen: Option<SocketAddr>,
+        /// Prometheus metrics listen address, e.g. 127.0.0.1:9464.
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
     },
 }
 
@@ -91,6 +99,18 @@ pub enum AdminCommand {
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the security log's hash chain; fails if an entry was changed, removed or
+    /// reordered.
+    Verify,
+    /// Print the security log as JSON lines (all, or one account's).
+    Export {
+        #[arg(long)]
+        account: Option<String>,
     },
 }
 
@@ -171,11 +191,16 @@ impl Cli {
             | Command::Backup { .. }
             | Command::Restore { .. }
             | Command::Keys { .. }
+            | Command::Audit { .. }
             | Command::Export { .. } => {}
             Command::Serve {
                 listen,
                 media_listen,
+                metrics_listen,
             } => {
+                if let Some(addr) = metrics_listen {
+                    config.metrics.listen = Some(*addr);
+                }
                 if let Some(addr) = listen {
                     config.http.listen = *addr;
                 }
@@ -212,6 +237,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys { command } => keys(&config, command),
+        Command::Audit { command } => {
+            let offline = Offline::open(&config)?;
+            let entries = offline.audit.entries()?;
+            match command {
+                AuditCommand::Verify => {
+                    let checked = crate::audit::verify_chain(&entries)
+                        .map_err(|e| anyhow::anyhow!("the security log was tampered with: {e}"))?;
+                    println!("{checked} entries; the hash chain is intact");
+                }
+                AuditCommand::Export { account } => {
+                    for entry in entries
+                        .iter()
+                        .filter(|e| account.is_none() || e.account_id == account)
+                    {
+                        println!("{}", serde_json::to_string(entry)?);
+                    }
+                }
+            }
+            Ok(())
+        }
         Command::Export {
             account,
             session,
@@ -234,6 +279,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// The appliance's services over a stopped appliance's data directory.
 struct Offline {
     store: Store,
+    audit: Arc<Audit>,
     auth: Arc<Auth>,
     lifecycle: crate::lifecycle::Lifecycle,
 }
@@ -272,13 +318,14 @@ impl Offline {
             store.clone(),
             auth.clone(),
             live,
-            audit,
+            audit.clone(),
             clock,
             config.retention.clone(),
             config.backup.clone(),
         );
         Ok(Self {
             store,
+            audit,
             auth,
             lifecycle,
         })
@@ -455,11 +502,15 @@ async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(mut config: Config) -> anyhow::Result<()> {
+    config.systemd = crate::systemd::SystemdNotify::from_env();
     let running = appliance::start(config, Arc::new(SystemClock)).await?;
     println!("Sightline is running.");
     println!("  Console:        {}", running.console_url);
     println!("  Media (UDP):    {}", running.media_addr);
+    if let Some(addr) = running.metrics_addr {
+        println!("  Metrics:        http://{addr}/metrics");
+    }
     println!("  CA certificate: {}ca.pem", running.console_url);
     if let Some(code) = &running.setup_code {
         println!("  Setup code:     {code}");

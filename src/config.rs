@@ -30,6 +30,26 @@ pub struct Config {
     pub sessions: SessionConfig,
     pub backup: BackupConfig,
     pub retention: RetentionConfig,
+    pub metrics: MetricsConfig,
+    /// systemd notification settings; from the environment, never from the file.
+    #[serde(skip)]
+    pub systemd: Option<crate::systemd::SystemdNotify>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Plain-HTTP listener for Prometheus `/metrics` (and `/healthz`); keep it on
+    /// loopback or a management network. Absent: no metrics listener.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -121,6 +141,8 @@ impl Default for Config {
             sessions: SessionConfig::default(),
             backup: BackupConfig::default(),
             retention: RetentionConfig::default(),
+            metrics: MetricsConfig::default(),
+            systemd: None,
         }
     }
 }

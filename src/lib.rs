@@ -14,5 +14,7 @@ pub mod http;
 pub mod lifecycle;
 pub mod live;
 pub mod media;
+pub mod metrics;
 pub mod store;
+pub mod systemd;
 pub mod tls;

@@ -1013,6 +1013,11 @@ impl Live {
         Ok(())
     }
 
+    /// Sessions with someone connected.
+    pub fn open_sessions(&self) -> usize {
+        self.rooms().len()
+    }
+
     /// Ends the open sessions of an account that is being deleted.
     pub fn close_account(&self, account_id: &str) {
         let open: Vec<String> = self

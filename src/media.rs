@@ -63,7 +63,37 @@ enum Command {
     Add(Box<NewPeer>),
     Remove(PeerId),
     CloseRoom(String),
+    /// Blocks the loop for a while: lets tests prove that a stalled relay stops the
+    /// systemd watchdog from being fed.
+    Stall(Duration),
     Shutdown,
+}
+
+/// Counters the relay keeps for metrics; relaxed atomics, written only by the loop.
+#[derive(Debug, Default)]
+pub struct MediaStats {
+    pub peers: AtomicU64,
+    pub packets_forwarded: AtomicU64,
+    pub bytes_forwarded: AtomicU64,
+    pub datagrams_dropped: AtomicU64,
+    /// Milliseconds since `started` at the loop's last turn (the watchdog's heartbeat).
+    heartbeat_ms: AtomicU64,
+    started: std::sync::OnceLock<Instant>,
+}
+
+impl MediaStats {
+    fn beat(&self) {
+        let started = self.started.get_or_init(Instant::now);
+        self.heartbeat_ms
+            .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// How long ago the relay loop last ran.
+    pub fn heartbeat_age(&self) -> Duration {
+        let started = self.started.get_or_init(Instant::now);
+        let now = started.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.heartbeat_ms.load(Ordering::Relaxed)))
+    }
 }
 
 struct NewPeer {
@@ -80,6 +110,7 @@ pub struct MediaHandle {
     commands: mpsc::UnboundedSender<Command>,
     local_addr: SocketAddr,
     next_peer: Arc<AtomicU64>,
+    stats: Arc<MediaStats>,
 }
 
 impl MediaHandle {
@@ -91,7 +122,17 @@ impl MediaHandle {
             commands,
             local_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             next_peer: Arc::new(AtomicU64::new(1)),
+            stats: Arc::default(),
         }
+    }
+
+    pub fn stats(&self) -> &MediaStats {
+        &self.stats
+    }
+
+    /// Blocks the relay loop for `duration` (diagnostics and watchdog tests).
+    pub fn stall(&self, duration: Duration) {
+        let _ = self.commands.send(Command::Stall(duration));
     }
 
     /// The address the relay's socket is bound to.
@@ -164,6 +205,9 @@ pub fn start(
     let local_addr = socket.local_addr()?;
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
     let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let stats = Arc::new(MediaStats::default());
+    stats.beat();
+    let loop_stats = stats.clone();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -173,7 +217,7 @@ pub fn start(
             runtime.block_on(async move {
                 match UdpSocket::from_std(socket) {
                     Ok(socket) => {
-                        Relay::new(socket, local_addr, events_tx)
+                        Relay::new(socket, local_addr, events_tx, loop_stats)
                             .run(commands_rx)
                             .await
                     }
@@ -185,6 +229,7 @@ pub fn start(
         commands: commands_tx,
         local_addr,
         next_peer: Arc::new(AtomicU64::new(1)),
+        stats,
     };
     Ok((handle, events_rx, thread))
 }
@@ -234,7 +279,8 @@ enum Propagate {
 }
 
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
-const IDLE_WAKEUP: Duration = Duration::from_secs(1);
+/// The loop turns at least this often, which is also its watchdog heartbeat.
+const IDLE_WAKEUP: Duration = Duration::from_millis(100);
 
 struct Relay {
     socket: UdpSocket,
@@ -242,6 +288,7 @@ struct Relay {
     peers: HashMap<PeerId, Peer>,
     rooms: HashMap<Arc<str>, Room>,
     events: mpsc::UnboundedSender<MediaEvent>,
+    stats: Arc<MediaStats>,
 }
 
 impl Relay {
@@ -249,6 +296,7 @@ impl Relay {
         socket: UdpSocket,
         socket_addr: SocketAddr,
         events: mpsc::UnboundedSender<MediaEvent>,
+        stats: Arc<MediaStats>,
     ) -> Self {
         Self {
             socket,
@@ -256,13 +304,18 @@ impl Relay {
             peers: HashMap::new(),
             rooms: HashMap::new(),
             events,
+            stats,
         }
     }
 
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         let mut buf = vec![0u8; 2048];
         loop {
+            self.stats.beat();
             let deadline = self.drive(Instant::now());
+            self.stats
+                .peers
+                .store(self.peers.len() as u64, Ordering::Relaxed);
             tokio::select! {
                 biased;
                 command = commands.recv() => match command {
@@ -279,6 +332,7 @@ impl Relay {
                             self.disconnect(id);
                         }
                     }
+                    Some(Command::Stall(duration)) => std::thread::sleep(duration),
                     Some(Command::Shutdown) | None => break,
                 },
                 received = self.socket.recv_from(&mut buf) => match received {
@@ -335,6 +389,7 @@ impl Relay {
     /// Demultiplexes one datagram to the peer it belongs to.
     fn receive(&mut self, bytes: &[u8], source: SocketAddr) {
         let Ok(contents) = bytes.try_into() else {
+            self.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%source, len = bytes.len(), "unrecognised media datagram");
             return;
         };
@@ -349,6 +404,7 @@ impl Relay {
             },
         );
         let Some(peer) = self.peers.values_mut().find(|p| p.rtc.accepts(&input)) else {
+            self.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%source, "media datagram for no known peer");
             return;
         };
@@ -424,6 +480,12 @@ impl Relay {
                     {
                         tracing::debug!(error = %e, peer = sub_id.0, "forwarding failed");
                         sub.rtc.disconnect();
+                    } else {
+                        // Frames, as forwarded to each technician (str0m packetises them).
+                        self.stats.packets_forwarded.fetch_add(1, Ordering::Relaxed);
+                        self.stats
+                            .bytes_forwarded
+                            .fetch_add(data.data.len() as u64, Ordering::Relaxed);
                     }
                 }
                 if wants_keyframe && let Some(publisher) = room.publisher {

@@ -291,6 +291,14 @@ pub struct Auth {
     setup_code_ttl_ms: u64,
     /// Bounds concurrent argon2 work so that a login flood cannot take every core.
     hashing: Semaphore,
+    counters: AuthCounters,
+}
+
+/// Counts for metrics.
+#[derive(Debug, Default)]
+pub struct AuthCounters {
+    pub login_failures: std::sync::atomic::AtomicU64,
+    pub lockouts: std::sync::atomic::AtomicU64,
 }
 
 impl Auth {
@@ -314,7 +322,12 @@ impl Auth {
             throttle,
             setup_code_ttl_ms: setup_code_ttl_secs * 1000,
             hashing: Semaphore::new(workers.div_ceil(2)),
+            counters: AuthCounters::default(),
         })
+    }
+
+    pub fn counters(&self) -> &AuthCounters {
+        &self.counters
     }
 
     pub fn setup_needed(&self) -> bool {
@@ -558,6 +571,9 @@ impl Auth {
                     .as_ref()
                     .map(|u| (Some(u.account_id.as_str()), Some(u.id.as_str())))
                     .unwrap_or((None, None));
+                self.counters
+                    .login_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.audit.record(
                     AuditKind::LoginFailed,
                     account_id,
@@ -570,6 +586,9 @@ impl Auth {
                     },
                 );
                 if let Some(until) = failures.and_then(|f| f.locked_until_ms) {
+                    self.counters
+                        .lockouts
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     self.audit.record(
                         AuditKind::LoginLocked,
                         account_id,

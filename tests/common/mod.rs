@@ -44,6 +44,7 @@ impl TestAppliance {
         };
         config.http.listen = "127.0.0.1:0".parse().expect("addr");
         config.media.listen = "127.0.0.1:0".parse().expect("addr");
+        config.metrics.listen = Some("127.0.0.1:0".parse().expect("addr"));
         adjust(&mut config);
         let clock = ManualClock::new(START_MS);
         let running = appliance::start(config.clone(), Arc::new(clock.clone()))

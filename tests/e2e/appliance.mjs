@@ -14,7 +14,7 @@ export const binary = process.env.SIGHTLINE_BIN ?? join(targetDir, 'debug', 'sig
 export async function startAppliance() {
   const dataDir = mkdtempSync(join(tmpdir(), 'sightline-e2e-'));
   const child = spawn(binary, [
-    'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--media-listen', '127.0.0.1:0',
+    'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--media-listen', '127.0.0.1:0', '--metrics-listen', '127.0.0.1:0',
   ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SIGHTLINE_LOG: process.env.SIGHTLINE_LOG ?? 'warn' } });
   let stdout = '';
   let stderr = '';

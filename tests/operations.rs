@@ -1,0 +1,148 @@
+//! Running the appliance as a service: systemd readiness and watchdog, metrics, and the
+//! security log's integrity check.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+use sightline::systemd::SystemdNotify;
+
+/// Every notification that arrives within `window`.
+fn drain(socket: &UnixDatagram, window: Duration) -> Vec<String> {
+    let mut messages = Vec::new();
+    let end = Instant::now() + window;
+    let mut buf = [0u8; 4096];
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        socket
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .expect("timeout");
+        match socket.recv(&mut buf) {
+            Ok(n) => messages.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(_) => break,
+        }
+    }
+    messages
+}
+
+// Several threads: the checks below block their own thread while the appliance runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_ready_and_a_watchdog_that_stops_while_the_media_loop_stalls() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&path).expect("bind");
+    let notify = SystemdNotify::new(path.to_string_lossy(), Some(Duration::from_millis(400)));
+    let app = TestAppliance::start_with(move |c| c.systemd = Some(notify)).await;
+
+    let first = drain(&socket, Duration::from_millis(700));
+    assert!(first[0].starts_with("READY=1"), "{first:?}");
+    assert!(first[0].contains(&format!(
+        "STATUS=Console: https://127.0.0.1:{}/",
+        app.addr().port()
+    )));
+    assert!(
+        first.iter().any(|m| m == "WATCHDOG=1"),
+        "fed while healthy: {first:?}"
+    );
+
+    // Stall the media loop for 1.5 s: the watchdog must not be fed in that time.
+    app.running().media().stall(Duration::from_millis(1500));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drain(&socket, Duration::from_millis(1)); // what was sent before the stall bit
+    let during = drain(&socket, Duration::from_millis(900));
+    assert!(
+        !during.iter().any(|m| m == "WATCHDOG=1"),
+        "fed during a stall: {during:?}"
+    );
+    let after = drain(&socket, Duration::from_millis(1200));
+    assert!(
+        after.iter().any(|m| m == "WATCHDOG=1"),
+        "fed again after the stall: {after:?}"
+    );
+}
+
+#[tokio::test]
+async fn prometheus_metrics_count_what_happens() {
+    let app = TestAppliance::start().await;
+    app.set_up().await;
+    for _ in 0..5 {
+        app.client()
+            .post_json(
+                "/api/login",
+                &json!({"email": "ada@example.com", "password": "Wrong4pass"}),
+            )
+            .await;
+    }
+    let addr = app.running().metrics_addr.expect("metrics listener");
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    tokio::spawn(connection);
+    let response = sender
+        .send_request(
+            hyper::Request::get("/metrics")
+                .header("host", "localhost")
+                .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    assert_eq!(response.status(), 200);
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .expect("body")
+        .to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("sightline_login_failures_total 5"), "{text}");
+    assert!(text.contains("sightline_lockouts_total 1"), "{text}");
+    assert!(text.contains("# TYPE sightline_media_frames_forwarded_total counter"));
+    let size = text
+        .lines()
+        .find_map(|l| l.strip_prefix("sightline_store_size_bytes "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("store size");
+    assert!(size > 0);
+}
+
+#[tokio::test]
+async fn the_security_log_verifies_and_exports_as_json_lines() {
+    let mut app = TestAppliance::start().await;
+    app.set_up().await;
+    app.client()
+        .post_json(
+            "/api/login",
+            &json!({"email": "ada@example.com", "password": "Wrong4pass"}),
+        )
+        .await;
+    app.stop().await;
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sightline"))
+            .arg("--data-dir")
+            .arg(&app.config.data_dir)
+            .args(args)
+            .output()
+            .expect("cli")
+    };
+    let verified = run(&["audit", "verify"]);
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    assert!(String::from_utf8_lossy(&verified.stdout).contains("hash chain is intact"));
+    let exported = run(&["audit", "export"]);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&exported.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert!(lines.iter().any(|e| e["kind"] == "login_failed"));
+    assert!(
+        lines
+            .iter()
+            .all(|e| e["hash"].as_str().is_some_and(|h| h.len() == 64))
+    );
+}
