@@ -129,8 +129,7 @@ pub enum ChainBreak {
 /// how many entries were checked.
 pub fn verify_chain(entries: &[AuditEntry]) -> Result<usize, ChainBreak> {
     let mut previous = GENESIS.to_owned();
-    let mut expected_seq = 0;
-    for entry in entries {
+    for (expected_seq, entry) in (0u64..).zip(entries) {
         if entry.seq != expected_seq {
             return Err(if entry.seq > expected_seq {
                 ChainBreak::Missing(expected_seq)
@@ -145,7 +144,6 @@ pub fn verify_chain(entries: &[AuditEntry]) -> Result<usize, ChainBreak> {
             return Err(ChainBreak::Changed(entry.seq));
         }
         previous = entry.hash.clone();
-        expected_seq += 1;
     }
     Ok(entries.len())
 }
