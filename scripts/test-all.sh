@@ -13,6 +13,10 @@ command -v cc >/dev/null || missing+=(gcc libc6-dev)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
+command -v nft >/dev/null || missing+=(nftables)
+command -v ip >/dev/null || missing+=(iproute2)
+command -v python3 >/dev/null || missing+=(python3)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "==> installing ${missing[*]}"
   $sudo apt-get update -qq
@@ -23,6 +27,9 @@ echo "==> cargo build"
 cargo build --locked --bins
 echo "==> cargo test"
 cargo test --locked
+
+echo "==> systemd units"
+./scripts/check-units.sh "${CARGO_TARGET_DIR:-target}/debug/sightline"
 
 echo "==> browser end-to-end tests"
 (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error && npm test)

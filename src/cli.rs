@@ -48,6 +48,13 @@ pub enum Command {
         #[arg(long)]
         identity: PathBuf,
     },
+    /// The host firewall (nftables table inet sightline).
+    Firewall {
+        #[command(subcommand)]
+        command: FirewallCommand,
+    },
+    /// Self-test: configuration, ports, certificate, store, firewall.
+    Check,
     /// The security log of a stopped appliance.
     Audit {
         #[command(subcommand)]
@@ -100,6 +107,16 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: UserCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FirewallCommand {
+    /// Print the ruleset for the configuration.
+    Render,
+    /// Validate the ruleset with `nft -c` without applying it.
+    Check,
+    /// Load the ruleset atomically (needs CAP_NET_ADMIN).
+    Apply,
 }
 
 #[derive(Debug, Subcommand)]
@@ -192,6 +209,8 @@ impl Cli {
             | Command::Restore { .. }
             | Command::Keys { .. }
             | Command::Audit { .. }
+            | Command::Firewall { .. }
+            | Command::Check
             | Command::Export { .. } => {}
             Command::Serve {
                 listen,
@@ -237,6 +256,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys { command } => keys(&config, command),
+        Command::Firewall { command } => {
+            match command {
+                FirewallCommand::Render => print!("{}", crate::firewall::render(&config)),
+                FirewallCommand::Check => {
+                    crate::firewall::check(&config)?;
+                    println!("the ruleset is valid");
+                }
+                FirewallCommand::Apply => {
+                    crate::firewall::apply(&config)?;
+                    println!("table inet sightline loaded");
+                }
+            }
+            Ok(())
+        }
+        Command::Check => check(&config),
         Command::Audit { command } => {
             let offline = Offline::open(&config)?;
             let entries = offline.audit.entries()?;
@@ -330,6 +364,77 @@ impl Offline {
             lifecycle,
         })
     }
+}
+
+/// Operator self-test; each line says what was checked. Fails if any check failed.
+fn check(config: &Config) -> anyhow::Result<()> {
+    let mut failed = 0;
+    let mut report = |what: &str, result: Result<String, String>| match result {
+        Ok(detail) => println!("ok    {what}: {detail}"),
+        Err(detail) => {
+            failed += 1;
+            println!("FAIL  {what}: {detail}");
+        }
+    };
+    report("config", Ok("valid".into()));
+    let https = config.http.listen;
+    report(
+        "https port",
+        match std::net::TcpListener::bind(https) {
+            Ok(_) => Ok(format!("{https} is free")),
+            Err(e) => Err(format!("{https}: {e} (in use by a running appliance?)")),
+        },
+    );
+    let media = config.media.listen;
+    report(
+        "media port",
+        match std::net::UdpSocket::bind(media) {
+            Ok(_) => Ok(format!("udp {media} is free")),
+            Err(e) => Err(format!("udp {media}: {e}")),
+        },
+    );
+    let names = crate::tls::default_names(&config.http.server_names);
+    report(
+        "certificate",
+        if config.data_dir.join("tls/ca.pem").exists() {
+            crate::tls::load_or_create(&config.data_dir, &names)
+                .map(|_| "appliance CA present; a server certificate can be issued".to_owned())
+                .map_err(|e| e.to_string())
+        } else {
+            Ok("no CA yet; it is created on first start".into())
+        },
+    );
+    report(
+        "store",
+        if config.data_dir.join("store").exists() {
+            match Store::open_data_dir(&config.data_dir) {
+                Ok(_) => Ok("opens with the master key".into()),
+                Err(crate::store::StoreError::InUse { .. }) => {
+                    Ok("in use by the running appliance".into())
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        } else {
+            Ok("not created yet; it is created on first start".into())
+        },
+    );
+    report(
+        "firewall",
+        crate::firewall::check(config)
+            .map(|()| {
+                if crate::firewall::loaded() {
+                    "ruleset valid and table inet sightline loaded".to_owned()
+                } else {
+                    "ruleset valid; table not loaded (sightline-firewall.service applies it)"
+                        .to_owned()
+                }
+            })
+            .map_err(|e| e.to_string()),
+    );
+    if failed > 0 {
+        anyhow::bail!("{failed} check(s) failed");
+    }
+    Ok(())
 }
 
 fn backup_now(config: &Config, full: bool) -> anyhow::Result<()> {

@@ -31,9 +31,33 @@ pub struct Config {
     pub backup: BackupConfig,
     pub retention: RetentionConfig,
     pub metrics: MetricsConfig,
+    pub firewall: FirewallConfig,
     /// systemd notification settings; from the environment, never from the file.
     #[serde(skip)]
     pub systemd: Option<crate::systemd::SystemdNotify>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FirewallConfig {
+    /// Networks allowed to reach ssh (CIDR, IPv4 or IPv6). Empty: ssh is closed.
+    pub admin_networks: Vec<crate::firewall::ipnet_like::Network>,
+    pub ssh_port: u16,
+    /// New HTTPS connections per second allowed from one source.
+    pub new_connections_per_second: u32,
+    /// UDP packets per second allowed from a source that is not a known media peer.
+    pub unknown_udp_packets_per_second: u32,
+}
+
+impl Default for FirewallConfig {
+    fn default() -> Self {
+        Self {
+            admin_networks: Vec::new(),
+            ssh_port: 22,
+            new_connections_per_second: 50,
+            unknown_udp_packets_per_second: 500,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -142,6 +166,7 @@ impl Default for Config {
             backup: BackupConfig::default(),
             retention: RetentionConfig::default(),
             metrics: MetricsConfig::default(),
+            firewall: FirewallConfig::default(),
             systemd: None,
         }
     }

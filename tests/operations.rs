@@ -146,3 +146,59 @@ async fn the_security_log_verifies_and_exports_as_json_lines() {
             .all(|e| e["hash"].as_str().is_some_and(|h| h.len() == 64))
     );
 }
+
+#[tokio::test]
+async fn check_reports_each_item_and_fails_on_a_busy_port() {
+    let mut app = TestAppliance::start().await;
+    let busy = app.addr();
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("sightline.toml");
+    let data_dir = app.config.data_dir.clone();
+    let write = |https: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = {data_dir:?}\n[http]\nlisten = \"{https}\"\n[media]\nlisten = \"127.0.0.1:0\"\n"
+            ),
+        )
+        .expect("config");
+    };
+    let check = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sightline"))
+            .arg("--config")
+            .arg(&config)
+            .arg("check")
+            .output()
+            .expect("check")
+    };
+    // While the appliance runs, its HTTPS port is taken and the store is in use.
+    write(&busy.to_string());
+    let running = check();
+    let text = String::from_utf8_lossy(&running.stdout).into_owned();
+    assert!(!running.status.success(), "{text}");
+    assert!(text.contains("FAIL  https port"), "{text}");
+    assert!(
+        text.contains("ok    store: in use by the running appliance"),
+        "{text}"
+    );
+
+    app.stop().await;
+    write("127.0.0.1:0");
+    let stopped = check();
+    let text = String::from_utf8_lossy(&stopped.stdout).into_owned();
+    assert!(
+        stopped.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&stopped.stderr)
+    );
+    for item in [
+        "config",
+        "https port",
+        "media port",
+        "certificate",
+        "store",
+        "firewall",
+    ] {
+        assert!(text.contains(&format!("ok    {item}")), "{item}: {text}");
+    }
+}

@@ -1,0 +1,233 @@
+//! The host firewall: an nftables ruleset (its own `table inet sightline`) rendered from
+//! the configuration, validated with `nft -c` and applied atomically with `nft -f`.
+//!
+//! Inbound traffic is dropped unless it is established/related, on loopback, one of the
+//! ICMP/ICMPv6 types a host needs, the HTTPS port (with a per-source limit on new
+//! connections), the media port (with a per-source limit for sources that are not known
+//! media peers), or ssh from the configured admin networks. Blocklist sets with
+//! per-element timeouts drop sources outright.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use crate::config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FirewallError {
+    #[error("cannot run nft ({0}); is nftables installed?")]
+    Spawn(std::io::Error),
+    #[error("nft refused the ruleset: {0}")]
+    Refused(String),
+}
+
+fn elements(networks: &[ipnet_like::Network], v6: bool) -> Vec<String> {
+    networks
+        .iter()
+        .filter(|n| n.is_v6() == v6)
+        .map(ToString::to_string)
+        .collect()
+}
+
+/// The ruleset for this configuration, as an `nft -f` script that replaces the table in
+/// one transaction.
+pub fn render(config: &Config) -> String {
+    let fw = &config.firewall;
+    let https = config.http.listen.port();
+    let media = config.media.listen.port();
+    let admin_v4 = elements(&fw.admin_networks, false);
+    let admin_v6 = elements(&fw.admin_networks, true);
+    let set = |name: &str, kind: &str, flags: &str, items: &[String]| {
+        let elements = if items.is_empty() {
+            String::new()
+        } else {
+            format!(" elements = {{ {} }};", items.join(", "))
+        };
+        format!("  set {name} {{ type {kind}; flags {flags};{elements} }}\n")
+    };
+    let mut out = String::new();
+    out.push_str("#!/usr/sbin/nft -f\n# Rendered by `sightline firewall render`; do not edit, change the config.\n");
+    // Declaring then deleting makes the replacement work whether or not the table exists.
+    out.push_str("table inet sightline\ndelete table inet sightline\n\ntable inet sightline {\n");
+    out.push_str(&set("blocklist_v4", "ipv4_addr", "timeout", &[]));
+    out.push_str(&set("blocklist_v6", "ipv6_addr", "timeout", &[]));
+    out.push_str(&set("media_peers_v4", "ipv4_addr", "timeout", &[]));
+    out.push_str(&set("media_peers_v6", "ipv6_addr", "timeout", &[]));
+    out.push_str(&set("admin_v4", "ipv4_addr", "interval", &admin_v4));
+    out.push_str(&set("admin_v6", "ipv6_addr", "interval", &admin_v6));
+    out.push_str(&format!(
+        r#"
+  chain input {{
+    type filter hook input priority filter; policy drop;
+    ct state established,related accept
+    ct state invalid drop
+    iif "lo" accept
+    ip saddr @blocklist_v4 drop
+    ip6 saddr @blocklist_v6 drop
+    icmp type {{ echo-request, destination-unreachable, time-exceeded, parameter-problem }} limit rate 50/second accept
+    icmpv6 type {{ destination-unreachable, packet-too-big, time-exceeded, parameter-problem, echo-request, nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-query }} accept
+    tcp dport {ssh} ip saddr @admin_v4 accept
+    tcp dport {ssh} ip6 saddr @admin_v6 accept
+    tcp dport {https} ct state new meter https_new_v4 {{ ip saddr limit rate over {conn}/second burst {burst} packets }} drop
+    tcp dport {https} ct state new meter https_new_v6 {{ ip6 saddr limit rate over {conn}/second burst {burst} packets }} drop
+    tcp dport {https} accept
+    udp dport {media} ip saddr != @media_peers_v4 meter media_unknown_v4 {{ ip saddr limit rate over {udp}/second burst {udp} packets }} drop
+    udp dport {media} ip6 saddr != @media_peers_v6 meter media_unknown_v6 {{ ip6 saddr limit rate over {udp}/second burst {udp} packets }} drop
+    udp dport {media} accept
+  }}
+}}
+"#,
+        ssh = fw.ssh_port,
+        conn = fw.new_connections_per_second,
+        burst = fw.new_connections_per_second * 2,
+        udp = fw.unknown_udp_packets_per_second,
+    ));
+    out
+}
+
+fn nft(args: &[&str], script: &str) -> Result<(), FirewallError> {
+    let mut child = Command::new(nft_binary())
+        .args(args)
+        .arg("-f")
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(FirewallError::Spawn)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(script.as_bytes())
+            .map_err(FirewallError::Spawn)?;
+    }
+    let output = child.wait_with_output().map_err(FirewallError::Spawn)?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(FirewallError::Refused(
+            String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        ))
+    }
+}
+
+fn nft_binary() -> &'static str {
+    if std::path::Path::new("/usr/sbin/nft").exists() {
+        "/usr/sbin/nft"
+    } else {
+        "nft"
+    }
+}
+
+/// Validates the ruleset without applying it (`nft -c`).
+pub fn check(config: &Config) -> Result<(), FirewallError> {
+    nft(&["-c"], &render(config))
+}
+
+/// Loads the ruleset atomically (needs CAP_NET_ADMIN).
+pub fn apply(config: &Config) -> Result<(), FirewallError> {
+    nft(&[], &render(config))
+}
+
+/// Whether the table is loaded on this host.
+pub fn loaded() -> bool {
+    Command::new(nft_binary())
+        .args(["list", "table", "inet", "sightline"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A small CIDR type, parsed at the edge so that the ruleset never sees raw text.
+pub mod ipnet_like {
+    use std::fmt;
+    use std::net::IpAddr;
+    use std::str::FromStr;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Network {
+        addr: IpAddr,
+        prefix: u8,
+    }
+
+    impl Network {
+        pub fn is_v6(&self) -> bool {
+            self.addr.is_ipv6()
+        }
+    }
+
+    impl FromStr for Network {
+        type Err = String;
+
+        fn from_str(s: &str) -> Result<Self, String> {
+            let (addr, prefix) = match s.split_once('/') {
+                Some((a, p)) => (a, Some(p)),
+                None => (s, None),
+            };
+            let addr: IpAddr = addr
+                .trim()
+                .parse()
+                .map_err(|_| format!("{s:?} is not an IP address or network"))?;
+            let max = if addr.is_ipv4() { 32 } else { 128 };
+            let prefix = match prefix {
+                Some(p) => p
+                    .trim()
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|p| *p <= max)
+                    .ok_or_else(|| format!("{s:?} has an invalid prefix length"))?,
+                None => max,
+            };
+            Ok(Self { addr, prefix })
+        }
+    }
+
+    impl fmt::Display for Network {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "{}/{}", self.addr, self.prefix)
+        }
+    }
+
+    impl<'de> serde::Deserialize<'de> for Network {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let text = String::deserialize(d)?;
+            text.parse().map_err(serde::de::Error::custom)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ruleset_opens_exactly_the_configured_ports() {
+        let config = Config::from_toml(
+            "[http]\nlisten = \"0.0.0.0:443\"\n[firewall]\nadmin_networks = [\"198.18.0.0/24\", \"2001:db8::/32\"]\n",
+        )
+        .expect("config");
+        let rules = render(&config);
+        assert!(rules.contains("policy drop;"));
+        assert!(rules.contains("tcp dport 443 accept"));
+        assert!(rules.contains("udp dport 15000 accept"));
+        assert!(rules.contains("elements = { 198.18.0.0/24 }"));
+        assert!(rules.contains("elements = { 2001:db8::/32 }"));
+        assert!(rules.contains("tcp dport 22 ip saddr @admin_v4 accept"));
+        assert!(rules.contains("set blocklist_v4 { type ipv4_addr; flags timeout; }"));
+    }
+
+    #[test]
+    fn admin_networks_are_parsed_strictly() {
+        assert!("198.18.0.0/33".parse::<ipnet_like::Network>().is_err());
+        assert!("not-an-ip".parse::<ipnet_like::Network>().is_err());
+        assert_eq!(
+            "198.18.0.7"
+                .parse::<ipnet_like::Network>()
+                .expect("host")
+                .to_string(),
+            "198.18.0.7/32"
+        );
+        let err = Config::from_toml("[firewall]\nadmin_networks = [\"10.0.0.0/40\"]\n")
+            .expect_err("refused");
+        assert!(err.contains("prefix"), "{err}");
+    }
+}

@@ -1,0 +1,236 @@
+//! The rendered nftables ruleset, loaded in a private network namespace: three test
+//! hosts (the appliance, an admin workstation, an outside client) joined by veth pairs
+//! with addresses from 198.18.0.0/15 and no default route. Everything is removed again.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SERVER_SCRIPT: &str = r#"
+import socket, sys, threading
+def tcp(port):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port)); s.listen(16)
+    while True:
+        c, _ = s.accept(); c.sendall(b"hi"); c.close()
+def udp(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", port))
+    while True:
+        data, peer = s.recvfrom(2048); s.sendto(data, peer)
+for p in (8443, 22, 9999):
+    threading.Thread(target=tcp, args=(p,), daemon=True).start()
+threading.Thread(target=udp, args=(15000,), daemon=True).start()
+print("listening", flush=True)
+threading.Event().wait()
+"#;
+
+const PROBE_SCRIPT: &str = r#"
+import socket, sys
+kind, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+try:
+    if kind == "tcp":
+        s = socket.create_connection((host, port), timeout=1.0)
+        ok = s.recv(2) == b"hi"
+    else:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1.0)
+        s.sendto(b"ping", (host, port)); ok = s.recvfrom(16)[0] == b"ping"
+except OSError:
+    ok = False
+sys.exit(0 if ok else 1)
+"#;
+
+struct Namespaces {
+    names: Vec<String>,
+    listener: Option<Child>,
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.listener.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for name in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}
+
+fn run(args: &[&str]) -> bool {
+    Command::new(args[0])
+        .args(&args[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn must(args: &[&str]) {
+    let output = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("run");
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn reachable(ns: &str, probe: &Path, kind: &str, port: u16) -> bool {
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "python3",
+        probe.to_str().expect("utf8"),
+        kind,
+        "198.18.1.1",
+        &port.to_string(),
+    ]) || run(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "python3",
+        probe.to_str().expect("utf8"),
+        kind,
+        "198.18.2.1",
+        &port.to_string(),
+    ])
+}
+
+#[test]
+fn the_rendered_firewall_opens_https_and_media_ssh_for_admins_and_blocks_listed_sources() {
+    let id = std::process::id();
+    let server = format!("sl-srv-{id}");
+    let admin = format!("sl-adm-{id}");
+    let outside = format!("sl-out-{id}");
+    if !run(&["ip", "netns", "add", &server]) {
+        eprintln!("SKIPPED: network namespaces cannot be created here (needs root and iproute2)");
+        return;
+    }
+    let mut guard = Namespaces {
+        names: vec![server.clone()],
+        listener: None,
+    };
+    for ns in [&admin, &outside] {
+        must(&["ip", "netns", "add", ns]);
+        guard.names.push(ns.to_string());
+    }
+    must(&[
+        "ip", "link", "add", "sla0", "netns", &server, "type", "veth", "peer", "name", "sla1",
+        "netns", &admin,
+    ]);
+    must(&[
+        "ip", "link", "add", "slo0", "netns", &server, "type", "veth", "peer", "name", "slo1",
+        "netns", &outside,
+    ]);
+    for (ns, dev, addr) in [
+        (&server, "sla0", "198.18.1.1/24"),
+        (&admin, "sla1", "198.18.1.2/24"),
+        (&server, "slo0", "198.18.2.1/24"),
+        (&outside, "slo1", "198.18.2.2/24"),
+    ] {
+        must(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
+        must(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        must(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+    }
+
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("sightline.toml");
+    std::fs::write(
+        &config,
+        "[http]\nlisten = \"0.0.0.0:8443\"\n[media]\nlisten = \"0.0.0.0:15000\"\n\
+         [firewall]\nadmin_networks = [\"198.18.1.0/24\"]\n",
+    )
+    .expect("config");
+    let probe = dir.path().join("probe.py");
+    std::fs::write(&probe, PROBE_SCRIPT).expect("probe");
+    let listener_script = dir.path().join("listen.py");
+    std::fs::write(&listener_script, SERVER_SCRIPT).expect("listener");
+
+    let sightline = env!("CARGO_BIN_EXE_sightline");
+    must(&[
+        "ip",
+        "netns",
+        "exec",
+        &server,
+        sightline,
+        "--config",
+        config.to_str().expect("utf8"),
+        "firewall",
+        "apply",
+    ]);
+    let mut listener = Command::new("ip")
+        .args(["netns", "exec", &server, "python3"])
+        .arg(&listener_script)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("listener");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(listener.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("listening");
+    guard.listener = Some(listener);
+
+    // From outside: HTTPS and media only.
+    assert!(
+        reachable(&outside, &probe, "tcp", 8443),
+        "https from outside"
+    );
+    assert!(
+        reachable(&outside, &probe, "udp", 15000),
+        "media from outside"
+    );
+    assert!(
+        !reachable(&outside, &probe, "tcp", 22),
+        "ssh from outside must be closed"
+    );
+    assert!(
+        !reachable(&outside, &probe, "tcp", 9999),
+        "other ports closed"
+    );
+    // From the admin network: ssh too, other ports still closed.
+    assert!(
+        reachable(&admin, &probe, "tcp", 22),
+        "ssh from the admin network"
+    );
+    assert!(
+        !reachable(&admin, &probe, "tcp", 9999),
+        "other ports closed for admins"
+    );
+
+    // A blocklisted source is dropped until its element times out.
+    must(&[
+        "ip",
+        "netns",
+        "exec",
+        &server,
+        "nft",
+        "add",
+        "element",
+        "inet",
+        "sightline",
+        "blocklist_v4",
+        "{ 198.18.2.2 timeout 3s }",
+    ]);
+    assert!(
+        !reachable(&outside, &probe, "tcp", 8443),
+        "blocklisted source dropped"
+    );
+    assert!(reachable(&admin, &probe, "tcp", 8443), "others unaffected");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut back = false;
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        if reachable(&outside, &probe, "tcp", 8443) {
+            back = true;
+            break;
+        }
+    }
+    assert!(back, "the blocklist element timed out");
+}
