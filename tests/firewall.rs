@@ -77,28 +77,15 @@ fn must(args: &[&str]) {
     );
 }
 
+/// Whether `ns` reaches the appliance on either of its addresses.
 fn reachable(ns: &str, probe: &Path, kind: &str, port: u16) -> bool {
-    run(&[
-        "ip",
-        "netns",
-        "exec",
-        ns,
-        "python3",
-        probe.to_str().expect("utf8"),
-        kind,
-        "198.18.1.1",
-        &port.to_string(),
-    ]) || run(&[
-        "ip",
-        "netns",
-        "exec",
-        ns,
-        "python3",
-        probe.to_str().expect("utf8"),
-        kind,
-        "198.18.2.1",
-        &port.to_string(),
-    ])
+    let probe = probe.to_str().expect("utf8");
+    let port = port.to_string();
+    ["198.18.1.1", "198.18.2.1"].iter().any(|host| {
+        run(&[
+            "ip", "netns", "exec", ns, "python3", probe, kind, host, &port,
+        ])
+    })
 }
 
 #[test]
