@@ -120,7 +120,13 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
             addr: config.media.listen,
             source,
         })?;
-    let (media, mut media_events, media_thread) = media::start(udp).map_err(StartError::Media)?;
+    let (media, mut media_events, media_thread) =
+        media::start(udp, config.firewall.malformed_datagrams_per_minute)
+            .map_err(StartError::Media)?;
+    audit.set_blocklist(
+        crate::firewall::BlocklistClient::new(config.firewall.helper_socket.clone()),
+        config.firewall.block_secs,
+    );
     let media_addr = media.local_addr();
 
     let live = Arc::new(Live::new(
@@ -136,9 +142,14 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
     let mut tasks = Vec::new();
     {
         let live = live.clone();
+        let audit = audit.clone();
         tasks.push(tokio::spawn(async move {
             while let Some(event) = media_events.recv().await {
-                live.on_media_event(event);
+                if let media::MediaEvent::MalformedFlood { source } = event {
+                    audit.alert(source, "burst of malformed or unsolicited media datagrams");
+                } else {
+                    live.on_media_event(event);
+                }
             }
         }));
     }

@@ -53,6 +53,8 @@ pub enum AuditKind {
     AccountDeleted,
     BackupWritten,
     BackupFailed,
+    /// An anomaly rule fired; the source was sent to the firewall blocklist.
+    AnomalyAlert,
 }
 
 impl AuditKind {
@@ -74,6 +76,7 @@ impl AuditKind {
                 | Self::AccountDeleted
                 | Self::BackupWritten
                 | Self::BackupFailed
+                | Self::AnomalyAlert
         )
     }
 }
@@ -151,6 +154,7 @@ pub fn verify_chain(entries: &[AuditEntry]) -> Result<usize, ChainBreak> {
 pub struct Audit {
     log: Collection<AuditEntry>,
     clock: SharedClock,
+    alarm: std::sync::OnceLock<(crate::firewall::BlocklistClient, u32)>,
     /// The next sequence number and the hash of the last entry.
     head: Mutex<(u64, String)>,
 }
@@ -166,6 +170,7 @@ impl Audit {
         Ok(Self {
             log,
             clock,
+            alarm: std::sync::OnceLock::new(),
             head: Mutex::new(head),
         })
     }
@@ -206,6 +211,31 @@ impl Audit {
         if let Err(e) = self.log.put(&key, &entry) {
             tracing::error!(error = %e, "audit entry could not be stored");
         }
+    }
+
+    /// Where anomaly alerts send sources, and for how long.
+    pub fn set_blocklist(&self, client: crate::firewall::BlocklistClient, block_secs: u32) {
+        let _ = self.alarm.set((client, block_secs));
+    }
+
+    /// An anomaly rule fired for `source`: records an alert entry and asks the firewall
+    /// to blocklist the source for the configured time.
+    pub fn alert(&self, source: IpAddr, why: &str) {
+        let outcome = match self.alarm.get() {
+            Some((client, secs)) => match client.block(source, *secs) {
+                Ok(()) => format!("blocklisted for {secs} s"),
+                Err(e) => format!("not blocklisted: {e}"),
+            },
+            None => "not blocklisted: no firewall configured".to_owned(),
+        };
+        tracing::warn!(target: "sightline::alert", %source, why, outcome = %outcome, "anomaly");
+        self.record(
+            AuditKind::AnomalyAlert,
+            None,
+            None,
+            Some(source),
+            format!("{why}; {outcome}"),
+        );
     }
 
     /// Every entry, oldest first.

@@ -117,6 +117,11 @@ pub enum FirewallCommand {
     Check,
     /// Load the ruleset atomically (needs CAP_NET_ADMIN).
     Apply,
+    /// Load the ruleset, then keep applying the appliance's blocklist requests.
+    Helper {
+        #[arg(long, default_value = "/run/sightline/firewall.sock")]
+        socket: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -266,6 +271,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 FirewallCommand::Apply => {
                     crate::firewall::apply(&config)?;
                     println!("table inet sightline loaded");
+                }
+                FirewallCommand::Helper { socket } => {
+                    crate::firewall::run_helper(&config, &socket)?;
                 }
             }
             Ok(())

@@ -47,6 +47,14 @@ pub struct FirewallConfig {
     pub new_connections_per_second: u32,
     /// UDP packets per second allowed from a source that is not a known media peer.
     pub unknown_udp_packets_per_second: u32,
+    /// The privileged helper's socket (`sightline firewall helper`); the appliance asks
+    /// it to blocklist sources the anomaly rules flag.
+    pub helper_socket: Option<PathBuf>,
+    /// How long a flagged source stays blocklisted.
+    pub block_secs: u32,
+    /// Malformed or unsolicited media datagrams from one source in a minute before the
+    /// source is flagged.
+    pub malformed_datagrams_per_minute: u32,
 }
 
 impl Default for FirewallConfig {
@@ -56,6 +64,9 @@ impl Default for FirewallConfig {
             ssh_port: 22,
             new_connections_per_second: 50,
             unknown_udp_packets_per_second: 500,
+            helper_socket: None,
+            block_secs: 900,
+            malformed_datagrams_per_minute: 100,
         }
     }
 }

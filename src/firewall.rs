@@ -137,6 +137,137 @@ pub fn loaded() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Runs `nft` with arguments (no script).
+fn nft_args(args: &[&str]) -> Result<(), FirewallError> {
+    let output = Command::new(nft_binary())
+        .args(args)
+        .output()
+        .map_err(FirewallError::Spawn)?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(FirewallError::Refused(
+            String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        ))
+    }
+}
+
+/// Puts a source in the blocklist for `secs` seconds (the element times out by itself).
+pub fn block(source: std::net::IpAddr, secs: u32) -> Result<(), FirewallError> {
+    let set = if source.is_ipv4() {
+        "blocklist_v4"
+    } else {
+        "blocklist_v6"
+    };
+    let element = format!("{{ {source} timeout {secs}s }}");
+    nft_args(&["add", "element", "inet", "sightline", set, &element])
+}
+
+pub fn unblock(source: std::net::IpAddr) -> Result<(), FirewallError> {
+    let set = if source.is_ipv4() {
+        "blocklist_v4"
+    } else {
+        "blocklist_v6"
+    };
+    let element = format!("{{ {source} }}");
+    nft_args(&["delete", "element", "inet", "sightline", set, &element])
+}
+
+/// The privileged side: applies the ruleset, then takes `block IP SECS` and `unblock IP`
+/// lines from the appliance on a Unix socket. Only this process needs CAP_NET_ADMIN.
+pub fn run_helper(config: &Config, socket: &std::path::Path) -> Result<(), FirewallError> {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::UnixListener;
+
+    apply(config)?;
+    let _ = std::fs::remove_file(socket);
+    let listener = UnixListener::bind(socket).map_err(FirewallError::Spawn)?;
+    // The appliance runs as the same user; nobody else may ask for blocks.
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(FirewallError::Spawn)?;
+    println!("firewall helper listening on {}", socket.display());
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        let reader = match stream.try_clone() {
+            Ok(s) => BufReader::new(s),
+            Err(_) => continue,
+        };
+        for line in reader.lines().map_while(Result::ok) {
+            let reply = match parse_request(&line) {
+                Ok(HelperRequest::Block(ip, secs)) => block(ip, secs).map(|()| "ok".to_owned()),
+                Ok(HelperRequest::Unblock(ip)) => unblock(ip).map(|()| "ok".to_owned()),
+                Err(e) => Ok(format!("error {e}")),
+            }
+            .unwrap_or_else(|e| format!("error {e}"));
+            if writeln!(stream, "{reply}").is_err() {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum HelperRequest {
+    Block(std::net::IpAddr, u32),
+    Unblock(std::net::IpAddr),
+}
+
+fn parse_request(line: &str) -> Result<HelperRequest, &'static str> {
+    let mut words = line.split_whitespace();
+    let verb = words.next();
+    let ip = words
+        .next()
+        .and_then(|w| w.parse().ok())
+        .ok_or("expected an IP address")?;
+    match (verb, words.next()) {
+        (Some("block"), Some(secs)) => {
+            let secs = secs
+                .parse()
+                .ok()
+                .filter(|s| (1..=86_400).contains(s))
+                .ok_or("seconds must be 1 to 86400")?;
+            Ok(HelperRequest::Block(ip, secs))
+        }
+        (Some("unblock"), None) => Ok(HelperRequest::Unblock(ip)),
+        _ => Err("expected: block IP SECONDS | unblock IP"),
+    }
+}
+
+/// The appliance's side: asks the helper to block a source. Without a helper socket the
+/// request is only logged (the alert is in the security log either way).
+#[derive(Debug, Clone)]
+pub struct BlocklistClient {
+    socket: Option<std::path::PathBuf>,
+}
+
+impl BlocklistClient {
+    pub fn new(socket: Option<std::path::PathBuf>) -> Self {
+        Self { socket }
+    }
+
+    pub fn block(&self, source: std::net::IpAddr, secs: u32) -> Result<(), String> {
+        use std::io::{BufRead, BufReader};
+        let Some(path) = &self.socket else {
+            return Err("no firewall helper configured (firewall.helper_socket)".into());
+        };
+        let mut stream = std::os::unix::net::UnixStream::connect(path)
+            .map_err(|e| format!("firewall helper at {}: {e}", path.display()))?;
+        let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+        writeln!(stream, "block {source} {secs}").map_err(|e| e.to_string())?;
+        let mut reply = String::new();
+        BufReader::new(&stream)
+            .read_line(&mut reply)
+            .map_err(|e| e.to_string())?;
+        if reply.trim() == "ok" {
+            Ok(())
+        } else {
+            Err(reply.trim().to_owned())
+        }
+    }
+}
+
 /// A small CIDR type, parsed at the edge so that the ruleset never sees raw text.
 pub mod ipnet_like {
     use std::fmt;
@@ -213,6 +344,23 @@ mod tests {
         assert!(rules.contains("elements = { 2001:db8::/32 }"));
         assert!(rules.contains("tcp dport 22 ip saddr @admin_v4 accept"));
         assert!(rules.contains("set blocklist_v4 { type ipv4_addr; flags timeout; }"));
+    }
+
+    #[test]
+    fn helper_requests_are_parsed_strictly() {
+        let ip: std::net::IpAddr = "198.18.0.7".parse().expect("ip");
+        assert_eq!(
+            parse_request("block 198.18.0.7 300"),
+            Ok(HelperRequest::Block(ip, 300))
+        );
+        assert_eq!(
+            parse_request("unblock 198.18.0.7"),
+            Ok(HelperRequest::Unblock(ip))
+        );
+        assert!(parse_request("block 198.18.0.7 0").is_err());
+        assert!(parse_request("block 198.18.0.7; flush ruleset 5").is_err());
+        assert!(parse_request("drop table").is_err());
+        assert!(parse_request("").is_err());
     }
 
     #[test]

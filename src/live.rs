@@ -519,6 +519,7 @@ impl Live {
                 Some(source),
                 "invitation or PIN guessing",
             );
+            self.audit.alert(source, "invitation or PIN guessing");
         }
     }
 
@@ -956,7 +957,7 @@ impl Live {
                     self.broadcast_state(&session);
                 }
             }
-            MediaEvent::Connected { .. } => {}
+            MediaEvent::Connected { .. } | MediaEvent::MalformedFlood { .. } => {}
         }
     }
 

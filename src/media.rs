@@ -51,6 +51,8 @@ pub enum MediaEvent {
     },
     /// The first video frame from the room's publisher reached the relay.
     VideoFlowing { room: String, peer: PeerId },
+    /// A source sent more malformed or unsolicited datagrams than allowed in a minute.
+    MalformedFlood { source: std::net::IpAddr },
     /// The peer is gone (left, timed out or failed).
     Disconnected {
         room: String,
@@ -196,6 +198,7 @@ impl MediaHandle {
 /// Starts the relay loop on its own thread. The socket must already be bound.
 pub fn start(
     socket: std::net::UdpSocket,
+    malformed_per_minute: u32,
 ) -> std::io::Result<(
     MediaHandle,
     mpsc::UnboundedReceiver<MediaEvent>,
@@ -217,9 +220,15 @@ pub fn start(
             runtime.block_on(async move {
                 match UdpSocket::from_std(socket) {
                     Ok(socket) => {
-                        Relay::new(socket, local_addr, events_tx, loop_stats)
-                            .run(commands_rx)
-                            .await
+                        Relay::new(
+                            socket,
+                            local_addr,
+                            events_tx,
+                            loop_stats,
+                            malformed_per_minute,
+                        )
+                        .run(commands_rx)
+                        .await
                     }
                     Err(e) => tracing::error!(error = %e, "media socket unusable"),
                 }
@@ -289,6 +298,31 @@ struct Relay {
     rooms: HashMap<Arc<str>, Room>,
     events: mpsc::UnboundedSender<MediaEvent>,
     stats: Arc<MediaStats>,
+    junk: JunkCounter,
+}
+
+/// Counts malformed or unsolicited datagrams per source within a minute.
+struct JunkCounter {
+    limit: u32,
+    window_start: Instant,
+    counts: HashMap<std::net::IpAddr, u32>,
+}
+
+impl JunkCounter {
+    /// Counts one datagram; true exactly when the source reaches the limit.
+    fn count(&mut self, source: std::net::IpAddr, now: Instant) -> bool {
+        if now.duration_since(self.window_start) >= Duration::from_secs(60) {
+            self.window_start = now;
+            self.counts.clear();
+        }
+        // Bounded memory under a spoofed-source flood: the window restarts when full.
+        if self.counts.len() >= 65_536 && !self.counts.contains_key(&source) {
+            self.counts.clear();
+        }
+        let count = self.counts.entry(source).or_insert(0);
+        *count += 1;
+        *count == self.limit
+    }
 }
 
 impl Relay {
@@ -297,6 +331,7 @@ impl Relay {
         socket_addr: SocketAddr,
         events: mpsc::UnboundedSender<MediaEvent>,
         stats: Arc<MediaStats>,
+        malformed_per_minute: u32,
     ) -> Self {
         Self {
             socket,
@@ -305,6 +340,19 @@ impl Relay {
             rooms: HashMap::new(),
             events,
             stats,
+            junk: JunkCounter {
+                limit: malformed_per_minute.max(1),
+                window_start: Instant::now(),
+                counts: HashMap::new(),
+            },
+        }
+    }
+
+    fn junk(&mut self, source: SocketAddr) {
+        self.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
+        let ip = source.ip().to_canonical();
+        if self.junk.count(ip, Instant::now()) {
+            let _ = self.events.send(MediaEvent::MalformedFlood { source: ip });
         }
     }
 
@@ -389,8 +437,8 @@ impl Relay {
     /// Demultiplexes one datagram to the peer it belongs to.
     fn receive(&mut self, bytes: &[u8], source: SocketAddr) {
         let Ok(contents) = bytes.try_into() else {
-            self.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%source, len = bytes.len(), "unrecognised media datagram");
+            self.junk(source);
             return;
         };
         let now = Instant::now();
@@ -404,8 +452,8 @@ impl Relay {
             },
         );
         let Some(peer) = self.peers.values_mut().find(|p| p.rtc.accepts(&input)) else {
-            self.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%source, "media datagram for no known peer");
+            self.junk(source);
             return;
         };
         if let Input::Receive(_, receive) = &mut input {
@@ -637,5 +685,29 @@ fn request_keyframe(publisher: Option<&mut Peer>, now: Instant) {
             .is_ok()
     {
         publisher.last_keyframe_request = Some(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn junk_is_flagged_once_per_source_and_window() {
+        let start = Instant::now();
+        let mut counter = JunkCounter {
+            limit: 3,
+            window_start: start,
+            counts: HashMap::new(),
+        };
+        let a: std::net::IpAddr = "198.18.0.1".parse().expect("ip");
+        let b: std::net::IpAddr = "198.18.0.2".parse().expect("ip");
+        assert!(!counter.count(a, start));
+        assert!(!counter.count(a, start));
+        assert!(!counter.count(b, start));
+        assert!(counter.count(a, start), "third from a reaches the limit");
+        assert!(!counter.count(a, start), "flagged once");
+        let later = start + Duration::from_secs(61);
+        assert!(!counter.count(a, later), "a new window starts over");
     }
 }

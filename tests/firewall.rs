@@ -221,3 +221,131 @@ fn the_rendered_firewall_opens_https_and_media_ssh_for_admins_and_blocks_listed_
     }
     assert!(back, "the blocklist element timed out");
 }
+
+mod common;
+
+/// The appliance (in this process) flags PIN guessing and a malformed-datagram burst; the
+/// privileged helper, running inside a test namespace, puts both sources into that
+/// namespace's blocklist, while other callers keep being served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_and_malformed_media_bursts_raise_alerts_and_blocklist_the_source() {
+    let ns = format!("sl-fw-{}", std::process::id());
+    if !run(&["ip", "netns", "add", &ns]) {
+        eprintln!("SKIPPED: network namespaces cannot be created here (needs root and iproute2)");
+        return;
+    }
+    let mut guard = Namespaces {
+        names: vec![ns.clone()],
+        listener: None,
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let socket = dir.path().join("firewall.sock");
+    let config = dir.path().join("sightline.toml");
+    std::fs::write(&config, "").expect("config");
+    let mut helper = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            env!("CARGO_BIN_EXE_sightline"),
+            "--config",
+        ])
+        .arg(&config)
+        .args(["firewall", "helper", "--socket"])
+        .arg(&socket)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("helper");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(helper.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("helper started");
+    assert!(line.contains("listening"), "{line}");
+    guard.listener = Some(helper);
+
+    let helper_socket = socket.clone();
+    let app = common::TestAppliance::start_with(move |c| {
+        c.firewall.helper_socket = Some(helper_socket);
+        c.firewall.block_secs = 600;
+        c.firewall.malformed_datagrams_per_minute = 50;
+    })
+    .await;
+    let mut admin = app.set_up().await;
+    common::create_session(&mut admin).await;
+
+    // Ten wrong PINs from one source.
+    let mut guesser = app.client_from("127.0.0.9");
+    for _ in 0..10 {
+        guesser
+            .post_json("/api/join/pin", &serde_json::json!({"pin": "000000"}))
+            .await;
+    }
+    // A burst of junk datagrams from another source at the media port.
+    let junk = std::net::UdpSocket::bind("127.0.0.10:0").expect("udp");
+    for i in 0..60u8 {
+        junk.send_to(&[0xff, i, 0, 0], app.running().media_addr)
+            .expect("send");
+    }
+    // Meanwhile a legitimate caller is still served.
+    assert_eq!(admin.get("/api/sessions").await.status, 200);
+
+    let blocklist = || {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "nft",
+                "list",
+                "set",
+                "inet",
+                "sightline",
+                "blocklist_v4",
+            ])
+            .output()
+            .expect("nft");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut listed = blocklist();
+    while !(listed.contains("127.0.0.9") && listed.contains("127.0.0.10"))
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        listed = blocklist();
+    }
+    assert!(
+        listed.contains("127.0.0.9"),
+        "PIN guesser blocklisted: {listed}"
+    );
+    assert!(
+        listed.contains("127.0.0.10"),
+        "junk sender blocklisted: {listed}"
+    );
+    assert!(
+        listed.contains("expires"),
+        "elements carry a timeout: {listed}"
+    );
+
+    let alerts: Vec<_> = app
+        .running()
+        .audit_entries()
+        .expect("audit")
+        .into_iter()
+        .filter(|e| serde_json::to_value(&e.kind).expect("kind") == "anomaly_alert")
+        .collect();
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a.source == Some("127.0.0.9".parse().expect("ip"))
+                && a.detail.contains("blocklisted for 600 s"))
+    );
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a.source == Some("127.0.0.10".parse().expect("ip"))
+                && a.detail.contains("malformed"))
+    );
+}

@@ -403,6 +403,7 @@ impl Auth {
                     Some(source),
                     "setup code guessing",
                 );
+                self.audit.alert(source, "setup code guessing");
             }
             self.audit.record(
                 AuditKind::SetupCodeRejected,
