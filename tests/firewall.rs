@@ -282,6 +282,16 @@ async fn guessing_and_malformed_media_bursts_raise_alerts_and_blocklist_the_sour
             .post_json("/api/join/pin", &serde_json::json!({"pin": "000000"}))
             .await;
     }
+    // Failed sign-ins for many different emails from a third source.
+    let mut sprayer = app.client_from("127.0.0.11");
+    for i in 0..sightline::auth::LOGIN_FAILURES_PER_SOURCE {
+        sprayer
+            .post_json(
+                "/api/login",
+                &serde_json::json!({"email": format!("user{i}@example.com"), "password": "Wrong4pass"}),
+            )
+            .await;
+    }
     // A burst of junk datagrams from another source at the media port.
     let junk = std::net::UdpSocket::bind("127.0.0.10:0").expect("udp");
     for i in 0..60u8 {

@@ -273,6 +273,8 @@ pub struct TotpEnrolment {
 }
 
 pub const MAX_FAILURES: u32 = 5;
+/// Failed sign-ins from one source within a minute (any emails) that raise an alert.
+pub const LOGIN_FAILURES_PER_SOURCE: u32 = 30;
 pub const LOCKOUT_MS: u64 = 5 * 60_000;
 const SETUP_KEY: &str = "setup";
 /// Crockford's base32 alphabet: no I, L, O or U, so a code read aloud is unambiguous.
@@ -292,6 +294,9 @@ pub struct Auth {
     /// Bounds concurrent argon2 work so that a login flood cannot take every core.
     hashing: Semaphore,
     counters: AuthCounters,
+    /// Failed sign-ins per source; separate from the PIN/link throttle so that a
+    /// technician's typos never stop customers behind the same address from joining.
+    login_sources: GuessThrottle,
 }
 
 /// Counts for metrics.
@@ -317,12 +322,13 @@ impl Auth {
             failures: store.global("login_failures")?,
             meta: store.global("meta")?,
             store: store.clone(),
-            clock,
             audit,
             throttle,
             setup_code_ttl_ms: setup_code_ttl_secs * 1000,
             hashing: Semaphore::new(workers.div_ceil(2)),
             counters: AuthCounters::default(),
+            login_sources: GuessThrottle::new(LOGIN_FAILURES_PER_SOURCE, clock.clone()),
+            clock,
         })
     }
 
@@ -575,6 +581,12 @@ impl Auth {
                 self.counters
                     .login_failures
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // Many failures from one source (across any emails) is an anomaly of its
+                // own, separate from the per-email lockout.
+                if self.login_sources.fail(source) {
+                    self.audit
+                        .alert(source, "many failed sign-ins from one source");
+                }
                 self.audit.record(
                     AuditKind::LoginFailed,
                     account_id,
