@@ -46,6 +46,11 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot send the security log to syslog at {collector}: {source}")]
+    Syslog {
+        collector: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot serve metrics on {addr}: {source}")]
     BindMetrics {
         addr: SocketAddr,
@@ -85,6 +90,11 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
     create_private_dir(&data_dir)?;
     let store = Store::open_data_dir(&data_dir)?;
     let audit = Arc::new(Audit::open(&store, clock.clone())?);
+    if let Some(collector) = config.audit.syslog_udp {
+        audit
+            .set_syslog(collector)
+            .map_err(|source| StartError::Syslog { collector, source })?;
+    }
     let throttle = Arc::new(GuessThrottle::new(
         config.sessions.guess_limit_per_minute,
         clock.clone(),

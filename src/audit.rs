@@ -5,7 +5,7 @@
 //! the firewall feed build on this later.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -155,6 +155,7 @@ pub struct Audit {
     log: Collection<AuditEntry>,
     clock: SharedClock,
     alarm: std::sync::OnceLock<(crate::firewall::BlocklistClient, u32)>,
+    syslog: std::sync::OnceLock<Syslog>,
     /// The next sequence number and the hash of the last entry.
     head: Mutex<(u64, String)>,
 }
@@ -171,6 +172,7 @@ impl Audit {
             log,
             clock,
             alarm: std::sync::OnceLock::new(),
+            syslog: std::sync::OnceLock::new(),
             head: Mutex::new(head),
         })
     }
@@ -211,6 +213,30 @@ impl Audit {
         if let Err(e) = self.log.put(&key, &entry) {
             tracing::error!(error = %e, "audit entry could not be stored");
         }
+        if let Some(syslog) = self.syslog.get() {
+            syslog.send(&entry);
+        }
+    }
+
+    /// Forwards every new entry to a syslog collector (RFC 5424 over UDP, the entry as
+    /// JSON in the message) for a SIEM.
+    pub fn set_syslog(&self, collector: SocketAddr) -> std::io::Result<()> {
+        let bind: SocketAddr = if collector.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let socket = std::net::UdpSocket::bind(bind)?;
+        socket.set_nonblocking(true)?;
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "-".into());
+        let _ = self.syslog.set(Syslog {
+            socket,
+            collector,
+            host,
+        });
+        Ok(())
     }
 
     /// Where anomaly alerts send sources, and for how long.
@@ -243,6 +269,48 @@ impl Audit {
         let mut entries = self.log.values()?;
         entries.sort_by_key(|e| e.seq);
         Ok(entries)
+    }
+}
+
+struct Syslog {
+    socket: std::net::UdpSocket,
+    collector: SocketAddr,
+    host: String,
+}
+
+impl Syslog {
+    /// One RFC 5424 message: facility authpriv, severity warning for alerts and failures,
+    /// notice otherwise; the structured entry as JSON after the header.
+    fn send(&self, entry: &AuditEntry) {
+        let severity = match entry.kind {
+            AuditKind::AnomalyAlert
+            | AuditKind::LoginLocked
+            | AuditKind::SourceThrottled
+            | AuditKind::AccessDenied
+            | AuditKind::BackupFailed => 4,
+            _ => 5,
+        };
+        let priority = 10 * 8 + severity;
+        let timestamp =
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(entry.at_ms) * 1_000_000)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_else(|| "-".into());
+        let kind = serde_json::to_value(&entry.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let json = serde_json::to_string(entry).unwrap_or_default();
+        let line = format!(
+            "<{priority}>1 {timestamp} {} sightline {} {kind} - {json}",
+            self.host,
+            std::process::id()
+        );
+        // Best effort, never blocking the caller: UDP syslog may drop like the network.
+        let _ = self.socket.send_to(line.as_bytes(), self.collector);
     }
 }
 

@@ -32,9 +32,17 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub metrics: MetricsConfig,
     pub firewall: FirewallConfig,
+    pub audit: AuditConfig,
     /// systemd notification settings; from the environment, never from the file.
     #[serde(skip)]
     pub systemd: Option<crate::systemd::SystemdNotify>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// A syslog collector (SIEM) to receive every security-log entry, RFC 5424 over UDP.
+    pub syslog_udp: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -178,6 +186,7 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             metrics: MetricsConfig::default(),
             firewall: FirewallConfig::default(),
+            audit: AuditConfig::default(),
             systemd: None,
         }
     }

@@ -202,3 +202,44 @@ async fn check_reports_each_item_and_fails_on_a_busy_port() {
         assert!(text.contains(&format!("ok    {item}")), "{item}: {text}");
     }
 }
+
+#[tokio::test]
+async fn security_log_entries_are_forwarded_to_syslog_for_a_siem() {
+    let collector = std::net::UdpSocket::bind("127.0.0.1:0").expect("collector");
+    collector
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let addr = collector.local_addr().expect("addr");
+    let app = TestAppliance::start_with(move |c| c.audit.syslog_udp = Some(addr)).await;
+    app.set_up().await;
+    app.client()
+        .post_json(
+            "/api/login",
+            &json!({"email": "ada@example.com", "password": "Wrong4pass"}),
+        )
+        .await;
+    let mut buf = [0u8; 8192];
+    let mut lines = Vec::new();
+    while let Ok(n) = collector.recv(&mut buf) {
+        let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let done = line.contains(" login_failed ");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    let failed = lines
+        .iter()
+        .find(|l| l.contains(" login_failed "))
+        .expect("a login_failed message");
+    // RFC 5424: <PRI>VERSION TIMESTAMP HOST APP PROCID MSGID SD MSG
+    assert!(failed.starts_with("<85>1 20"), "{failed}");
+    let json = failed
+        .split_once(" - ")
+        .expect("structured data separator")
+        .1;
+    let entry: serde_json::Value = serde_json::from_str(json).expect("JSON message");
+    assert_eq!(entry["kind"], "login_failed");
+    assert_eq!(entry["source"], "127.0.0.1");
+    assert!(entry["hash"].as_str().is_some_and(|h| h.len() == 64));
+}
