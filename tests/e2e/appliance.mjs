@@ -25,9 +25,10 @@ export async function startAppliance() {
       stdout += d;
       const url = stdout.match(/Console:\s+(\S+)/);
       const code = stdout.match(/Setup code:\s+(\S+)/);
-      if (url && code) {
+      const media = stdout.match(/Media \(UDP\):\s+\S+:(\d+)/);
+      if (url && code && media) {
         clearTimeout(timer);
-        resolvePromise({ url: url[1], setupCode: code[1] });
+        resolvePromise({ url: url[1], setupCode: code[1], mediaPort: media[1] });
       }
     });
     child.on('exit', (status) => {

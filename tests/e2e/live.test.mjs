@@ -2,6 +2,8 @@
 // contexts of real Chromium with a fake camera, through the appliance's own relay.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
+import https from 'node:https';
 import { startAppliance, launchChromium, newContext, inboundVideo, waitFor } from './appliance.mjs';
 
 let appliance;
@@ -121,4 +123,45 @@ test('the customer joins with the PIN and the technician ends the session', asyn
   const tracksLive = await page.evaluate(() => document.querySelector('#preview').srcObject?.getTracks().some((t) => t.readyState === 'live') ?? false);
   assert.equal(tracksLive, false, 'the camera is released when the session ends');
   await context.close();
+});
+
+// Wrong PINs from one source and a burst of junk datagrams from another raise anomaly
+// alerts, while the live session keeps decoding frames.
+test('attack bursts are flagged while a live session keeps receiving frames', async () => {
+  const { link } = await newSession();
+  const customer = await openCustomer(link);
+  await customer.page.click('#share');
+  await waitFor(async () => (await inboundVideo(technician.page))?.framesDecoded > 0, { what: 'decoded frames' });
+  const before = (await inboundVideo(technician.page)).framesDecoded;
+
+  const url = new URL(appliance.url);
+  const guesses = [];
+  for (let i = 0; i < 12; i++) {
+    guesses.push(new Promise((resolve) => {
+      const request = https.request({
+        host: url.hostname, port: url.port, path: '/api/join/pin', method: 'POST', localAddress: '127.0.0.9',
+        rejectUnauthorized: false, headers: { 'content-type': 'application/json' },
+      }, (response) => { response.resume(); response.on('end', () => resolve(response.statusCode)); });
+      request.on('error', () => resolve(0));
+      request.end(JSON.stringify({ pin: '000000' }));
+    }));
+  }
+  const statuses = await Promise.all(guesses);
+  assert.ok(statuses.includes(429), `the guessing source is throttled: ${statuses}`);
+
+  const mediaPort = Number(appliance.mediaPort);
+  const socket = dgram.createSocket('udp4');
+  await new Promise((resolve) => socket.bind(0, '127.0.0.10', resolve));
+  for (let i = 0; i < 300; i++) {
+    await new Promise((resolve) => socket.send(Buffer.from([0xff, i & 0xff, 1, 2]), mediaPort, '127.0.0.1', resolve));
+  }
+  socket.close();
+
+  await new Promise((r) => setTimeout(r, 1500));
+  const after = (await inboundVideo(technician.page)).framesDecoded;
+  assert.ok(after > before + 10, `frames kept coming during the attack (${before} → ${after})`);
+  await waitFor(() => (appliance.logs().match(/anomaly/g) ?? []).length >= 2, { what: 'two anomaly alerts in the log' });
+  assert.match(appliance.logs(), /127\.0\.0\.9.*PIN guessing|PIN guessing[^\n]*127\.0\.0\.9/);
+  assert.match(appliance.logs(), /malformed/);
+  await customer.context.close();
 });
