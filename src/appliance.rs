@@ -153,12 +153,30 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
     {
         let live = live.clone();
         let audit = audit.clone();
+        let firewall = crate::firewall::BlocklistClient::new(config.firewall.helper_socket.clone());
+        let peer_secs = u32::try_from(config.sessions.max_duration_secs)
+            .unwrap_or(86_400)
+            .min(86_400);
         tasks.push(tokio::spawn(async move {
             while let Some(event) = media_events.recv().await {
-                if let media::MediaEvent::MalformedFlood { source } = event {
-                    audit.alert(source, "burst of malformed or unsolicited media datagrams");
-                } else {
-                    live.on_media_event(event);
+                match event {
+                    media::MediaEvent::MalformedFlood { source } => {
+                        audit.alert(source, "burst of malformed or unsolicited media datagrams");
+                    }
+                    media::MediaEvent::Connected {
+                        source: Some(source),
+                        ..
+                    } if firewall.is_configured() => {
+                        // Known peers are exempt from the firewall's unknown-source limit.
+                        let firewall = firewall.clone();
+                        tokio::task::spawn_blocking(move || {
+                            if let Err(e) = firewall.allow_media(source.ip().to_canonical(), peer_secs) {
+                                tracing::warn!(error = %e, "cannot mark media peer in the firewall");
+                            }
+                        });
+                        live.on_media_event(event);
+                    }
+                    other => live.on_media_event(other),
                 }
             }
         }));
@@ -252,6 +270,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         let listener = TcpListener::bind(listen).await.map_err(bind_error)?;
         metrics_addr = Some(listener.local_addr().map_err(bind_error)?);
         let metrics = crate::metrics::Metrics {
+            firewall: crate::firewall::BlocklistClient::new(config.firewall.helper_socket.clone()),
             live: live.clone(),
             media: media.clone(),
             auth: auth.clone(),

@@ -163,6 +163,44 @@ pub fn block(source: std::net::IpAddr, secs: u32) -> Result<(), FirewallError> {
     nft_args(&["add", "element", "inet", "sightline", set, &element])
 }
 
+/// Marks a source as a live media peer for `secs` seconds, exempting it from the
+/// per-source limit on UDP from unknown sources.
+pub fn allow_media(source: std::net::IpAddr, secs: u32) -> Result<(), FirewallError> {
+    let set = if source.is_ipv4() {
+        "media_peers_v4"
+    } else {
+        "media_peers_v6"
+    };
+    let element = format!("{{ {source} timeout {secs}s }}");
+    nft_args(&["add", "element", "inet", "sightline", set, &element])
+}
+
+/// How many sources the blocklist sets hold now.
+pub fn blocklist_size() -> Result<usize, FirewallError> {
+    let mut total = 0;
+    for set in ["blocklist_v4", "blocklist_v6"] {
+        let output = Command::new(nft_binary())
+            .args(["-j", "list", "set", "inet", "sightline", set])
+            .output()
+            .map_err(FirewallError::Spawn)?;
+        if !output.status.success() {
+            return Err(FirewallError::Refused(
+                String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            ));
+        }
+        let json: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .map_err(|e| FirewallError::Refused(e.to_string()))?;
+        total += json["nftables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|item| item["set"]["elem"].as_array())
+            .map(Vec::len)
+            .sum::<usize>();
+    }
+    Ok(total)
+}
+
 pub fn unblock(source: std::net::IpAddr) -> Result<(), FirewallError> {
     let set = if source.is_ipv4() {
         "blocklist_v4"
@@ -197,6 +235,10 @@ pub fn run_helper(config: &Config, socket: &std::path::Path) -> Result<(), Firew
             let reply = match parse_request(&line) {
                 Ok(HelperRequest::Block(ip, secs)) => block(ip, secs).map(|()| "ok".to_owned()),
                 Ok(HelperRequest::Unblock(ip)) => unblock(ip).map(|()| "ok".to_owned()),
+                Ok(HelperRequest::AllowMedia(ip, secs)) => {
+                    allow_media(ip, secs).map(|()| "ok".to_owned())
+                }
+                Ok(HelperRequest::Count) => blocklist_size().map(|n| format!("ok {n}")),
                 Err(e) => Ok(format!("error {e}")),
             }
             .unwrap_or_else(|e| format!("error {e}"));
@@ -212,11 +254,19 @@ pub fn run_helper(config: &Config, socket: &std::path::Path) -> Result<(), Firew
 enum HelperRequest {
     Block(std::net::IpAddr, u32),
     Unblock(std::net::IpAddr),
+    AllowMedia(std::net::IpAddr, u32),
+    Count,
 }
 
 fn parse_request(line: &str) -> Result<HelperRequest, &'static str> {
     let mut words = line.split_whitespace();
     let verb = words.next();
+    if verb == Some("count") {
+        return match words.next() {
+            None => Ok(HelperRequest::Count),
+            Some(_) => Err("count takes no arguments"),
+        };
+    }
     let ip = words
         .next()
         .and_then(|w| w.parse().ok())
@@ -230,8 +280,16 @@ fn parse_request(line: &str) -> Result<HelperRequest, &'static str> {
                 .ok_or("seconds must be 1 to 86400")?;
             Ok(HelperRequest::Block(ip, secs))
         }
+        (Some("allow-media"), Some(secs)) => {
+            let secs = secs
+                .parse()
+                .ok()
+                .filter(|s| (1..=86_400).contains(s))
+                .ok_or("seconds must be 1 to 86400")?;
+            Ok(HelperRequest::AllowMedia(ip, secs))
+        }
         (Some("unblock"), None) => Ok(HelperRequest::Unblock(ip)),
-        _ => Err("expected: block IP SECONDS | unblock IP"),
+        _ => Err("expected: block IP SECONDS | allow-media IP SECONDS | unblock IP | count"),
     }
 }
 
@@ -247,7 +305,29 @@ impl BlocklistClient {
         Self { socket }
     }
 
+    pub fn is_configured(&self) -> bool {
+        self.socket.is_some()
+    }
+
     pub fn block(&self, source: std::net::IpAddr, secs: u32) -> Result<(), String> {
+        self.request(&format!("block {source} {secs}")).map(drop)
+    }
+
+    /// Exempts a connected media peer from the unknown-source UDP limit for `secs`.
+    pub fn allow_media(&self, source: std::net::IpAddr, secs: u32) -> Result<(), String> {
+        self.request(&format!("allow-media {source} {secs}"))
+            .map(drop)
+    }
+
+    pub fn blocklist_size(&self) -> Result<usize, String> {
+        self.request("count")?
+            .trim()
+            .parse()
+            .map_err(|_| "unexpected answer from the firewall helper".to_owned())
+    }
+
+    /// Sends one request line; returns what follows "ok" in the answer.
+    fn request(&self, line: &str) -> Result<String, String> {
         use std::io::{BufRead, BufReader};
         let Some(path) = &self.socket else {
             return Err("no firewall helper configured (firewall.helper_socket)".into());
@@ -255,15 +335,14 @@ impl BlocklistClient {
         let mut stream = std::os::unix::net::UnixStream::connect(path)
             .map_err(|e| format!("firewall helper at {}: {e}", path.display()))?;
         let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
-        writeln!(stream, "block {source} {secs}").map_err(|e| e.to_string())?;
+        writeln!(stream, "{line}").map_err(|e| e.to_string())?;
         let mut reply = String::new();
         BufReader::new(&stream)
             .read_line(&mut reply)
             .map_err(|e| e.to_string())?;
-        if reply.trim() == "ok" {
-            Ok(())
-        } else {
-            Err(reply.trim().to_owned())
+        match reply.trim().strip_prefix("ok") {
+            Some(rest) => Ok(rest.trim().to_owned()),
+            None => Err(reply.trim().to_owned()),
         }
     }
 }

@@ -48,6 +48,8 @@ pub enum MediaEvent {
         room: String,
         peer: PeerId,
         role: PeerRole,
+        /// Where the peer's media comes from.
+        source: Option<SocketAddr>,
     },
     /// The first video frame from the room's publisher reached the relay.
     VideoFlowing { room: String, peer: PeerId },
@@ -257,6 +259,8 @@ struct Peer {
     awaiting_keyframe: bool,
     video_seen: bool,
     last_keyframe_request: Option<Instant>,
+    /// The address the peer's traffic last came from.
+    remote: Option<SocketAddr>,
 }
 
 impl Peer {
@@ -424,6 +428,7 @@ impl Relay {
                 awaiting_keyframe: true,
                 video_seen: false,
                 last_keyframe_request: None,
+                remote: None,
             },
         );
     }
@@ -459,6 +464,7 @@ impl Relay {
         if let Input::Receive(_, receive) = &mut input {
             receive.destination = peer.local;
         }
+        peer.remote = Some(source);
         if let Err(e) = peer.rtc.handle_input(input) {
             tracing::debug!(error = %e, %source, "peer failed on input");
             peer.rtc.disconnect();
@@ -622,6 +628,7 @@ fn handle_event(
                 room: peer.room.to_string(),
                 peer: id,
                 role: peer.role,
+                source: peer.remote,
             });
             if peer.role == PeerRole::Subscriber {
                 work.push(Propagate::KeyframeWanted {

@@ -20,6 +20,7 @@ use crate::store::Store;
 
 #[derive(Clone)]
 pub struct Metrics {
+    pub firewall: crate::firewall::BlocklistClient,
     pub live: Arc<Live>,
     pub media: MediaHandle,
     pub auth: Arc<Auth>,
@@ -27,8 +28,9 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// The metrics in Prometheus' text exposition format.
-    pub fn render(&self) -> String {
+    /// The metrics in Prometheus' text exposition format. `blocklist` is the firewall
+    /// blocklist's size, when a firewall helper answered.
+    pub fn render(&self, blocklist: Option<usize>) -> String {
         let media = self.media.stats();
         let counters = self.auth.counters();
         let mut out = String::new();
@@ -85,6 +87,14 @@ impl Metrics {
             "Sign-in lockouts started.",
             counters.lockouts.load(Ordering::Relaxed),
         );
+        if let Some(size) = blocklist {
+            metric(
+                "sightline_blocklist_size",
+                "gauge",
+                "Sources in the firewall blocklist.",
+                size as u64,
+            );
+        }
         metric(
             "sightline_store_size_bytes",
             "gauge",
@@ -96,9 +106,18 @@ impl Metrics {
 }
 
 async fn metrics(State(metrics): State<Metrics>) -> impl IntoResponse {
+    let firewall = metrics.firewall.clone();
+    let blocklist = if firewall.is_configured() {
+        tokio::task::spawn_blocking(move || firewall.blocklist_size().ok())
+            .await
+            .ok()
+            .flatten()
+    } else {
+        None
+    };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        metrics.render(),
+        metrics.render(blocklist),
     )
 }
 

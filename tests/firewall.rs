@@ -339,6 +339,39 @@ async fn guessing_and_malformed_media_bursts_raise_alerts_and_blocklist_the_sour
         "elements carry a timeout: {listed}"
     );
 
+    // The metrics report the blocklist's size, asked from the helper.
+    let metrics = common::metrics_text(app.running().metrics_addr.expect("metrics")).await;
+    assert!(metrics.contains("sightline_blocklist_size 3"), "{metrics}");
+
+    // The helper marks media peers (the appliance asks when a peer connects).
+    let mut stream = std::os::unix::net::UnixStream::connect(&socket).expect("helper socket");
+    std::io::Write::write_all(&mut stream, b"allow-media 127.0.0.20 60\nflush ruleset\n")
+        .expect("write");
+    let mut replies = String::new();
+    let mut reader = std::io::BufReader::new(&stream);
+    std::io::BufRead::read_line(&mut reader, &mut replies).expect("reply");
+    std::io::BufRead::read_line(&mut reader, &mut replies).expect("reply");
+    assert!(replies.starts_with("ok\nerror"), "{replies}");
+    let peers = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            "nft",
+            "list",
+            "set",
+            "inet",
+            "sightline",
+            "media_peers_v4",
+        ])
+        .output()
+        .expect("nft");
+    assert!(String::from_utf8_lossy(&peers.stdout).contains("127.0.0.20"));
+    assert!(
+        blocklist().contains("127.0.0.9"),
+        "the helper refused arbitrary commands"
+    );
+
     let alerts: Vec<_> = app
         .running()
         .audit_entries()

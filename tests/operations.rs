@@ -75,28 +75,7 @@ async fn prometheus_metrics_count_what_happens() {
             )
             .await;
     }
-    let addr = app.running().metrics_addr.expect("metrics listener");
-    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .expect("handshake");
-    tokio::spawn(connection);
-    let response = sender
-        .send_request(
-            hyper::Request::get("/metrics")
-                .header("host", "localhost")
-                .body(http_body_util::Empty::<hyper::body::Bytes>::new())
-                .expect("request"),
-        )
-        .await
-        .expect("response");
-    assert_eq!(response.status(), 200);
-    let body = http_body_util::BodyExt::collect(response.into_body())
-        .await
-        .expect("body")
-        .to_bytes();
-    let text = String::from_utf8_lossy(&body);
+    let text = metrics_text(app.running().metrics_addr.expect("metrics listener")).await;
     assert!(text.contains("sightline_login_failures_total 5"), "{text}");
     assert!(text.contains("sightline_lockouts_total 1"), "{text}");
     assert!(text.contains("# TYPE sightline_media_frames_forwarded_total counter"));

@@ -410,3 +410,27 @@ pub async fn create_session(admin: &mut Client) -> (String, String, String) {
         body["pin"].as_str().expect("pin").to_owned(),
     )
 }
+
+/// The Prometheus text from an appliance's metrics listener.
+pub async fn metrics_text(addr: std::net::SocketAddr) -> String {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    tokio::spawn(connection);
+    let response = sender
+        .send_request(
+            hyper::Request::get("/metrics")
+                .header("host", "localhost")
+                .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .expect("body")
+        .to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
+}
