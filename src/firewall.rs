@@ -258,6 +258,13 @@ enum HelperRequest {
     Count,
 }
 
+fn parse_secs(text: &str) -> Result<u32, &'static str> {
+    text.parse()
+        .ok()
+        .filter(|s| (1..=86_400).contains(s))
+        .ok_or("seconds must be 1 to 86400")
+}
+
 fn parse_request(line: &str) -> Result<HelperRequest, &'static str> {
     let mut words = line.split_whitespace();
     let verb = words.next();
@@ -272,22 +279,8 @@ fn parse_request(line: &str) -> Result<HelperRequest, &'static str> {
         .and_then(|w| w.parse().ok())
         .ok_or("expected an IP address")?;
     match (verb, words.next()) {
-        (Some("block"), Some(secs)) => {
-            let secs = secs
-                .parse()
-                .ok()
-                .filter(|s| (1..=86_400).contains(s))
-                .ok_or("seconds must be 1 to 86400")?;
-            Ok(HelperRequest::Block(ip, secs))
-        }
-        (Some("allow-media"), Some(secs)) => {
-            let secs = secs
-                .parse()
-                .ok()
-                .filter(|s| (1..=86_400).contains(s))
-                .ok_or("seconds must be 1 to 86400")?;
-            Ok(HelperRequest::AllowMedia(ip, secs))
-        }
+        (Some("block"), Some(secs)) => Ok(HelperRequest::Block(ip, parse_secs(secs)?)),
+        (Some("allow-media"), Some(secs)) => Ok(HelperRequest::AllowMedia(ip, parse_secs(secs)?)),
         (Some("unblock"), None) => Ok(HelperRequest::Unblock(ip)),
         _ => Err("expected: block IP SECONDS | allow-media IP SECONDS | unblock IP | count"),
     }

@@ -65,6 +65,25 @@ fn run(args: &[&str]) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// The elements of one of the appliance's nftables sets inside a namespace.
+fn list_set(ns: &str, set: &str) -> String {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "nft",
+            "list",
+            "set",
+            "inet",
+            "sightline",
+            set,
+        ])
+        .output()
+        .expect("nft");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn must(args: &[&str]) {
     let output = Command::new(args[0])
         .args(&args[1..])
@@ -301,23 +320,7 @@ async fn guessing_and_malformed_media_bursts_raise_alerts_and_blocklist_the_sour
     // Meanwhile a legitimate caller is still served.
     assert_eq!(admin.get("/api/sessions").await.status, 200);
 
-    let blocklist = || {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ns,
-                "nft",
-                "list",
-                "set",
-                "inet",
-                "sightline",
-                "blocklist_v4",
-            ])
-            .output()
-            .expect("nft");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let blocklist = || list_set(&ns, "blocklist_v4");
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut listed = blocklist();
     while !(listed.contains("127.0.0.9") && listed.contains("127.0.0.10"))
@@ -352,21 +355,7 @@ async fn guessing_and_malformed_media_bursts_raise_alerts_and_blocklist_the_sour
     std::io::BufRead::read_line(&mut reader, &mut replies).expect("reply");
     std::io::BufRead::read_line(&mut reader, &mut replies).expect("reply");
     assert!(replies.starts_with("ok\nerror"), "{replies}");
-    let peers = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns,
-            "nft",
-            "list",
-            "set",
-            "inet",
-            "sightline",
-            "media_peers_v4",
-        ])
-        .output()
-        .expect("nft");
-    assert!(String::from_utf8_lossy(&peers.stdout).contains("127.0.0.20"));
+    assert!(list_set(&ns, "media_peers_v4").contains("127.0.0.20"));
     assert!(
         blocklist().contains("127.0.0.9"),
         "the helper refused arbitrary commands"
