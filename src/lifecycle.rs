@@ -161,6 +161,14 @@ impl Lifecycle {
             add("groups.json", &json(&self.auth.groups_of(account_id)?))?;
         }
         add("sessions.json", &json(&sessions))?;
+        let mut transcripts = std::collections::BTreeMap::new();
+        for session in &sessions {
+            let lines = self.live.transcript(account_id, &session.id)?;
+            if !lines.is_empty() {
+                transcripts.insert(session.id.clone(), lines);
+            }
+        }
+        add("transcripts.json", &json(&transcripts))?;
         let mut lines = Vec::new();
         for entry in &audit {
             lines.extend(json(entry));

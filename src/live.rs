@@ -167,6 +167,10 @@ pub enum ClientMessage {
     },
     /// Either side ends the session.
     End,
+    /// A chat line; stored with the session.
+    Chat {
+        text: String,
+    },
     Ping,
 }
 
@@ -198,8 +202,35 @@ pub enum ServerMessage {
         code: ErrorCode,
         message: String,
     },
+    /// A new chat line, to everyone in the session (the sender included).
+    Chat {
+        line: ChatLine,
+    },
+    /// The chat so far, sent once when a participant joins.
+    Transcript {
+        lines: Vec<ChatLine>,
+    },
     Pong,
 }
+
+/// Who wrote a chat line.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Speaker {
+    Technician,
+    Customer,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChatLine {
+    pub at_ms: UnixMillis,
+    pub from: Speaker,
+    /// The technician's display name, or "Customer".
+    pub author: String,
+    pub text: String,
+}
+
+const MAX_CHAT_CHARS: usize = 2000;
 
 impl ServerMessage {
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
@@ -223,6 +254,8 @@ pub struct Attachment {
     pub account_id: String,
     pub participant: Participant,
     pub actor: Option<String>,
+    /// The technician's display name, shown with their chat lines.
+    pub actor_name: Option<String>,
     pub source: IpAddr,
 }
 
@@ -289,6 +322,32 @@ impl Live {
 
     fn sessions(&self, account_id: &str) -> Result<Collection<SupportSession>, StoreError> {
         self.store.account(account_id).collection("sessions")
+    }
+
+    fn transcripts(&self, account_id: &str) -> Result<Collection<Vec<ChatLine>>, StoreError> {
+        self.store.account(account_id).collection("transcripts")
+    }
+
+    /// A session's chat, for the session record and exports.
+    pub fn transcript(
+        &self,
+        account_id: &str,
+        session_id: &str,
+    ) -> Result<Vec<ChatLine>, LiveError> {
+        Ok(self
+            .transcripts(account_id)?
+            .get(session_id)?
+            .unwrap_or_default())
+    }
+
+    /// The chat of a session the user may see.
+    pub fn transcript_for(
+        &self,
+        who: &Principal,
+        session_id: &str,
+    ) -> Result<Vec<ChatLine>, LiveError> {
+        let session = self.load_visible(who, session_id)?;
+        self.transcript(&session.account_id, &session.id)
     }
 
     fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<String, Room>> {
@@ -549,6 +608,7 @@ impl Live {
                 account_id: session.account_id,
                 participant: Participant::Technician,
                 actor: Some(who.user_id.clone()),
+                actor_name: Some(who.display_name.clone()),
                 source,
             },
             rx,
@@ -583,6 +643,13 @@ impl Live {
         // Once the customer is in, the PIN has done its job; nobody else may use it.
         self.release_pin(&session.id)?;
         self.broadcast_state(&session);
+        if let Ok(lines) = self.transcript(&session.account_id, &session.id)
+            && !lines.is_empty()
+            && let Some(room) = self.rooms().get(&session.id)
+            && let Some(conn) = room.customer.as_ref().filter(|c| c.id == conn_id)
+        {
+            let _ = conn.tx.send(ServerMessage::Transcript { lines });
+        }
         Ok((
             Attachment {
                 conn_id,
@@ -590,6 +657,7 @@ impl Live {
                 account_id: session.account_id,
                 participant: Participant::Customer,
                 actor: None,
+                actor_name: None,
                 source,
             },
             rx,
@@ -642,6 +710,46 @@ impl Live {
         let customer = from.participant == Participant::Customer;
         match message {
             ClientMessage::Ping => Ok(Some(ServerMessage::Pong)),
+            ClientMessage::Chat { text } => {
+                let text = text.trim();
+                if text.is_empty()
+                    || text.chars().count() > MAX_CHAT_CHARS
+                    || text.chars().any(|c| c.is_control() && c != '\n')
+                {
+                    return Err(LiveError::BadMessage(format!(
+                        "a chat line has 1 to {MAX_CHAT_CHARS} characters"
+                    )));
+                }
+                let session = self.load(&from.account_id, &from.session_id)?;
+                if session.state == SessionState::Ended {
+                    return Err(LiveError::Ended);
+                }
+                let line = ChatLine {
+                    at_ms: self.clock.now_ms(),
+                    from: if customer {
+                        Speaker::Customer
+                    } else {
+                        Speaker::Technician
+                    },
+                    author: if customer {
+                        "Customer".to_owned()
+                    } else {
+                        from.actor_name.clone().unwrap_or_default()
+                    },
+                    text: text.to_owned(),
+                };
+                self.transcripts(&from.account_id)?
+                    .update(&from.session_id, |lines| {
+                        let mut lines = lines.unwrap_or_default();
+                        lines.push(line.clone());
+                        Some(lines)
+                    })?;
+                self.store.flush().await?;
+                if let Some(room) = self.rooms().get(&from.session_id) {
+                    room.broadcast(&ServerMessage::Chat { line });
+                }
+                Ok(None)
+            }
             ClientMessage::Watch { .. } | ClientMessage::Join { .. } => Err(LiveError::BadMessage(
                 "already joined; send this only once, first".into(),
             )),
@@ -980,10 +1088,18 @@ impl Live {
         let message = ServerMessage::State {
             session: self.view(session),
         };
+        let lines = self
+            .transcript(&session.account_id, &session.id)
+            .unwrap_or_default();
         if let Some(room) = self.rooms().get(&session.id) {
             for conn in room.technicians.iter().chain(room.customer.iter()) {
                 if conn.id == conn_id {
                     let _ = conn.tx.send(message.clone());
+                    if !lines.is_empty() {
+                        let _ = conn.tx.send(ServerMessage::Transcript {
+                            lines: lines.clone(),
+                        });
+                    }
                 }
             }
         }
@@ -1011,6 +1127,7 @@ impl Live {
             self.finish(account_id, session_id, EndReason::Technician)?;
         }
         self.sessions(account_id)?.remove(session_id)?;
+        self.transcripts(account_id)?.remove(session_id)?;
         Ok(())
     }
 

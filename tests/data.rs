@@ -65,6 +65,7 @@ async fn no_marker_written_through_the_api_is_readable_on_disk_or_in_a_backup() 
         "marker-tech-99b0@example.com",
         "Marker Tech 3e77",
         "MARKER-REF-4411",
+        "Marker chat line 0e9c",
     ];
     let mut admin = app.client();
     let code = app.running().setup_code.clone().expect("code");
@@ -93,6 +94,15 @@ async fn no_marker_written_through_the_api_is_readable_on_disk_or_in_a_backup() 
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.text());
+    let session_id = r.json()["session"]["id"].as_str().expect("id").to_owned();
+    let mut tech = admin.websocket().await;
+    send(
+        &mut tech,
+        json!({"type": "watch", "session_id": session_id}),
+    )
+    .await;
+    send(&mut tech, json!({"type": "chat", "text": markers[6]})).await;
+    recv_type(&mut tech, "chat").await;
     app.running().backup_now(true).await.expect("backup");
     let data_dir = app.config.data_dir.clone();
     app.stop().await;

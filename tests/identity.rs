@@ -562,6 +562,7 @@ fn expected_access() -> Vec<(&'static str, &'static str, &'static str)> {
         ("POST", "/api/sessions", "technician"),
         ("GET", "/api/sessions/{id}", "technician"),
         ("POST", "/api/sessions/{id}/end", "technician"),
+        ("GET", "/api/sessions/{id}/transcript", "technician"),
         ("POST", "/api/sessions/{id}/whep", "technician"),
         ("DELETE", "/api/sessions/{id}/whep/{peer}", "technician"),
         ("GET", "/api/invitation", "invitation"),

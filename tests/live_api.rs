@@ -602,3 +602,66 @@ fn an_unknown_config_key_stops_the_binary_with_its_name() {
     assert!(stderr.contains("listen_port"), "{stderr}");
     assert!(!dir.path().join("sightline-data").exists());
 }
+
+#[tokio::test]
+async fn chat_lines_are_relayed_stored_and_validated() {
+    let app = TestAppliance::start().await;
+    let mut admin = app.set_up().await;
+    let (id, token, _) = create_session(&mut admin).await;
+    let mut tech = admin.websocket().await;
+    send(&mut tech, json!({"type": "watch", "session_id": id})).await;
+    recv_state(&mut tech, "waiting").await;
+    let mut customer = app.client().websocket().await;
+    send(&mut customer, json!({"type": "join", "token": token})).await;
+    recv_state(&mut customer, "joined").await;
+
+    send(
+        &mut customer,
+        json!({"type": "chat", "text": "  The light is blinking red.  "}),
+    )
+    .await;
+    let line = recv_type(&mut tech, "chat").await;
+    assert_eq!(line["line"]["from"], "customer");
+    assert_eq!(line["line"]["author"], "Customer");
+    assert_eq!(line["line"]["text"], "The light is blinking red.");
+    send(
+        &mut tech,
+        json!({"type": "chat", "text": "Thanks, hold it still."}),
+    )
+    .await;
+    // Everyone gets every line, the sender included: skip the customer's own.
+    let own = recv_type(&mut customer, "chat").await;
+    assert_eq!(own["line"]["from"], "customer");
+    let line = recv_type(&mut customer, "chat").await;
+    assert_eq!(line["line"]["from"], "technician");
+    assert_eq!(line["line"]["author"], "Ada Lovelace");
+
+    for bad in [json!(""), json!("x".repeat(2001)), json!("bell\u{7}")] {
+        send(&mut customer, json!({"type": "chat", "text": bad})).await;
+        assert_eq!(
+            recv_type(&mut customer, "error").await["code"],
+            "unexpected"
+        );
+    }
+
+    let transcript = admin
+        .get(&format!("/api/sessions/{id}/transcript"))
+        .await
+        .json();
+    let texts: Vec<&str> = transcript
+        .as_array()
+        .expect("lines")
+        .iter()
+        .map(|l| l["text"].as_str().expect("text"))
+        .collect();
+    assert_eq!(
+        texts,
+        ["The light is blinking red.", "Thanks, hold it still."]
+    );
+
+    // A console that (re)connects gets the chat so far.
+    let mut again = admin.websocket().await;
+    send(&mut again, json!({"type": "watch", "session_id": id})).await;
+    let earlier = recv_type(&mut again, "transcript").await;
+    assert_eq!(earlier["lines"].as_array().expect("lines").len(), 2);
+}

@@ -156,6 +156,12 @@ fn table() -> Vec<(Route, MethodRouter<AppState>)> {
             post(sessions::end_session),
         ),
         r(
+            Method::GET,
+            "/api/sessions/{id}/transcript",
+            Technician,
+            get(sessions::transcript),
+        ),
+        r(
             Method::POST,
             "/api/sessions/{id}/whep",
             Technician,

@@ -105,6 +105,14 @@ pub(super) async fn get_session(
     Ok(Json(state.live.session_for(&who, &id)?))
 }
 
+pub(super) async fn transcript(
+    State(state): State<AppState>,
+    User(who): User,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<crate::live::ChatLine>>, ApiError> {
+    Ok(Json(state.live.transcript_for(&who, &id)?))
+}
+
 pub(super) async fn end_session(
     State(state): State<AppState>,
     User(who): User,

@@ -74,3 +74,26 @@ export function signaling(onMessage, onClose) {
     close() { ws.close(); },
   };
 }
+
+// Appends chat lines to a list; text is set as text, never as HTML.
+export function showChat(list, lines) {
+  for (const line of lines) {
+    const item = document.createElement('li');
+    item.dataset.from = line.from;
+    const who = document.createElement('strong');
+    who.textContent = `${line.author}: `;
+    item.append(who, line.text);
+    list.append(item);
+  }
+  list.scrollTop = list.scrollHeight;
+}
+
+export function chatForm(form, input, send) {
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const text = input.value.trim();
+    if (!text) return;
+    send({ type: 'chat', text });
+    input.value = '';
+  });
+}

@@ -1,5 +1,5 @@
 // The technician's console: setup, sign-in, sessions, and the live view of one session.
-import { $, show, api, negotiate, signaling } from '/assets/common.js';
+import { $, show, api, negotiate, signaling, showChat, chatForm } from '/assets/common.js';
 
 
 const STATUS_TEXT = {
@@ -398,6 +398,8 @@ $('#new-session').addEventListener('click', async () => {
   }
 });
 
+chatForm($('#chat-form'), $('#chat-text'), (message) => current?.signal.send(message));
+
 $('#copy-link').addEventListener('click', () => {
   navigator.clipboard?.writeText($('#invite-link').textContent).catch(() => {});
 });
@@ -439,8 +441,11 @@ async function openSession(created) {
   $('#invite-expiry').textContent = `Valid until ${new Date(session.invitation_expires_ms).toLocaleTimeString()}`;
   setStatus(session);
 
+  $('#chat-lines').replaceChildren();
   const signal = signaling((message) => {
     if (message.type === 'state') setStatus(message.session);
+    if (message.type === 'chat') showChat($('#chat-lines'), [message.line]);
+    if (message.type === 'transcript') showChat($('#chat-lines'), message.lines);
     if (message.type === 'ended') {
       setStatus({ state: 'ended' }, message.reason);
       current?.pc?.close();

@@ -1,5 +1,5 @@
 // The customer's page: join by link or PIN, consent, share the camera, pause, end.
-import { $, show, api, negotiate, signaling } from '/assets/common.js';
+import { $, show, api, negotiate, signaling, showChat, chatForm } from '/assets/common.js';
 
 const END_TEXT = {
   technician: 'The technician ended the session.',
@@ -55,6 +55,11 @@ function onMessage(message) {
     const status = $('#live-status');
     status.dataset.state = s.state;
     status.textContent = s.state === 'live' ? (paused ? 'Paused' : 'Sharing with the technician') : 'Connecting…';
+  } else if (message.type === 'chat') {
+    showChat($('#chat-lines'), [message.line]);
+  } else if (message.type === 'transcript') {
+    $('#chat-lines').replaceChildren();
+    showChat($('#chat-lines'), message.lines);
   } else if (message.type === 'ended') {
     finish(message.reason);
   } else if (message.type === 'error') {
@@ -117,6 +122,7 @@ async function share() {
 }
 
 $('#share').addEventListener('click', share);
+chatForm($('#chat-form'), $('#chat-text'), (message) => signal?.send(message));
 $('#reconsider').addEventListener('click', () => show('consent'));
 
 $('#decline').addEventListener('click', () => {

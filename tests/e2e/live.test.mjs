@@ -82,6 +82,16 @@ test('customer consents and the technician decodes live video through the relay'
   await new Promise((r) => setTimeout(r, 1000));
   assert.ok((await inboundVideo(technician.page)).framesDecoded > before, 'frames keep arriving');
 
+  // Chat both ways, shown on both sides with who wrote it.
+  await technician.page.fill('#chat-text', 'Please point the camera at the router.');
+  await technician.page.press('#chat-text', 'Enter');
+  await customer.page.waitForSelector('#chat-lines li[data-from=technician]');
+  assert.equal(await customer.page.textContent('#chat-lines li[data-from=technician]'), `${admin.name}: Please point the camera at the router.`);
+  await customer.page.fill('#chat-text', 'Done, can you see it?');
+  await customer.page.click('#chat-form button');
+  await technician.page.waitForSelector('#chat-lines li[data-from=customer]');
+  assert.equal(await technician.page.textContent('#chat-lines li[data-from=customer]'), 'Customer: Done, can you see it?');
+
   // The customer ends the session; the technician is told.
   await customer.page.click('#end');
   await customer.page.waitForSelector('#ended:not([hidden])');
