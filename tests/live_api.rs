@@ -441,11 +441,7 @@ async fn declining_is_recorded_and_shown_to_the_technician() {
     let app = TestAppliance::start().await;
     let mut admin = app.set_up().await;
     let (id, token, _) = create_session(&mut admin).await;
-    let mut tech = admin.websocket().await;
-    send(&mut tech, json!({"type": "watch", "session_id": id})).await;
-    recv_state(&mut tech, "waiting").await;
-    let mut customer = app.client().websocket().await;
-    send(&mut customer, json!({"type": "join", "token": token})).await;
+    let (mut tech, mut customer) = watch_and_join(&app, &admin, &id, &token).await;
     send(
         &mut customer,
         json!({"type": "consent", "camera": false, "microphone": true}),
@@ -608,11 +604,7 @@ async fn chat_lines_are_relayed_stored_and_validated() {
     let app = TestAppliance::start().await;
     let mut admin = app.set_up().await;
     let (id, token, _) = create_session(&mut admin).await;
-    let mut tech = admin.websocket().await;
-    send(&mut tech, json!({"type": "watch", "session_id": id})).await;
-    recv_state(&mut tech, "waiting").await;
-    let mut customer = app.client().websocket().await;
-    send(&mut customer, json!({"type": "join", "token": token})).await;
+    let (mut tech, mut customer) = watch_and_join(&app, &admin, &id, &token).await;
     recv_state(&mut customer, "joined").await;
 
     send(

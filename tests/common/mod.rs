@@ -434,3 +434,26 @@ pub async fn metrics_text(addr: std::net::SocketAddr) -> String {
         .to_bytes();
     String::from_utf8_lossy(&body).into_owned()
 }
+
+/// The technician's console follows a waiting session, then the customer joins it.
+pub async fn watch_and_join(
+    app: &TestAppliance,
+    technician: &Client,
+    session_id: &str,
+    token: &str,
+) -> (Ws, Ws) {
+    let mut tech = technician.websocket().await;
+    send(
+        &mut tech,
+        serde_json::json!({"type": "watch", "session_id": session_id}),
+    )
+    .await;
+    recv_state(&mut tech, "waiting").await;
+    let mut customer = app.client().websocket().await;
+    send(
+        &mut customer,
+        serde_json::json!({"type": "join", "token": token}),
+    )
+    .await;
+    (tech, customer)
+}
