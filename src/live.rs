@@ -152,9 +152,12 @@ pub enum ClientMessage {
     Watch {
         session_id: String,
     },
-    /// First message on a customer's socket: the invitation token.
+    /// First message on a customer's socket: the invitation token, and a random id the
+    /// page keeps for the browser tab so that a reload can take its own place again.
     Join {
         token: String,
+        #[serde(default)]
+        device: Option<String>,
     },
     /// The customer's choice; the microphone is asked for separately and may be declined.
     Consent {
@@ -268,6 +271,8 @@ struct Room {
     account_id: String,
     technicians: Vec<Connection>,
     customer: Option<Connection>,
+    /// The device id the customer joined with, if it gave one.
+    customer_device: Option<String>,
     /// Relay peers of this session and who owns them (`None`: the customer).
     peers: HashMap<PeerId, Option<String>>,
 }
@@ -619,8 +624,10 @@ impl Live {
     pub fn attach_customer(
         &self,
         token: &str,
+        device: Option<&str>,
         source: IpAddr,
     ) -> Result<(Attachment, mpsc::UnboundedReceiver<ServerMessage>), LiveError> {
+        let device = device.filter(|d| (16..=64).contains(&d.len()));
         let mut session = self.resolve_invitation(token, source)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
@@ -629,10 +636,14 @@ impl Live {
             let room = rooms
                 .entry(session.id.clone())
                 .or_insert_with(|| new_room(&session.account_id));
-            if room.customer.is_some() {
+            // The same tab coming back (reload, network drop) takes its place again, and
+            // its stale socket is let go; another device is refused.
+            let same_device = device.is_some() && room.customer_device.as_deref() == device;
+            if room.customer.is_some() && !same_device {
                 return Err(LiveError::AlreadyJoined);
             }
             room.customer = Some(Connection { id: conn_id, tx });
+            room.customer_device = device.map(str::to_owned);
         }
         if session.state == SessionState::Waiting {
             session = self.transition(&session.account_id, &session.id, |s| {
@@ -1188,6 +1199,7 @@ fn new_room(account_id: &str) -> Room {
         account_id: account_id.to_owned(),
         technicians: Vec::new(),
         customer: None,
+        customer_device: None,
         peers: HashMap::new(),
     }
 }

@@ -657,3 +657,52 @@ async fn chat_lines_are_relayed_stored_and_validated() {
     let earlier = recv_type(&mut again, "transcript").await;
     assert_eq!(earlier["lines"].as_array().expect("lines").len(), 2);
 }
+
+#[tokio::test]
+async fn the_same_tab_rejoins_after_a_reload_but_another_device_is_refused() {
+    let app = TestAppliance::start().await;
+    let mut admin = app.set_up().await;
+    let (_, token, _) = create_session(&mut admin).await;
+    let device = "a1b2c3d4e5f60718293a4b5c6d7e8f90";
+    let mut first = app.client().websocket().await;
+    send(
+        &mut first,
+        json!({"type": "join", "token": token, "device": device}),
+    )
+    .await;
+    recv_state(&mut first, "joined").await;
+    send(
+        &mut first,
+        json!({"type": "consent", "camera": true, "microphone": true}),
+    )
+    .await;
+    let consented = recv_state(&mut first, "consented").await;
+
+    let mut other = app.client().websocket().await;
+    send(
+        &mut other,
+        json!({"type": "join", "token": token, "device": "ffffffffffffffffffffffffffffffff"}),
+    )
+    .await;
+    assert_eq!(
+        recv(&mut other).await.expect("error")["code"],
+        "already_joined"
+    );
+
+    // The reloaded tab takes its place; the consent on record is unchanged.
+    let mut reloaded = app.client().websocket().await;
+    send(
+        &mut reloaded,
+        json!({"type": "join", "token": token, "device": device}),
+    )
+    .await;
+    let state = recv_state(&mut reloaded, "consented").await;
+    assert_eq!(state["session"]["consent"], consented["session"]["consent"]);
+    assert_eq!(state["session"]["customer_connected"], true);
+    assert!(
+        recv(&mut first).await.is_none_or(|m| m["type"] == "state"),
+        "the stale socket is let go"
+    );
+    send(&mut reloaded, json!({"type": "ping"})).await;
+    recv_type(&mut reloaded, "pong").await;
+}

@@ -322,9 +322,9 @@ async fn signaling(
             ErrorCode::NotAllowed,
             "sign in to follow a session",
         )),
-        (Ok(ClientMessage::Join { token }), _) => state
+        (Ok(ClientMessage::Join { token, device }), _) => state
             .live
-            .attach_customer(&token, source)
+            .attach_customer(&token, device.as_deref(), source)
             .map_err(|e| live_error_message(&e)),
         (Ok(_), _) => Err(ServerMessage::error(
             ErrorCode::Unexpected,

@@ -20,7 +20,10 @@ const END_TEXT = {
 let current = null; // { id, signal, pc, resource }
 
 // Exposed for diagnostics and the browser tests.
-window.sightline = { get pc() { return current?.pc ?? null; } };
+window.sightline = {
+  get pc() { return current?.pc ?? null; },
+  get sessionId() { return current?.id ?? null; },
+};
 
 let me = null;
 

@@ -16,6 +16,18 @@ let microphone = null;
 let resource = null;
 let paused = false;
 let waitingForConsent = null;
+let resuming = false;
+
+// A random id for this browser tab, so that after a reload it takes its own place in
+// the session again (another device is refused).
+function deviceId() {
+  let id = sessionStorage.getItem('sightline-device');
+  if (!id) {
+    id = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
+    sessionStorage.setItem('sightline-device', id);
+  }
+  return id;
+}
 
 function tokenFromPage() {
   const fromHash = location.hash.slice(1);
@@ -41,7 +53,7 @@ async function start() {
   $('#tech-org').textContent = invitation.organisation;
   signal = signaling(onMessage, () => {});
   await signal.opened;
-  signal.send({ type: 'join', token });
+  signal.send({ type: 'join', token, device: deviceId() });
   show('consent');
 }
 
@@ -51,6 +63,11 @@ function onMessage(message) {
     if (waitingForConsent && s.consent?.camera) {
       waitingForConsent();
       waitingForConsent = null;
+    } else if (s.consent?.camera && !camera && !resuming && s.state !== 'ended') {
+      // Back after a reload or a dropped connection: the consent on record still holds,
+      // so the camera resumes without asking again.
+      resuming = true;
+      resume(s.consent.microphone);
     }
     const status = $('#live-status');
     status.dataset.state = s.state;
@@ -84,15 +101,46 @@ $('#pin-form').addEventListener('submit', async (event) => {
   }
 });
 
+async function startCamera() {
+  return navigator.mediaDevices.getUserMedia({
+    video: { facingMode: { ideal: 'environment' }, width: { ideal: 1280 }, height: { ideal: 720 } },
+  });
+}
+
+async function publish() {
+  pc = new RTCPeerConnection();
+  for (const track of camera.getTracks()) pc.addTransceiver(track, { direction: 'sendonly' });
+  if (microphone) {
+    for (const track of microphone.getTracks()) pc.addTransceiver(track, { direction: 'sendonly' });
+  }
+  try {
+    resource = await negotiate(pc, '/api/invitation/whip', { token });
+  } catch (e) {
+    $('#live-status').textContent = `Could not connect: ${e.message}`;
+  }
+}
+
+async function resume(withMicrophone) {
+  try {
+    camera = await startCamera();
+    if (withMicrophone) microphone = await navigator.mediaDevices.getUserMedia({ audio: true }).catch(() => null);
+  } catch (e) {
+    $('#consent-error').textContent = `The camera could not be started: ${e.message}`;
+    resuming = false;
+    return;
+  }
+  $('#preview').srcObject = camera;
+  show('live');
+  await publish();
+}
+
 async function share() {
   $('#consent-error').textContent = '';
   $('#share').disabled = true;
   try {
     // The camera and the microphone are asked for separately, so the customer (and the
     // browser's own prompt) can refuse the microphone and still share the camera.
-    camera = await navigator.mediaDevices.getUserMedia({
-      video: { facingMode: { ideal: 'environment' }, width: { ideal: 1280 }, height: { ideal: 720 } },
-    });
+    camera = await startCamera();
   } catch (e) {
     $('#consent-error').textContent = `The camera could not be started: ${e.message}`;
     $('#share').disabled = false;
@@ -107,18 +155,8 @@ async function share() {
   show('live');
   await consented;
 
-  pc = new RTCPeerConnection();
-  for (const track of camera.getTracks()) pc.addTransceiver(track, { direction: 'sendonly' });
-  if (microphone) {
-    for (const track of microphone.getTracks()) pc.addTransceiver(track, { direction: 'sendonly' });
-  }
-  try {
-    resource = await negotiate(pc, '/api/invitation/whip', { token });
-  } catch (e) {
-    $('#live-status').textContent = `Could not connect: ${e.message}`;
-  } finally {
-    $('#share').disabled = false;
-  }
+  await publish();
+  $('#share').disabled = false;
 }
 
 $('#share').addEventListener('click', share);

@@ -92,6 +92,17 @@ test('customer consents and the technician decodes live video through the relay'
   await technician.page.waitForSelector('#chat-lines li[data-from=customer]');
   assert.equal(await technician.page.textContent('#chat-lines li[data-from=customer]'), 'Customer: Done, can you see it?');
 
+  // A reload rejoins the same session without asking consent again; video resumes.
+  const sessionId = await technician.page.evaluate(() => window.sightline.sessionId);
+  const consentBefore = (await technician.page.request.get(`${appliance.url}api/sessions/${sessionId}`).then((r) => r.json())).consent;
+  await customer.page.reload();
+  await customer.page.waitForSelector('#live:not([hidden])');
+  const resumedFrom = (await inboundVideo(technician.page)).framesDecoded;
+  await waitFor(async () => (await inboundVideo(technician.page)).framesDecoded > resumedFrom + 5, { what: 'frames after the reload' });
+  const consentAfter = (await technician.page.request.get(`${appliance.url}api/sessions/${sessionId}`).then((r) => r.json())).consent;
+  assert.deepEqual(consentAfter, consentBefore, 'the consent on record is reused, not asked again');
+  assert.equal(await customer.page.locator('#chat-lines li').count(), 2, 'the chat so far is shown after the reload');
+
   // The customer ends the session; the technician is told.
   await customer.page.click('#end');
   await customer.page.waitForSelector('#ended:not([hidden])');
