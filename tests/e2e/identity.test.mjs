@@ -120,7 +120,8 @@ test('admin adds a technician to a 2FA group; the technician enrols and signs in
 
   // The admin sees the lockout and the audit trail, and can unlock.
   await admin.click('[data-nav=users]');
-  await admin.waitForSelector('#user-rows tr[data-email="tess@example.com"]');
+  // The list re-renders after the click; wait for the fresh row rather than the old one.
+  await admin.locator('#user-rows tr[data-email="tess@example.com"]', { hasText: 'locked until' }).waitFor();
   assert.match(await row.textContent(), /locked until/);
   await admin.click('[data-nav=audit]');
   await admin.waitForSelector('#audit-rows tr[data-kind=login_locked]');
