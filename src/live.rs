@@ -106,6 +106,35 @@ pub struct SupportSession {
     pub end_reason: Option<EndReason>,
 }
 
+/// Filters for the session history (all optional).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionFilter {
+    pub technician_id: Option<String>,
+    pub state: Option<SessionState>,
+    pub customer_reference: Option<String>,
+    /// Sessions created at or after this time.
+    pub since_ms: Option<UnixMillis>,
+    /// Sessions created before this time.
+    pub until_ms: Option<UnixMillis>,
+    pub limit: Option<usize>,
+}
+
+impl SessionFilter {
+    fn matches(&self, s: &SupportSession) -> bool {
+        self.technician_id
+            .as_ref()
+            .is_none_or(|t| *t == s.technician_id)
+            && self.state.is_none_or(|st| st == s.state)
+            && self
+                .customer_reference
+                .as_ref()
+                .is_none_or(|r| s.customer_reference.as_ref() == Some(r))
+            && self.since_ms.is_none_or(|t| s.created_ms >= t)
+            && self.until_ms.is_none_or(|t| s.created_ms < t)
+    }
+}
+
 /// What participants see of a session.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SessionView {
@@ -464,12 +493,29 @@ impl Live {
         }
     }
 
-    pub fn list_sessions(&self, who: &Principal) -> Result<Vec<SessionView>, LiveError> {
+    pub fn list_sessions(
+        &self,
+        who: &Principal,
+        filter: &SessionFilter,
+    ) -> Result<Vec<SessionView>, LiveError> {
+        Ok(self
+            .history(who, filter)?
+            .iter()
+            .map(|s| self.view(s))
+            .collect())
+    }
+
+    /// The sessions the user may see that match the filter, newest first.
+    pub fn history(
+        &self,
+        who: &Principal,
+        filter: &SessionFilter,
+    ) -> Result<Vec<SupportSession>, LiveError> {
         let mut sessions = self.sessions(&who.account_id)?.values()?;
-        sessions.retain(|s| Self::visible_to(who, s));
+        sessions.retain(|s| Self::visible_to(who, s) && filter.matches(s));
         sessions.sort_by_key(|s| std::cmp::Reverse(s.created_ms));
-        sessions.truncate(100);
-        Ok(sessions.iter().map(|s| self.view(s)).collect())
+        sessions.truncate(filter.limit.unwrap_or(100).min(10_000));
+        Ok(sessions)
     }
 
     fn load(&self, account_id: &str, id: &str) -> Result<SupportSession, LiveError> {

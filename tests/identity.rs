@@ -560,6 +560,7 @@ fn expected_access() -> Vec<(&'static str, &'static str, &'static str)> {
         ("POST", "/api/logout/everywhere", "technician"),
         ("GET", "/api/sessions", "technician"),
         ("POST", "/api/sessions", "technician"),
+        ("GET", "/api/sessions.csv", "technician"),
         ("GET", "/api/sessions/{id}", "technician"),
         ("POST", "/api/sessions/{id}/end", "technician"),
         ("GET", "/api/sessions/{id}/transcript", "technician"),

@@ -706,3 +706,66 @@ async fn the_same_tab_rejoins_after_a_reload_but_another_device_is_refused() {
     send(&mut reloaded, json!({"type": "ping"})).await;
     recv_type(&mut reloaded, "pong").await;
 }
+
+#[tokio::test]
+async fn session_history_filters_and_exports_csv() {
+    let app = TestAppliance::start().await;
+    let mut admin = app.set_up().await;
+    let (ended, _, _) = create_session(&mut admin).await;
+    admin
+        .request(
+            "POST",
+            &format!("/api/sessions/{ended}/end"),
+            &[("x-sightline-csrf", "1")],
+            vec![],
+        )
+        .await;
+    let r = admin
+        .json(
+            "POST",
+            "/api/sessions",
+            &json!({"customer_reference": "=HYPERLINK(\"x\")"}),
+        )
+        .await;
+    let waiting = r.json()["session"]["id"].as_str().expect("id").to_owned();
+
+    let only_ended = admin.get("/api/sessions?state=ended").await.json();
+    assert_eq!(only_ended.as_array().expect("list").len(), 1);
+    assert_eq!(only_ended[0]["id"], ended.as_str());
+    let later = admin
+        .get(&format!("/api/sessions?since_ms={}", START_MS + 1))
+        .await
+        .json();
+    assert_eq!(later, json!([]));
+    assert_eq!(admin.get("/api/sessions?state=bogus").await.status, 400);
+
+    let csv = admin.get("/api/sessions.csv").await;
+    assert_eq!(csv.status, 200);
+    assert!(
+        csv.header("content-type")
+            .expect("type")
+            .starts_with("text/csv")
+    );
+    let text = csv.text();
+    let mut lines = text.lines();
+    assert!(
+        lines
+            .next()
+            .expect("header")
+            .starts_with("session_id,created,technician")
+    );
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 2);
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with(&ended) && r.contains(",ended,technician,"))
+    );
+    let formula = rows
+        .iter()
+        .find(|r| r.starts_with(&waiting))
+        .expect("waiting row");
+    assert!(
+        formula.contains("\"'=HYPERLINK(\"\"x\"\")\""),
+        "formula defused and quoted: {formula}"
+    );
+}

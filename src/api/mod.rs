@@ -145,6 +145,12 @@ fn table() -> Vec<(Route, MethodRouter<AppState>)> {
         ),
         r(
             Method::GET,
+            "/api/sessions.csv",
+            Technician,
+            get(sessions::sessions_csv),
+        ),
+        r(
+            Method::GET,
             "/api/sessions/{id}",
             Technician,
             get(sessions::get_session),

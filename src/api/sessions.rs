@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use super::{ApiError, ApiState, AppState, Caller, InvitationToken, JsonBody, User, cookie_token};
 use crate::audit::AuditKind;
 use crate::auth::{Principal, Stage};
-use crate::live::{Attachment, ClientMessage, ErrorCode, LiveError, ServerMessage, SessionView};
+use crate::live::{
+    Attachment, ClientMessage, ErrorCode, LiveError, ServerMessage, SessionFilter, SessionView,
+};
 use crate::media::PeerId;
 
 // ---------------------------------------------------------------------------------------
@@ -90,11 +92,108 @@ pub(super) async fn create_session(
     ))
 }
 
+type FilterQuery =
+    Result<axum::extract::Query<SessionFilter>, axum::extract::rejection::QueryRejection>;
+
+fn filter_of(query: FilterQuery) -> Result<SessionFilter, ApiError> {
+    query
+        .map(|q| q.0)
+        .map_err(|e| ApiError::bad_request(e.body_text()))
+}
+
 pub(super) async fn list_sessions(
     State(state): State<AppState>,
     User(who): User,
+    query: FilterQuery,
 ) -> Result<Json<Vec<SessionView>>, ApiError> {
-    Ok(Json(state.live.list_sessions(&who)?))
+    Ok(Json(state.live.list_sessions(&who, &filter_of(query)?)?))
+}
+
+/// The filtered history as CSV, for reports.
+pub(super) async fn sessions_csv(
+    State(state): State<AppState>,
+    User(who): User,
+    query: FilterQuery,
+) -> Result<Response, ApiError> {
+    let sessions = state.live.history(&who, &filter_of(query)?)?;
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    let header = [
+        "session_id",
+        "created",
+        "technician",
+        "customer_reference",
+        "state",
+        "end_reason",
+        "joined",
+        "ended",
+        "duration_secs",
+        "camera_consent",
+        "microphone_consent",
+    ];
+    let io = |_| ApiError::internal();
+    writer.write_record(header).map_err(io)?;
+    for s in &sessions {
+        let duration = match (s.joined_ms, s.ended_ms) {
+            (Some(start), Some(end)) => ((end.saturating_sub(start)) / 1000).to_string(),
+            _ => String::new(),
+        };
+        let record = [
+            s.id.clone(),
+            rfc3339(Some(s.created_ms)),
+            s.technician_name.clone(),
+            s.customer_reference.clone().unwrap_or_default(),
+            json_name(&s.state),
+            s.end_reason.as_ref().map(json_name).unwrap_or_default(),
+            rfc3339(s.joined_ms),
+            rfc3339(s.ended_ms),
+            duration,
+            s.consent.as_ref().is_some_and(|c| c.camera).to_string(),
+            s.consent.as_ref().is_some_and(|c| c.microphone).to_string(),
+        ];
+        writer
+            .write_record(record.iter().map(|f| defuse_formula(f)))
+            .map_err(io)?;
+    }
+    let body = writer.into_inner().map_err(|_| ApiError::internal())?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"sightline-sessions.csv\"",
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+fn rfc3339(ms: Option<u64>) -> String {
+    ms.and_then(|ms| {
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+    })
+    .and_then(|t| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    })
+    .unwrap_or_default()
+}
+
+fn json_name<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Spreadsheets run cells that start with these as formulas; a leading apostrophe keeps
+/// a customer reference such as "=HYPERLINK(…)" as text (OWASP CSV injection).
+fn defuse_formula(field: &str) -> String {
+    if field.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{field}")
+    } else {
+        field.to_owned()
+    }
 }
 
 pub(super) async fn get_session(

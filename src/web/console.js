@@ -67,7 +67,11 @@ async function dashboard() {
   show('dashboard');
   const list = $('#session-list');
   list.replaceChildren();
-  const sessions = await api('/sessions').catch(() => []);
+  const params = new URLSearchParams();
+  if ($('#history-state').value) params.set('state', $('#history-state').value);
+  if ($('#history-since').value) params.set('since_ms', String(Date.parse(`${$('#history-since').value}T00:00:00`)));
+  $('#history-csv').href = `/api/sessions.csv?${params}`;
+  const sessions = await api(`/sessions?${params}`).catch(() => []);
   for (const s of sessions) {
     const item = document.createElement('li');
     const when = new Date(s.created_ms).toLocaleString();
@@ -80,6 +84,11 @@ async function dashboard() {
     list.append(item);
   }
 }
+
+$('#history-filter').addEventListener('submit', (event) => {
+  event.preventDefault();
+  dashboard();
+});
 
 $('#setup-form').addEventListener('submit', async (event) => {
   event.preventDefault();

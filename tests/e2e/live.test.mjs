@@ -108,6 +108,15 @@ test('customer consents and the technician decodes live video through the relay'
   await customer.page.waitForSelector('#ended:not([hidden])');
   await waitFor(async () => (await status(technician.page)) === 'ended', { what: 'ended state' });
   assert.match(await technician.page.textContent('#session-status'), /ended by the customer/);
+
+  // The history's CSV export (the console's download link) lists the session.
+  await technician.page.click('#back');
+  await technician.page.selectOption('#history-state', 'ended');
+  await technician.page.click('#history-filter button');
+  const href = await technician.page.getAttribute('#history-csv', 'href');
+  assert.match(href, /state=ended/);
+  const csv = await technician.page.request.get(new URL(href, appliance.url).href).then((r) => r.text());
+  assert.ok(csv.split('\n').some((row) => row.startsWith(sessionId) && row.includes(',customer,')), csv);
   await customer.context.close();
 });
 
