@@ -244,6 +244,13 @@ impl Audit {
         let _ = self.alarm.set((client, block_secs));
     }
 
+    /// A source used up its guessing allowance: records that it is throttled and raises
+    /// the anomaly alert that blocklists it.
+    pub fn source_throttled(&self, source: IpAddr, what: &str) {
+        self.record(AuditKind::SourceThrottled, None, None, Some(source), what);
+        self.alert(source, what);
+    }
+
     /// An anomaly rule fired for `source`: records an alert entry and asks the firewall
     /// to blocklist the source for the configured time.
     pub fn alert(&self, source: IpAddr, why: &str) {

@@ -622,14 +622,8 @@ impl Live {
     fn guess_failed(&self, kind: AuditKind, source: IpAddr, detail: impl Into<String>) {
         self.audit.record(kind, None, None, Some(source), detail);
         if self.throttle.fail(source) {
-            self.audit.record(
-                AuditKind::SourceThrottled,
-                None,
-                None,
-                Some(source),
-                "invitation or PIN guessing",
-            );
-            self.audit.alert(source, "invitation or PIN guessing");
+            self.audit
+                .source_throttled(source, "invitation or PIN guessing");
         }
     }
 

@@ -402,14 +402,7 @@ impl Auth {
         })?;
         if !accepted {
             if self.throttle.fail(source) {
-                self.audit.record(
-                    AuditKind::SourceThrottled,
-                    None,
-                    None,
-                    Some(source),
-                    "setup code guessing",
-                );
-                self.audit.alert(source, "setup code guessing");
+                self.audit.source_throttled(source, "setup code guessing");
             }
             self.audit.record(
                 AuditKind::SetupCodeRejected,
@@ -828,13 +821,7 @@ impl Auth {
     /// Ends every login session of the user (all browsers).
     pub fn logout_everywhere(&self, who: &Principal, source: IpAddr) -> Result<(), AuthError> {
         self.end_sessions_of(&who.user_id)?;
-        self.audit.record(
-            AuditKind::SignedOutEverywhere,
-            Some(&who.account_id),
-            Some(&who.user_id),
-            Some(source),
-            "",
-        );
+        self.record_by(who, AuditKind::SignedOutEverywhere, source, "");
         Ok(())
     }
 
@@ -873,11 +860,10 @@ impl Auth {
             .verify_password(user.password_hash.clone(), current)
             .await?
         {
-            self.audit.record(
+            self.record_by(
+                who,
                 AuditKind::PasswordChangeFailed,
-                Some(&who.account_id),
-                Some(&who.user_id),
-                Some(source),
+                source,
                 "wrong current password",
             );
             return Err(AuthError::BadCredentials);
@@ -904,14 +890,13 @@ impl Auth {
             _ => self.stage_after_second_factor(&user)?,
         };
         let token = self.start_login(&user, stage)?;
-        self.store.flush().await?;
-        self.audit.record(
+        self.committed(
+            who,
             AuditKind::PasswordChanged,
-            Some(&who.account_id),
-            Some(&who.user_id),
-            Some(source),
+            source,
             "by the user; all sign-ins ended",
-        );
+        )
+        .await?;
         Ok((self.principal(&user, &account, stage)?, token))
     }
 
@@ -982,14 +967,8 @@ impl Auth {
             other => other,
         };
         self.set_stage(&sha256_hex(token.as_bytes()), stage)?;
-        self.store.flush().await?;
-        self.audit.record(
-            AuditKind::TwoFactorEnrolled,
-            Some(&who.account_id),
-            Some(&who.user_id),
-            Some(source),
-            "",
-        );
+        self.committed(who, AuditKind::TwoFactorEnrolled, source, "")
+            .await?;
         let account = self.account(&user.account_id)?;
         Ok((self.principal(&user, &account, stage)?, codes))
     }
@@ -1036,14 +1015,13 @@ impl Auth {
         }
         let hash = self.hash_password(new.password).await?;
         let user = self.insert_user(&account, email, name, new.role, hash, true, new.group_ids)?;
-        self.store.flush().await?;
-        self.audit.record(
+        self.committed(
+            admin,
             AuditKind::UserCreated,
-            Some(&admin.account_id),
-            Some(&admin.user_id),
-            Some(source),
+            source,
             format!("user {} as {:?}", user.id, user.role),
-        );
+        )
+        .await?;
         self.user_view(&user)
     }
 
@@ -1088,17 +1066,16 @@ impl Auth {
         if user.role != before.role || !user.active {
             self.end_sessions_of(&user.id)?;
         }
-        self.store.flush().await?;
-        self.audit.record(
+        self.committed(
+            admin,
             AuditKind::UserUpdated,
-            Some(&admin.account_id),
-            Some(&admin.user_id),
-            Some(source),
+            source,
             format!(
                 "user {id}: role {:?}→{:?}, active {}→{}",
                 before.role, user.role, before.active, user.active
             ),
-        );
+        )
+        .await?;
         self.user_view(&user)
     }
 
@@ -1116,14 +1093,8 @@ impl Auth {
         self.users(&admin.account_id)?.remove(id)?;
         self.emails.remove(&user.email)?;
         self.failures.remove(&user.email)?;
-        self.store.flush().await?;
-        self.audit.record(
-            AuditKind::UserDeleted,
-            Some(&admin.account_id),
-            Some(&admin.user_id),
-            Some(source),
-            format!("user {id}"),
-        );
+        self.committed(admin, AuditKind::UserDeleted, source, format!("user {id}"))
+            .await?;
         Ok(())
     }
 
@@ -1227,14 +1198,13 @@ impl Auth {
         };
         self.groups_collection(&admin.account_id)?
             .put(&group.id, &group)?;
-        self.store.flush().await?;
-        self.audit.record(
+        self.committed(
+            admin,
             AuditKind::GroupChanged,
-            Some(&admin.account_id),
-            Some(&admin.user_id),
-            Some(source),
+            source,
             format!("group {} created (2FA required: {require_2fa})", group.id),
-        );
+        )
+        .await?;
         Ok(group)
     }
 
@@ -1266,14 +1236,13 @@ impl Auth {
                 Some(g)
             })?
             .ok_or(AuthError::NotFound)?;
-        self.store.flush().await?;
-        self.audit.record(
+        self.committed(
+            admin,
             AuditKind::GroupChanged,
-            Some(&admin.account_id),
-            Some(&admin.user_id),
-            Some(source),
+            source,
             format!("group {id} changed (2FA required: {})", group.require_2fa),
-        );
+        )
+        .await?;
         Ok(group)
     }
 
@@ -1294,14 +1263,13 @@ impl Auth {
                 })?;
             }
         }
-        self.store.flush().await?;
-        self.audit.record(
+        self.committed(
+            admin,
             AuditKind::GroupChanged,
-            Some(&admin.account_id),
-            Some(&admin.user_id),
-            Some(source),
+            source,
             format!("group {id} deleted"),
-        );
+        )
+        .await?;
         Ok(())
     }
 
@@ -1343,17 +1311,16 @@ impl Auth {
                 Some(a)
             })?
             .ok_or(AuthError::NotFound)?;
-        self.store.flush().await?;
-        self.audit.record(
+        self.committed(
+            admin,
             AuditKind::AccountSettingsChanged,
-            Some(&admin.account_id),
-            Some(&admin.user_id),
-            Some(source),
+            source,
             format!(
                 "policy {:?}; subscription {:?}",
                 account.policy, account.subscription
             ),
-        );
+        )
+        .await?;
         Ok(account)
     }
 
@@ -1442,6 +1409,36 @@ impl Auth {
 
     // ------------------------------------------------------------------------------
     // Records
+
+    /// Audits something a signed-in user (or an admin acting on others) did.
+    fn record_by(
+        &self,
+        who: &Principal,
+        kind: AuditKind,
+        source: IpAddr,
+        detail: impl Into<String>,
+    ) {
+        self.audit.record(
+            kind,
+            Some(&who.account_id),
+            Some(&who.user_id),
+            Some(source),
+            detail,
+        );
+    }
+
+    /// Makes a change durable, then audits it: the answer that follows promises both.
+    async fn committed(
+        &self,
+        who: &Principal,
+        kind: AuditKind,
+        source: IpAddr,
+        detail: impl Into<String>,
+    ) -> Result<(), AuthError> {
+        self.store.flush().await?;
+        self.record_by(who, kind, source, detail);
+        Ok(())
+    }
 
     fn users(&self, account_id: &str) -> Result<Collection<User>, StoreError> {
         self.store.account(account_id).collection("users")
