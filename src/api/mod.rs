@@ -9,11 +9,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
+use axum::handler::Handler;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, delete, get, patch, post};
+use axum::routing::{MethodFilter, MethodRouter, get, on};
 use axum::{Json, Router};
 use serde::Serialize;
 
@@ -66,236 +67,76 @@ pub struct Route {
     pub access: Access,
 }
 
+/// A table entry: the method is stated once and serves both the table and the router,
+/// so the declared access always belongs to the method actually served.
+fn r<H, T>(
+    method: Method,
+    path: &'static str,
+    access: Access,
+    handler: H,
+) -> (Route, MethodRouter<AppState>)
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    // The table uses GET, POST, PATCH and DELETE only, which axum always routes.
+    let filter = MethodFilter::try_from(method.clone()).expect("a routable HTTP method");
+    (
+        Route {
+            method,
+            path,
+            access,
+        },
+        on(filter, handler),
+    )
+}
+
+#[rustfmt::skip]
 fn table() -> Vec<(Route, MethodRouter<AppState>)> {
     use Access::*;
-    let r = |method: Method, path: &'static str, access: Access, handler| {
-        (
-            Route {
-                method,
-                path,
-                access,
-            },
-            handler,
-        )
-    };
     vec![
-        r(
-            Method::GET,
-            "/api/setup",
-            Public,
-            get(identity::setup_status),
-        ),
-        r(Method::POST, "/api/setup", Public, post(identity::setup)),
-        r(Method::POST, "/api/login", Public, post(identity::login)),
-        r(
-            Method::POST,
-            "/api/join/pin",
-            Public,
-            post(sessions::join_with_pin),
-        ),
-        r(Method::GET, "/api/ws", Public, get(sessions::websocket)),
-        r(Method::GET, "/api/me", SigningIn, get(identity::me)),
-        r(
-            Method::POST,
-            "/api/logout",
-            SigningIn,
-            post(identity::logout),
-        ),
-        r(
-            Method::POST,
-            "/api/login/second-factor",
-            SigningIn,
-            post(identity::second_factor),
-        ),
-        r(
-            Method::POST,
-            "/api/me/password",
-            SigningIn,
-            post(identity::change_password),
-        ),
-        r(
-            Method::POST,
-            "/api/me/totp",
-            SigningIn,
-            post(identity::begin_totp),
-        ),
-        r(
-            Method::POST,
-            "/api/me/totp/confirm",
-            SigningIn,
-            post(identity::confirm_totp),
-        ),
-        r(
-            Method::POST,
-            "/api/logout/everywhere",
-            Technician,
-            post(identity::logout_everywhere),
-        ),
-        r(
-            Method::GET,
-            "/api/sessions",
-            Technician,
-            get(sessions::list_sessions),
-        ),
-        r(
-            Method::POST,
-            "/api/sessions",
-            Technician,
-            post(sessions::create_session),
-        ),
-        r(
-            Method::GET,
-            "/api/sessions.csv",
-            Technician,
-            get(sessions::sessions_csv),
-        ),
-        r(
-            Method::GET,
-            "/api/sessions/{id}",
-            Technician,
-            get(sessions::get_session),
-        ),
-        r(
-            Method::POST,
-            "/api/sessions/{id}/end",
-            Technician,
-            post(sessions::end_session),
-        ),
-        r(
-            Method::GET,
-            "/api/sessions/{id}/transcript",
-            Technician,
-            get(sessions::transcript),
-        ),
-        r(
-            Method::POST,
-            "/api/sessions/{id}/whep",
-            Technician,
-            post(sessions::whep),
-        ),
-        r(
-            Method::DELETE,
-            "/api/sessions/{id}/whep/{peer}",
-            Technician,
-            delete(sessions::whep_delete),
-        ),
-        r(
-            Method::GET,
-            "/api/invitation",
-            Invitation,
-            get(sessions::invitation),
-        ),
-        r(
-            Method::POST,
-            "/api/invitation/whip",
-            Invitation,
-            post(sessions::whip),
-        ),
-        r(
-            Method::DELETE,
-            "/api/invitation/whip/{peer}",
-            Invitation,
-            delete(sessions::whip_delete),
-        ),
-        r(Method::GET, "/api/users", Admin, get(identity::list_users)),
-        r(
-            Method::POST,
-            "/api/users",
-            Admin,
-            post(identity::create_user),
-        ),
-        r(
-            Method::GET,
-            "/api/users/{user_id}",
-            Admin,
-            get(identity::get_user),
-        ),
-        r(
-            Method::PATCH,
-            "/api/users/{user_id}",
-            Admin,
-            patch(identity::update_user),
-        ),
-        r(
-            Method::DELETE,
-            "/api/users/{user_id}",
-            Admin,
-            delete(identity::delete_user),
-        ),
-        r(
-            Method::POST,
-            "/api/users/{user_id}/unlock",
-            Admin,
-            post(identity::unlock_user),
-        ),
-        r(
-            Method::POST,
-            "/api/users/{user_id}/reset-password",
-            Admin,
-            post(identity::reset_password),
-        ),
-        r(
-            Method::POST,
-            "/api/users/{user_id}/reset-2fa",
-            Admin,
-            post(identity::reset_two_factor),
-        ),
-        r(
-            Method::GET,
-            "/api/groups",
-            Admin,
-            get(identity::list_groups),
-        ),
-        r(
-            Method::POST,
-            "/api/groups",
-            Admin,
-            post(identity::create_group),
-        ),
-        r(
-            Method::PATCH,
-            "/api/groups/{group_id}",
-            Admin,
-            patch(identity::update_group),
-        ),
-        r(
-            Method::DELETE,
-            "/api/groups/{group_id}",
-            Admin,
-            delete(identity::delete_group),
-        ),
-        r(
-            Method::GET,
-            "/api/account",
-            Admin,
-            get(identity::get_account),
-        ),
-        r(
-            Method::PATCH,
-            "/api/account",
-            Admin,
-            patch(identity::update_account),
-        ),
-        r(Method::GET, "/api/audit", Admin, get(identity::audit_log)),
-        r(Method::GET, "/api/export", Admin, get(data::export)),
-        r(
-            Method::GET,
-            "/api/deletions",
-            Admin,
-            get(data::pending_deletions),
-        ),
-        r(
-            Method::POST,
-            "/api/deletions",
-            Admin,
-            post(data::request_deletion),
-        ),
-        r(
-            Method::DELETE,
-            "/api/sessions/{id}",
-            Admin,
-            delete(data::delete_session),
-        ),
+        r(Method::GET, "/api/setup", Public, identity::setup_status),
+        r(Method::POST, "/api/setup", Public, identity::setup),
+        r(Method::POST, "/api/login", Public, identity::login),
+        r(Method::POST, "/api/join/pin", Public, sessions::join_with_pin),
+        r(Method::GET, "/api/ws", Public, sessions::websocket),
+        r(Method::GET, "/api/me", SigningIn, identity::me),
+        r(Method::POST, "/api/logout", SigningIn, identity::logout),
+        r(Method::POST, "/api/login/second-factor", SigningIn, identity::second_factor),
+        r(Method::POST, "/api/me/password", SigningIn, identity::change_password),
+        r(Method::POST, "/api/me/totp", SigningIn, identity::begin_totp),
+        r(Method::POST, "/api/me/totp/confirm", SigningIn, identity::confirm_totp),
+        r(Method::POST, "/api/logout/everywhere", Technician, identity::logout_everywhere),
+        r(Method::GET, "/api/sessions", Technician, sessions::list_sessions),
+        r(Method::POST, "/api/sessions", Technician, sessions::create_session),
+        r(Method::GET, "/api/sessions.csv", Technician, sessions::sessions_csv),
+        r(Method::GET, "/api/sessions/{id}", Technician, sessions::get_session),
+        r(Method::POST, "/api/sessions/{id}/end", Technician, sessions::end_session),
+        r(Method::GET, "/api/sessions/{id}/transcript", Technician, sessions::transcript),
+        r(Method::POST, "/api/sessions/{id}/whep", Technician, sessions::whep),
+        r(Method::DELETE, "/api/sessions/{id}/whep/{peer}", Technician, sessions::whep_delete),
+        r(Method::GET, "/api/invitation", Invitation, sessions::invitation),
+        r(Method::POST, "/api/invitation/whip", Invitation, sessions::whip),
+        r(Method::DELETE, "/api/invitation/whip/{peer}", Invitation, sessions::whip_delete),
+        r(Method::GET, "/api/users", Admin, identity::list_users),
+        r(Method::POST, "/api/users", Admin, identity::create_user),
+        r(Method::GET, "/api/users/{user_id}", Admin, identity::get_user),
+        r(Method::PATCH, "/api/users/{user_id}", Admin, identity::update_user),
+        r(Method::DELETE, "/api/users/{user_id}", Admin, identity::delete_user),
+        r(Method::POST, "/api/users/{user_id}/unlock", Admin, identity::unlock_user),
+        r(Method::POST, "/api/users/{user_id}/reset-password", Admin, identity::reset_password),
+        r(Method::POST, "/api/users/{user_id}/reset-2fa", Admin, identity::reset_two_factor),
+        r(Method::GET, "/api/groups", Admin, identity::list_groups),
+        r(Method::POST, "/api/groups", Admin, identity::create_group),
+        r(Method::PATCH, "/api/groups/{group_id}", Admin, identity::update_group),
+        r(Method::DELETE, "/api/groups/{group_id}", Admin, identity::delete_group),
+        r(Method::GET, "/api/account", Admin, identity::get_account),
+        r(Method::PATCH, "/api/account", Admin, identity::update_account),
+        r(Method::GET, "/api/audit", Admin, identity::audit_log),
+        r(Method::GET, "/api/export", Admin, data::export),
+        r(Method::GET, "/api/deletions", Admin, data::pending_deletions),
+        r(Method::POST, "/api/deletions", Admin, data::request_deletion),
+        r(Method::DELETE, "/api/sessions/{id}", Admin, data::delete_session),
     ]
 }
 
