@@ -85,27 +85,50 @@ pub struct Running {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// The security log, the guessing throttle and the identity service over an open store:
+/// wired the same way for the running appliance and for the offline tools.
+pub struct Core {
+    pub audit: Arc<Audit>,
+    pub throttle: Arc<GuessThrottle>,
+    pub auth: Arc<Auth>,
+}
+
+impl Core {
+    pub fn open(store: &Store, config: &Config, clock: SharedClock) -> Result<Self, StoreError> {
+        let audit = Arc::new(Audit::open(store, clock.clone())?);
+        let throttle = Arc::new(GuessThrottle::new(
+            config.sessions.guess_limit_per_minute,
+            clock.clone(),
+        ));
+        let auth = Arc::new(Auth::new(
+            store,
+            clock,
+            audit.clone(),
+            throttle.clone(),
+            config.sessions.setup_code_ttl_secs,
+        )?);
+        Ok(Self {
+            audit,
+            throttle,
+            auth,
+        })
+    }
+}
+
 pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartError> {
     let data_dir = config.data_dir.clone();
     create_private_dir(&data_dir)?;
     let store = Store::open_data_dir(&data_dir)?;
-    let audit = Arc::new(Audit::open(&store, clock.clone())?);
+    let Core {
+        audit,
+        throttle,
+        auth,
+    } = Core::open(&store, &config, clock.clone())?;
     if let Some(collector) = config.audit.syslog_udp {
         audit
             .set_syslog(collector)
             .map_err(|source| StartError::Syslog { collector, source })?;
     }
-    let throttle = Arc::new(GuessThrottle::new(
-        config.sessions.guess_limit_per_minute,
-        clock.clone(),
-    ));
-    let auth = Arc::new(Auth::new(
-        &store,
-        clock.clone(),
-        audit.clone(),
-        throttle.clone(),
-        config.sessions.setup_code_ttl_secs,
-    )?);
 
     let mut names = tls::default_names(&config.http.server_names);
     if let Some(ip) = config.media.public_address {

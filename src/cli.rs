@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 use crate::appliance;
-use crate::audit::{Audit, GuessThrottle};
+use crate::audit::Audit;
 use crate::auth::{Auth, NewUser, Role};
 use crate::clock::SystemClock;
 use crate::config::Config;
@@ -336,18 +336,11 @@ impl Offline {
         }
         let store = Store::open_data_dir(&config.data_dir)?;
         let clock: crate::clock::SharedClock = Arc::new(SystemClock);
-        let audit = Arc::new(Audit::open(&store, clock.clone())?);
-        let throttle = Arc::new(GuessThrottle::new(
-            config.sessions.guess_limit_per_minute,
-            clock.clone(),
-        ));
-        let auth = Arc::new(Auth::new(
-            &store,
-            clock.clone(),
-            audit.clone(),
-            throttle.clone(),
-            config.sessions.setup_code_ttl_secs,
-        )?);
+        let appliance::Core {
+            audit,
+            throttle,
+            auth,
+        } = appliance::Core::open(&store, config, clock.clone())?;
         let live = Arc::new(crate::live::Live::new(
             &store,
             clock.clone(),
@@ -498,41 +491,15 @@ fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
     }
 }
 
-/// The identity service over a stopped appliance's store. Opening fails while the
-/// appliance runs, because the store is locked by the running process.
-fn offline_auth(config: &Config) -> anyhow::Result<Auth> {
-    let store = Store::open_data_dir(&config.data_dir)?;
-    let clock: crate::clock::SharedClock = Arc::new(SystemClock);
-    let audit = Arc::new(Audit::open(&store, clock.clone())?);
-    let throttle = Arc::new(GuessThrottle::new(
-        config.sessions.guess_limit_per_minute,
-        clock.clone(),
-    ));
-    Ok(Auth::new(
-        &store,
-        clock,
-        audit,
-        throttle,
-        config.sessions.setup_code_ttl_secs,
-    )?)
-}
-
 async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
-    if !config.data_dir.join("store").exists() {
-        anyhow::bail!(
-            "no appliance data in {}; run `sightline serve` once first",
-            config.data_dir.display()
-        );
-    }
-    let auth = offline_auth(&config)?;
+    let offline = Offline::open(&config)?;
+    let auth = &offline.auth;
     let operator_ip = std::net::IpAddr::from([127, 0, 0, 1]);
     match command {
         AdminCommand::Account {
             command: AccountCommand::Delete { account },
         } => {
-            drop(auth);
-            let offline = Offline::open(&config)?;
-            offline.auth.account_record(&account)?;
+            auth.account_record(&account)?;
             offline
                 .lifecycle
                 .delete_account(&account, "deleted by the operator")
