@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod files;
 pub mod firewall;
 pub mod http;
 pub mod lifecycle;

@@ -6,8 +6,6 @@
 //! (the thing browsers trust) stays the same across restarts.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -159,22 +157,10 @@ fn load_or_create_ca(dir: &Path) -> Result<(String, KeyPair), TlsError> {
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
-    let io = |source| TlsError::Io {
+    crate::files::write_private(path, bytes).map_err(|source| TlsError::Io {
         path: path.to_owned(),
         source,
-    };
-    let tmp = path.with_extension("tmp");
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    file.write_all(bytes).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).map_err(io)?;
-    fs::rename(&tmp, path).map_err(io)
+    })
 }
 
 fn pem_to_der(pem: &str) -> Option<CertificateDer<'static>> {
@@ -205,6 +191,8 @@ pub fn default_names(extra: &[String]) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]
