@@ -31,76 +31,34 @@ impl Metrics {
     /// The metrics in Prometheus' text exposition format. `blocklist` is the firewall
     /// blocklist's size, when a firewall helper answered.
     pub fn render(&self, blocklist: Option<usize>) -> String {
+        const GAUGE: &str = "gauge";
+        const COUNTER: &str = "counter";
         let media = self.media.stats();
-        let counters = self.auth.counters();
+        let auth = self.auth.counters();
+        let load = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
+        #[rustfmt::skip]
+        let rows: [(&str, &str, &str, Option<u64>); 10] = [
+            ("sightline_sessions_open", GAUGE, "Support sessions with participants connected.", Some(self.live.open_sessions() as u64)),
+            ("sightline_media_peers", GAUGE, "WebRTC peers held by the relay.", Some(load(&media.peers))),
+            ("sightline_media_frames_forwarded_total", COUNTER, "Media frames forwarded to technicians.", Some(load(&media.packets_forwarded))),
+            ("sightline_media_bytes_forwarded_total", COUNTER, "Media payload bytes forwarded to technicians.", Some(load(&media.bytes_forwarded))),
+            ("sightline_media_datagrams_dropped_total", COUNTER, "UDP datagrams dropped as unrecognised or for no known peer.", Some(load(&media.datagrams_dropped))),
+            ("sightline_media_loop_heartbeat_age_milliseconds", GAUGE, "Time since the media loop last ran.", Some(media.heartbeat_age().as_millis() as u64)),
+            ("sightline_login_failures_total", COUNTER, "Failed sign-ins (wrong email or password).", Some(load(&auth.login_failures))),
+            ("sightline_lockouts_total", COUNTER, "Sign-in lockouts started.", Some(load(&auth.lockouts))),
+            ("sightline_blocklist_size", GAUGE, "Sources in the firewall blocklist.", blocklist.map(|n| n as u64)),
+            ("sightline_store_size_bytes", GAUGE, "Bytes the store uses on disk.", Some(self.store.size_on_disk())),
+        ];
         let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            let _ = writeln!(out, "{name} {value}");
-        };
-        metric(
-            "sightline_sessions_open",
-            "gauge",
-            "Support sessions with participants connected.",
-            self.live.open_sessions() as u64,
-        );
-        metric(
-            "sightline_media_peers",
-            "gauge",
-            "WebRTC peers held by the relay.",
-            media.peers.load(Ordering::Relaxed),
-        );
-        metric(
-            "sightline_media_frames_forwarded_total",
-            "counter",
-            "Media frames forwarded to technicians.",
-            media.packets_forwarded.load(Ordering::Relaxed),
-        );
-        metric(
-            "sightline_media_bytes_forwarded_total",
-            "counter",
-            "Media payload bytes forwarded to technicians.",
-            media.bytes_forwarded.load(Ordering::Relaxed),
-        );
-        metric(
-            "sightline_media_datagrams_dropped_total",
-            "counter",
-            "UDP datagrams dropped as unrecognised or for no known peer.",
-            media.datagrams_dropped.load(Ordering::Relaxed),
-        );
-        metric(
-            "sightline_media_loop_heartbeat_age_milliseconds",
-            "gauge",
-            "Time since the media loop last ran.",
-            media.heartbeat_age().as_millis() as u64,
-        );
-        metric(
-            "sightline_login_failures_total",
-            "counter",
-            "Failed sign-ins (password or second factor).",
-            counters.login_failures.load(Ordering::Relaxed),
-        );
-        metric(
-            "sightline_lockouts_total",
-            "counter",
-            "Sign-in lockouts started.",
-            counters.lockouts.load(Ordering::Relaxed),
-        );
-        if let Some(size) = blocklist {
-            metric(
-                "sightline_blocklist_size",
-                "gauge",
-                "Sources in the firewall blocklist.",
-                size as u64,
-            );
+        for (name, kind, help, value) in rows {
+            // A metric without a value (no firewall helper) is left out, not reported as 0.
+            if let Some(value) = value {
+                let _ = writeln!(
+                    out,
+                    "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+                );
+            }
         }
-        metric(
-            "sightline_store_size_bytes",
-            "gauge",
-            "Bytes the store uses on disk.",
-            self.store.size_on_disk(),
-        );
         out
     }
 }
