@@ -292,42 +292,7 @@ async fn an_account_deleted_after_a_backup_is_unreadable_in_that_backup() {
     app.set_up().await;
     let data_dir = app.config.data_dir.clone();
     app.stop().await;
-    let cli = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sightline"))
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .args(args)
-            .output()
-            .expect("cli");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let created = cli(&[
-        "admin",
-        "account",
-        "create",
-        "--organisation",
-        "Doomed Org",
-        "--admin-email",
-        "bob@doomed.example",
-        "--admin-name",
-        "Bob",
-    ]);
-    let account = created
-        .lines()
-        .find_map(|l| l.strip_prefix("account "))
-        .and_then(|l| l.split_whitespace().next())
-        .expect("account id")
-        .to_owned();
-    let password = created
-        .lines()
-        .find_map(|l| l.strip_prefix("temporary password: "))
-        .expect("password")
-        .to_owned();
+    let (account, password) = create_account_offline(&data_dir, "Doomed Org", "bob@doomed.example");
     app.restart().await;
     login(&app, "bob@doomed.example", &password).await;
     app.running()
@@ -336,7 +301,15 @@ async fn an_account_deleted_after_a_backup_is_unreadable_in_that_backup() {
         .expect("backup with the account");
     app.stop().await;
 
-    cli(&["admin", "account", "delete", "--account", &account]);
+    let deleted = sightline_at(
+        &data_dir,
+        &["admin", "account", "delete", "--account", &account],
+    );
+    assert!(
+        deleted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deleted.stderr)
+    );
     let target = keys.path().join("restored");
     let report =
         sightline::store::backup::restore(&keys.path().join("backups"), &identity, &target)

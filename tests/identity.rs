@@ -37,12 +37,6 @@ async fn first_login(app: &TestAppliance, email: &str) -> Client {
     client
 }
 
-async fn try_login(app: &TestAppliance, email: &str, password: &str) -> Response {
-    app.client()
-        .post_json("/api/login", &json!({"email": email, "password": password}))
-        .await
-}
-
 #[tokio::test]
 async fn lockout_starts_at_the_fifth_failure_and_ends_after_exactly_five_minutes() {
     let mut app = TestAppliance::start().await;
@@ -495,48 +489,19 @@ async fn the_offline_cli_manages_users_and_refuses_a_running_appliance() {
     let mut app = TestAppliance::start().await;
     app.set_up().await;
     let data_dir = app.config.data_dir.clone();
-    let cli = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_sightline"))
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .args(args)
-            .output()
-            .expect("run sightline")
-    };
-    let busy = cli(&["admin", "user", "list"]);
+    let busy = sightline_at(&data_dir, &["admin", "user", "list"]);
     assert!(!busy.status.success());
     assert!(String::from_utf8_lossy(&busy.stderr).contains("running appliance"));
 
     app.stop().await;
-    let listed = cli(&["admin", "user", "list"]);
+    let listed = sightline_at(&data_dir, &["admin", "user", "list"]);
     assert!(
         listed.status.success(),
         "{}",
         String::from_utf8_lossy(&listed.stderr)
     );
     assert!(String::from_utf8_lossy(&listed.stdout).contains("ada@example.com"));
-    let created = cli(&[
-        "admin",
-        "account",
-        "create",
-        "--organisation",
-        "Other Org",
-        "--admin-email",
-        "bob@other.example",
-        "--admin-name",
-        "Bob",
-    ]);
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
-    let out = String::from_utf8_lossy(&created.stdout).into_owned();
-    let temporary = out
-        .lines()
-        .find_map(|l| l.strip_prefix("temporary password: "))
-        .expect("temporary password")
-        .to_owned();
+    let (_, temporary) = create_account_offline(&data_dir, "Other Org", "bob@other.example");
     app.restart().await;
     let (_, stage) = login(&app, "bob@other.example", &temporary).await;
     assert_eq!(stage, "change_password");
@@ -620,27 +585,7 @@ async fn every_route_enforces_its_access_for_every_role() {
     // A second account, made by the operator's CLI on the stopped appliance.
     let data_dir = app.config.data_dir.clone();
     app.stop().await;
-    let created = std::process::Command::new(env!("CARGO_BIN_EXE_sightline"))
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .args([
-            "admin",
-            "account",
-            "create",
-            "--organisation",
-            "Other Org",
-            "--admin-email",
-            "bob@other.example",
-            "--admin-name",
-            "Bob",
-        ])
-        .output()
-        .expect("cli");
-    assert!(created.status.success());
-    let temporary = String::from_utf8_lossy(&created.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("temporary password: ").map(str::to_owned))
-        .expect("password");
+    let (_, temporary) = create_account_offline(&data_dir, "Other Org", "bob@other.example");
     app.restart().await;
     let (mut bob, _) = login(&app, "bob@other.example", &temporary).await;
     let r = bob

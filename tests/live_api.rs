@@ -116,9 +116,7 @@ async fn login_gives_the_same_answer_for_unknown_email_and_wrong_password() {
     assert_eq!(ok.status, 200, "{}", ok.text());
     assert_eq!(client.get("/api/me").await.status, 200);
 
-    let out = client
-        .request("POST", "/api/logout", &[("x-sightline-csrf", "1")], vec![])
-        .await;
+    let out = client.post_empty("/api/logout").await;
     assert_eq!(out.status, 204);
     assert_eq!(client.get("/api/me").await.status, 401);
 }
@@ -162,14 +160,7 @@ async fn the_api_requires_sign_in_and_the_csrf_header() {
 async fn a_session_gets_an_invitation_link_pin_and_qr_code() {
     let app = TestAppliance::start().await;
     let mut admin = app.set_up().await;
-    let response = admin
-        .request(
-            "POST",
-            "/api/sessions",
-            &[("x-sightline-csrf", "1")],
-            vec![],
-        )
-        .await;
+    let response = admin.post_empty("/api/sessions").await;
     assert_eq!(response.status, 201);
     let body = response.json();
     assert_eq!(body["session"]["state"], "waiting");
@@ -241,14 +232,7 @@ async fn invitations_that_are_wrong_expired_or_ended_are_refused() {
         .get_with("/api/invitation", &[("authorization", &check(&token))])
         .await;
     assert_eq!(ok.status, 200);
-    let ended = admin
-        .request(
-            "POST",
-            &format!("/api/sessions/{id}/end"),
-            &[("x-sightline-csrf", "1")],
-            vec![],
-        )
-        .await;
+    let ended = admin.post_empty(&format!("/api/sessions/{id}/end")).await;
     assert_eq!(ended.status, 200);
     assert_eq!(ended.json()["end_reason"], "technician");
     let reused = customer
@@ -713,12 +697,7 @@ async fn session_history_filters_and_exports_csv() {
     let mut admin = app.set_up().await;
     let (ended, _, _) = create_session(&mut admin).await;
     admin
-        .request(
-            "POST",
-            &format!("/api/sessions/{ended}/end"),
-            &[("x-sightline-csrf", "1")],
-            vec![],
-        )
+        .post_empty(&format!("/api/sessions/{ended}/end"))
         .await;
     let r = admin
         .json(

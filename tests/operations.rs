@@ -7,7 +7,6 @@ use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::json;
 use sightline::systemd::SystemdNotify;
 
 /// Every notification that arrives within `window`.
@@ -68,12 +67,7 @@ async fn prometheus_metrics_count_what_happens() {
     let app = TestAppliance::start().await;
     app.set_up().await;
     for _ in 0..5 {
-        app.client()
-            .post_json(
-                "/api/login",
-                &json!({"email": "ada@example.com", "password": "Wrong4pass"}),
-            )
-            .await;
+        try_login(&app, "ada@example.com", "Wrong4pass").await;
     }
     let text = metrics_text(app.running().metrics_addr.expect("metrics listener")).await;
     assert!(text.contains("sightline_login_failures_total 5"), "{text}");
@@ -91,21 +85,9 @@ async fn prometheus_metrics_count_what_happens() {
 async fn the_security_log_verifies_and_exports_as_json_lines() {
     let mut app = TestAppliance::start().await;
     app.set_up().await;
-    app.client()
-        .post_json(
-            "/api/login",
-            &json!({"email": "ada@example.com", "password": "Wrong4pass"}),
-        )
-        .await;
+    try_login(&app, "ada@example.com", "Wrong4pass").await;
     app.stop().await;
-    let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_sightline"))
-            .arg("--data-dir")
-            .arg(&app.config.data_dir)
-            .args(args)
-            .output()
-            .expect("cli")
-    };
+    let run = |args: &[&str]| sightline_at(&app.config.data_dir, args);
     let verified = run(&["audit", "verify"]);
     assert!(
         verified.status.success(),
@@ -191,12 +173,7 @@ async fn security_log_entries_are_forwarded_to_syslog_for_a_siem() {
     let addr = collector.local_addr().expect("addr");
     let app = TestAppliance::start_with(move |c| c.audit.syslog_udp = Some(addr)).await;
     app.set_up().await;
-    app.client()
-        .post_json(
-            "/api/login",
-            &json!({"email": "ada@example.com", "password": "Wrong4pass"}),
-        )
-        .await;
+    try_login(&app, "ada@example.com", "Wrong4pass").await;
     let mut buf = [0u8; 8192];
     let mut lines = Vec::new();
     while let Ok(n) = collector.recv(&mut buf) {

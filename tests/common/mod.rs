@@ -280,6 +280,12 @@ impl Client {
         .await
     }
 
+    /// A POST without a body, with the CSRF header, as the console sends it.
+    pub async fn post_empty(&mut self, path: &str) -> Response {
+        self.request("POST", path, &[("x-sightline-csrf", "1")], Vec::new())
+            .await
+    }
+
     /// Any method with a JSON body and the CSRF header, as the console sends it.
     pub async fn json(&mut self, method: &str, path: &str, body: &Value) -> Response {
         self.request(
@@ -388,14 +394,7 @@ pub fn totp_code(secret_base32: &str, unix_secs: u64) -> String {
 
 /// Creates a support session; returns (session id, token, pin).
 pub async fn create_session(admin: &mut Client) -> (String, String, String) {
-    let response = admin
-        .request(
-            "POST",
-            "/api/sessions",
-            &[("x-sightline-csrf", "1")],
-            vec![],
-        )
-        .await;
+    let response = admin.post_empty("/api/sessions").await;
     assert_eq!(response.status, 201, "{}", response.text());
     let body = response.json();
     let link = body["link"].as_str().expect("link").to_owned();
@@ -456,4 +455,65 @@ pub async fn watch_and_join(
     )
     .await;
     (tech, customer)
+}
+
+/// Runs the `sightline` binary on a data directory (an offline command).
+pub fn sightline_at(data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    // Set for integration tests; the examples that share this file do not run the CLI.
+    let Some(binary) = option_env!("CARGO_BIN_EXE_sightline") else {
+        panic!("the sightline binary is only known to integration tests");
+    };
+    std::process::Command::new(binary)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .output()
+        .expect("run sightline")
+}
+
+/// An account made by the operator's CLI on a stopped appliance: (account id, the
+/// admin's temporary password).
+pub fn create_account_offline(
+    data_dir: &std::path::Path,
+    organisation: &str,
+    admin_email: &str,
+) -> (String, String) {
+    let out = sightline_at(
+        data_dir,
+        &[
+            "admin",
+            "account",
+            "create",
+            "--organisation",
+            organisation,
+            "--admin-email",
+            admin_email,
+            "--admin-name",
+            "Bob",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no {prefix:?} in {text}"))
+            .to_owned()
+    };
+    (field("account "), field("temporary password: "))
+}
+
+/// One sign-in attempt from a fresh client.
+pub async fn try_login(app: &TestAppliance, email: &str, password: &str) -> Response {
+    app.client()
+        .post_json(
+            "/api/login",
+            &serde_json::json!({"email": email, "password": password}),
+        )
+        .await
 }
