@@ -106,6 +106,24 @@ pub struct SupportSession {
     pub end_reason: Option<EndReason>,
 }
 
+impl SessionView {
+    fn of(session: &SupportSession, customer_connected: bool) -> Self {
+        Self {
+            id: session.id.clone(),
+            state: session.state,
+            technician_name: session.technician_name.clone(),
+            organisation: session.organisation.clone(),
+            customer_reference: session.customer_reference.clone(),
+            customer_connected,
+            consent: session.consent.clone(),
+            paused: session.paused,
+            created_ms: session.created_ms,
+            invitation_expires_ms: session.invitation_expires_ms,
+            end_reason: session.end_reason,
+        }
+    }
+}
+
 /// Filters for the session history (all optional).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -545,19 +563,7 @@ impl Live {
             .rooms()
             .get(&session.id)
             .is_some_and(|r| r.customer.is_some());
-        SessionView {
-            id: session.id.clone(),
-            state: session.state,
-            technician_name: session.technician_name.clone(),
-            organisation: session.organisation.clone(),
-            customer_reference: session.customer_reference.clone(),
-            customer_connected,
-            consent: session.consent.clone(),
-            paused: session.paused,
-            created_ms: session.created_ms,
-            invitation_expires_ms: session.invitation_expires_ms,
-            end_reason: session.end_reason,
-        }
+        SessionView::of(session, customer_connected)
     }
 
     /// Resolves an invitation token to its session, counting failures per source.
@@ -960,10 +966,7 @@ impl Live {
         self.invitations.retain(|r| r.session_id != session_id)?;
         if let Some(room) = self.rooms().remove(session_id) {
             room.broadcast(&ServerMessage::State {
-                session: SessionView {
-                    customer_connected: false,
-                    ..self.view_without_room(&session)
-                },
+                session: SessionView::of(&session, false),
             });
             room.broadcast(&ServerMessage::Ended { reason });
         }
@@ -976,22 +979,6 @@ impl Live {
             format!("session {session_id} ended: {reason:?}"),
         );
         Ok(session)
-    }
-
-    fn view_without_room(&self, session: &SupportSession) -> SessionView {
-        SessionView {
-            id: session.id.clone(),
-            state: session.state,
-            technician_name: session.technician_name.clone(),
-            organisation: session.organisation.clone(),
-            customer_reference: session.customer_reference.clone(),
-            customer_connected: false,
-            consent: session.consent.clone(),
-            paused: session.paused,
-            created_ms: session.created_ms,
-            invitation_expires_ms: session.invitation_expires_ms,
-            end_reason: session.end_reason,
-        }
     }
 
     /// The customer's page publishes its camera (WHIP). Requires camera consent.
