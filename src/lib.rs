@@ -20,3 +20,4 @@ pub mod metrics;
 pub mod store;
 pub mod systemd;
 pub mod tls;
+pub mod webm;
