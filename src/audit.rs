@@ -28,6 +28,11 @@ pub enum AuditKind {
     SourceThrottled,
     ConsentGiven,
     ConsentDeclined,
+    RecordingStarted,
+    RecordingStored,
+    /// A still uploaded that no technician asked for, or that is not an image.
+    UnexpectedUpload,
+    ColleagueInvited,
     MalformedSignaling,
     MalformedMediaOffer,
     AccessDenied,
@@ -68,6 +73,10 @@ impl AuditKind {
                 | Self::PinRejected
                 | Self::ConsentGiven
                 | Self::ConsentDeclined
+                | Self::RecordingStarted
+                | Self::RecordingStored
+                | Self::UnexpectedUpload
+                | Self::ColleagueInvited
                 | Self::MalformedSignaling
                 | Self::MalformedMediaOffer
                 | Self::DataExported

@@ -63,8 +63,19 @@ pub enum MediaEvent {
     },
 }
 
+/// Where a room's recording goes. Called from the relay loop, so neither call may block:
+/// implementations hand the bytes to a thread of their own.
+pub trait RecordingSink: Send {
+    /// A finished WebM cluster.
+    fn cluster(&mut self, bytes: Vec<u8>);
+    /// The recording ended; `last` is the final cluster, if any.
+    fn finish(self: Box<Self>, last: Option<Vec<u8>>, summary: crate::webm::Summary);
+}
+
 enum Command {
     Add(Box<NewPeer>),
+    /// Starts (`Some`) or stops (`None`) recording a room.
+    Record(String, Option<Box<dyn RecordingSink>>),
     Remove(PeerId),
     CloseRoom(String),
     /// Blocks the loop for a while: lets tests prove that a stalled relay stops the
@@ -104,6 +115,7 @@ struct NewPeer {
     id: PeerId,
     room: String,
     role: PeerRole,
+    sends_audio: bool,
     rtc: Rtc,
     local: SocketAddr,
 }
@@ -145,11 +157,14 @@ impl MediaHandle {
     }
 
     /// Answers a peer's SDP offer and hands the peer to the relay loop. `announce` is the
-    /// host candidate given to the browser (the relay's reachable address).
+    /// host candidate given to the browser (the relay's reachable address). Audio from a
+    /// peer is forwarded to the others only if `sends_audio` (the customer consented to
+    /// the microphone; a technician is not a mere observer).
     pub fn negotiate(
         &self,
         room: &str,
         role: PeerRole,
+        sends_audio: bool,
         offer: &str,
         announce: SocketAddr,
     ) -> Result<(PeerId, String), MediaError> {
@@ -177,6 +192,7 @@ impl MediaHandle {
                 id,
                 room: room.to_owned(),
                 role,
+                sends_audio,
                 rtc,
                 local: announce,
             })))
@@ -186,6 +202,17 @@ impl MediaHandle {
 
     pub fn remove_peer(&self, peer: PeerId) {
         let _ = self.commands.send(Command::Remove(peer));
+    }
+
+    /// Starts recording a room into `sink`; the recording begins at the next keyframe.
+    pub fn start_recording(&self, room: &str, sink: Box<dyn RecordingSink>) {
+        let _ = self
+            .commands
+            .send(Command::Record(room.to_owned(), Some(sink)));
+    }
+
+    pub fn stop_recording(&self, room: &str) {
+        let _ = self.commands.send(Command::Record(room.to_owned(), None));
     }
 
     pub fn close_room(&self, room: &str) {
@@ -248,6 +275,7 @@ pub fn start(
 struct Peer {
     room: Arc<str>,
     role: PeerRole,
+    sends_audio: bool,
     rtc: Rtc,
     /// The address announced in this peer's host candidate; datagrams from this peer are
     /// handed to str0m as arriving there even when the socket is bound to a wildcard.
@@ -277,11 +305,54 @@ impl Peer {
 struct Room {
     publisher: Option<PeerId>,
     subscribers: Vec<PeerId>,
+    recording: Option<Recording>,
+}
+
+struct Recording {
+    muxer: crate::webm::Muxer,
+    sink: Box<dyn RecordingSink>,
+    /// The technician whose voice is recorded: the first to speak. A WebM track carries
+    /// one encoder's stream, so other technicians' audio is not recorded.
+    technician: Option<PeerId>,
+}
+
+impl Recording {
+    fn push(
+        &mut self,
+        from: PeerId,
+        role: PeerRole,
+        kind: MediaKind,
+        data: &MediaData,
+        now: Instant,
+    ) {
+        use crate::webm::{CUSTOMER_AUDIO_TRACK, TECHNICIAN_AUDIO_TRACK, VIDEO_TRACK};
+        let track = match (role, kind) {
+            (PeerRole::Publisher, MediaKind::Video) => VIDEO_TRACK,
+            (PeerRole::Publisher, MediaKind::Audio) => CUSTOMER_AUDIO_TRACK,
+            (PeerRole::Subscriber, MediaKind::Audio)
+                if *self.technician.get_or_insert(from) == from =>
+            {
+                TECHNICIAN_AUDIO_TRACK
+            }
+            _ => return,
+        };
+        let keyframe = kind == MediaKind::Audio || data.is_keyframe();
+        if let Some(cluster) = self.muxer.push(track, now, keyframe, &data.data) {
+            self.sink.cluster(cluster);
+        }
+    }
+
+    fn finish(self) {
+        let (last, summary) = self.muxer.finish();
+        self.sink.finish(last, summary);
+    }
 }
 
 /// Work produced while polling one peer that touches other peers.
 enum Propagate {
     Forward {
+        from: PeerId,
+        role: PeerRole,
         room: Arc<str>,
         kind: MediaKind,
         data: Box<MediaData>,
@@ -372,6 +443,7 @@ impl Relay {
                 biased;
                 command = commands.recv() => match command {
                     Some(Command::Add(peer)) => self.add(*peer),
+                    Some(Command::Record(room, sink)) => self.record(&room, sink),
                     Some(Command::Remove(id)) => self.disconnect(id),
                     Some(Command::CloseRoom(room)) => {
                         let ids: Vec<PeerId> = self
@@ -401,6 +473,34 @@ impl Relay {
         self.drive(Instant::now());
     }
 
+    fn record(&mut self, room: &str, sink: Option<Box<dyn RecordingSink>>) {
+        let Some(name) = self.rooms.get_key_value(room).map(|(name, _)| name.clone()) else {
+            if let Some(sink) = sink {
+                // Nobody is in the room: an empty recording ends at once.
+                sink.finish(None, crate::webm::Summary::default());
+            }
+            return;
+        };
+        let Some(entry) = self.rooms.get_mut(&name) else {
+            return;
+        };
+        if let Some(old) = entry.recording.take() {
+            old.finish();
+        }
+        if let Some(sink) = sink {
+            entry.recording = Some(Recording {
+                muxer: crate::webm::Muxer::new(),
+                sink,
+                technician: None,
+            });
+            // The recording starts on a keyframe; ask for one now rather than wait.
+            if let Some(publisher) = entry.publisher.and_then(|p| self.peers.get_mut(&p)) {
+                publisher.last_keyframe_request = None;
+            }
+            self.propagate(Propagate::KeyframeWanted { room: name }, Instant::now());
+        }
+    }
+
     fn add(&mut self, new: NewPeer) {
         let room: Arc<str> = match self.rooms.get_key_value(new.room.as_str()) {
             Some((name, _)) => name.clone(),
@@ -421,6 +521,7 @@ impl Relay {
             Peer {
                 room,
                 role: new.role,
+                sends_audio: new.sends_audio,
                 rtc: new.rtc,
                 local: new.local,
                 deadline: Instant::now(),
@@ -504,26 +605,42 @@ impl Relay {
 
     fn propagate(&mut self, item: Propagate, now: Instant) {
         match item {
-            Propagate::Forward { room, kind, data } => {
-                let Some(room) = self.rooms.get(&room) else {
+            Propagate::Forward {
+                from,
+                role,
+                room,
+                kind,
+                data,
+            } => {
+                let Some(room) = self.rooms.get_mut(&room) else {
                     return;
                 };
+                if let Some(recording) = room.recording.as_mut() {
+                    recording.push(from, role, kind, &data, now);
+                }
+                // Video goes from the customer to the technicians; audio from anyone to
+                // everyone else in the room.
+                let targets = room
+                    .subscribers
+                    .iter()
+                    .chain(room.publisher.iter().filter(|_| kind == MediaKind::Audio))
+                    .filter(|id| **id != from);
                 let mut wants_keyframe = false;
-                for sub_id in &room.subscribers {
-                    let Some(sub) = self.peers.get_mut(sub_id) else {
+                for target_id in targets {
+                    let Some(target) = self.peers.get_mut(target_id) else {
                         continue;
                     };
                     if kind == MediaKind::Video {
-                        if sub.awaiting_keyframe && !data.is_keyframe() {
+                        if target.awaiting_keyframe && !data.is_keyframe() {
                             wants_keyframe = true;
                             continue;
                         }
-                        sub.awaiting_keyframe = false;
+                        target.awaiting_keyframe = false;
                     }
-                    let Some(mid) = sub.mid_of(kind) else {
+                    let Some(mid) = target.mid_of(kind) else {
                         continue;
                     };
-                    let Some(writer) = sub.rtc.writer(mid) else {
+                    let Some(writer) = target.rtc.writer(mid) else {
                         continue;
                     };
                     let Some(pt) = writer.match_params(data.params) else {
@@ -532,10 +649,10 @@ impl Relay {
                     if let Err(e) =
                         writer.write(pt, data.network_time, data.time, data.data.clone())
                     {
-                        tracing::debug!(error = %e, peer = sub_id.0, "forwarding failed");
-                        sub.rtc.disconnect();
+                        tracing::debug!(error = %e, peer = target_id.0, "forwarding failed");
+                        target.rtc.disconnect();
                     } else {
-                        // Frames, as forwarded to each technician (str0m packetises them).
+                        // Frames, as forwarded to each peer (str0m packetises them).
                         self.stats.packets_forwarded.fetch_add(1, Ordering::Relaxed);
                         self.stats
                             .bytes_forwarded
@@ -572,8 +689,12 @@ impl Relay {
                     room.publisher = None;
                 }
                 room.subscribers.retain(|s| *s != id);
-                if room.publisher.is_none() && room.subscribers.is_empty() {
-                    self.rooms.remove(&peer.room);
+                if room.publisher.is_none()
+                    && room.subscribers.is_empty()
+                    && let Some(room) = self.rooms.remove(&peer.room)
+                    && let Some(recording) = room.recording
+                {
+                    recording.finish();
                 }
             }
             let _ = self.events.send(MediaEvent::Disconnected {
@@ -640,10 +761,18 @@ fn handle_event(
             peer.rtc.disconnect();
         }
         Event::MediaAdded(added) => peer.mids.push((added.mid, added.kind)),
-        Event::MediaData(data) if peer.role == PeerRole::Publisher => {
+        Event::MediaData(data) => {
             let Some(kind) = peer.kind_of(data.mid) else {
                 return;
             };
+            // Technicians send only their voice; audio nobody consented to goes nowhere.
+            let allowed = match kind {
+                MediaKind::Video => peer.role == PeerRole::Publisher,
+                MediaKind::Audio => peer.sends_audio,
+            };
+            if !allowed {
+                return;
+            }
             if kind == MediaKind::Video {
                 if !peer.video_seen {
                     peer.video_seen = true;
@@ -659,6 +788,8 @@ fn handle_event(
                 }
             }
             work.push(Propagate::Forward {
+                from: id,
+                role: peer.role,
                 room: peer.room.clone(),
                 kind,
                 data: Box::new(data),

@@ -91,6 +91,14 @@ where
     )
 }
 
+/// Lets a route take bodies up to the size of a camera still.
+fn large((route, handler): (Route, MethodRouter<AppState>)) -> (Route, MethodRouter<AppState>) {
+    (
+        route,
+        handler.layer(DefaultBodyLimit::max(crate::live::MAX_STILL_BYTES)),
+    )
+}
+
 #[rustfmt::skip]
 fn table() -> Vec<(Route, MethodRouter<AppState>)> {
     use Access::*;
@@ -113,11 +121,19 @@ fn table() -> Vec<(Route, MethodRouter<AppState>)> {
         r(Method::GET, "/api/sessions/{id}", Technician, sessions::get_session),
         r(Method::POST, "/api/sessions/{id}/end", Technician, sessions::end_session),
         r(Method::GET, "/api/sessions/{id}/transcript", Technician, sessions::transcript),
+        r(Method::GET, "/api/sessions/{id}/record", Technician, sessions::record),
+        r(Method::GET, "/api/sessions/{id}/stills/{still}", Technician, sessions::still),
+        r(Method::GET, "/api/sessions/{id}/recordings/{recording}", Technician, sessions::recording),
+        r(Method::POST, "/api/sessions/{id}/colleagues", Technician, sessions::invite_colleague),
+        r(Method::DELETE, "/api/sessions/{id}/colleagues/{user_id}", Technician, sessions::remove_colleague),
+        r(Method::GET, "/api/colleagues", Technician, sessions::colleagues),
         r(Method::POST, "/api/sessions/{id}/whep", Technician, sessions::whep),
         r(Method::DELETE, "/api/sessions/{id}/whep/{peer}", Technician, sessions::whep_delete),
         r(Method::GET, "/api/invitation", Invitation, sessions::invitation),
         r(Method::POST, "/api/invitation/whip", Invitation, sessions::whip),
         r(Method::DELETE, "/api/invitation/whip/{peer}", Invitation, sessions::whip_delete),
+        large(r(Method::POST, "/api/invitation/stills/{id}", Invitation, sessions::upload_still)),
+        r(Method::GET, "/api/invitation/stills/{id}", Invitation, sessions::customer_still),
         r(Method::GET, "/api/users", Admin, identity::list_users),
         r(Method::POST, "/api/users", Admin, identity::create_user),
         r(Method::GET, "/api/users/{user_id}", Admin, identity::get_user),
@@ -330,6 +346,8 @@ impl From<LiveError> for ApiError {
             LiveError::Throttled => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
             LiveError::AlreadyJoined => (StatusCode::CONFLICT, "already_joined"),
             LiveError::NoConsent => (StatusCode::FORBIDDEN, "no_consent"),
+            LiveError::NotAllowed(_) => (StatusCode::FORBIDDEN, "not_allowed"),
+            LiveError::CustomerAbsent => (StatusCode::CONFLICT, "customer_absent"),
             LiveError::Ended => (StatusCode::GONE, "ended"),
             LiveError::BadMessage(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             LiveError::Media(crate::media::MediaError::InvalidOffer(_)) => {

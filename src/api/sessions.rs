@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiState, AppState, Caller, InvitationToken, JsonBody, User, cookie_token};
 use crate::audit::AuditKind;
-use crate::auth::{Principal, Stage};
+use crate::auth::{ColleagueChoice, Principal, Stage};
 use crate::live::{
-    Attachment, ClientMessage, ErrorCode, LiveError, ServerMessage, SessionFilter, SessionView,
+    Attachment, ClientMessage, Colleague, ColleagueRole, ErrorCode, LiveError, ServerMessage,
+    SessionFilter, SessionRecord, SessionView, Still,
 };
 use crate::media::PeerId;
 
@@ -64,9 +65,10 @@ pub(super) async fn create_session(
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(e.to_string()))?
     };
+    let recording_allowed = state.auth.get_account(&who)?.policy.allow_recording;
     let invitation = state
         .live
-        .create_session(&who, request.customer_reference)
+        .create_session(&who, request.customer_reference, recording_allowed)
         .await?;
     let base = base_url(&state, &headers);
     let link = format!("{base}/c#{}", invitation.token);
@@ -352,6 +354,16 @@ pub(super) struct InvitationView {
     optional: Vec<&'static str>,
 }
 
+impl InvitationView {
+    fn optional(recording_allowed: bool) -> Vec<&'static str> {
+        if recording_allowed {
+            vec!["microphone", "recording"]
+        } else {
+            vec!["microphone"]
+        }
+    }
+}
+
 pub(super) async fn invitation(
     State(state): State<AppState>,
     caller: Caller,
@@ -364,7 +376,7 @@ pub(super) async fn invitation(
         organisation: session.organisation,
         state: session.state,
         shares: vec!["camera"],
-        optional: vec!["microphone"],
+        optional: InvitationView::optional(session.recording_allowed),
     }))
 }
 
@@ -386,9 +398,13 @@ pub(super) async fn websocket(
         .and_then(|t| state.auth.authenticate(&t).ok())
         .filter(|p| p.stage == Stage::Complete);
     let source = caller.ip();
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     upgrade
         .max_message_size(64 * 1024)
-        .on_upgrade(move |socket| signaling(state, socket, principal, source))
+        .on_upgrade(move |socket| signaling(state, socket, principal, user_agent, source))
 }
 
 async fn send(socket: &mut WebSocket, message: &ServerMessage) -> bool {
@@ -402,6 +418,7 @@ async fn signaling(
     state: AppState,
     mut socket: WebSocket,
     principal: Option<Principal>,
+    user_agent: Option<String>,
     source: IpAddr,
 ) {
     let first = tokio::select! {
@@ -423,7 +440,7 @@ async fn signaling(
         )),
         (Ok(ClientMessage::Join { token, device }), _) => state
             .live
-            .attach_customer(&token, device.as_deref(), source)
+            .attach_customer(&token, device.as_deref(), user_agent.as_deref(), source)
             .map_err(|e| live_error_message(&e)),
         (Ok(_), _) => Err(ServerMessage::error(
             ErrorCode::Unexpected,
@@ -531,9 +548,241 @@ fn live_error_message(e: &LiveError) -> ServerMessage {
         LiveError::NotFound => ErrorCode::NotFound,
         LiveError::AlreadyJoined => ErrorCode::AlreadyJoined,
         LiveError::Throttled => ErrorCode::Throttled,
-        LiveError::NoConsent => ErrorCode::NotAllowed,
+        LiveError::NoConsent | LiveError::NotAllowed(_) => ErrorCode::NotAllowed,
+        LiveError::CustomerAbsent => ErrorCode::Unexpected,
         LiveError::BadMessage(_) => ErrorCode::Unexpected,
         LiveError::Media(_) | LiveError::Store(_) => ErrorCode::Internal,
     };
     ServerMessage::error(code, e.to_string())
+}
+
+// ---------------------------------------------------------------------------------------
+// Stills, recordings, the session record and colleagues
+
+pub(super) async fn upload_still(
+    State(state): State<AppState>,
+    caller: Caller,
+    InvitationToken(token): InvitationToken,
+    Path(request): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Still>), ApiError> {
+    let still = state
+        .live
+        .store_still(&token, caller.ip(), &request, &body)?;
+    Ok((StatusCode::CREATED, Json(still)))
+}
+
+fn image_response(still: &Still, image: Vec<u8>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, still.content_type.clone()),
+            (header::CACHE_CONTROL, "private, no-store".to_owned()),
+        ],
+        image,
+    )
+        .into_response()
+}
+
+pub(super) async fn customer_still(
+    State(state): State<AppState>,
+    caller: Caller,
+    InvitationToken(token): InvitationToken,
+    Path(still_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (still, image) = state
+        .live
+        .still_for_customer(&token, caller.ip(), &still_id)?;
+    Ok(image_response(&still, image))
+}
+
+pub(super) async fn still(
+    State(state): State<AppState>,
+    User(who): User,
+    Path((id, still_id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (still, image) = state.live.still_for(&who, &id, &still_id)?;
+    Ok(image_response(&still, image))
+}
+
+pub(super) async fn record(
+    State(state): State<AppState>,
+    User(who): User,
+    Path(id): Path<String>,
+) -> Result<Json<SessionRecord>, ApiError> {
+    Ok(Json(state.live.record_for(&who, &id)?))
+}
+
+/// A recording as one WebM file, decrypted as it is sent; byte ranges are served so the
+/// browser's player can seek.
+pub(super) async fn recording(
+    State(state): State<AppState>,
+    User(who): User,
+    Path((id, recording_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (recording, parts) = state.live.recording_for(&who, &id, &recording_id)?;
+    let total = recording.len();
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| byte_range(v, total));
+    let (start, end) = match range {
+        None => (0, total),
+        Some(Some(range)) => range,
+        Some(None) => {
+            let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{total}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, value);
+            }
+            return Ok(response);
+        }
+    };
+    let lens = [recording.head_len, recording.body_len, recording.tail_len];
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
+    tokio::task::spawn_blocking(move || send_range(parts, lens, start, end, &tx));
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    let mut response = Response::new(axum::body::Body::from_stream(stream));
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/webm"));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&(end - start).to_string()) {
+        h.insert(header::CONTENT_LENGTH, v);
+    }
+    if range.is_some() {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{total}", end - 1)) {
+            response.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+    }
+    Ok(response)
+}
+
+/// Parses a single `bytes=` range into a half-open interval within `total`.
+fn byte_range(value: &str, total: u64) -> Option<(u64, u64)> {
+    let spec = value.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (first, last) = spec.split_once('-')?;
+    let (start, end) = match (first.trim(), last.trim()) {
+        ("", suffix) => {
+            let n: u64 = suffix.parse().ok()?;
+            (total.saturating_sub(n), total)
+        }
+        (first, "") => (first.parse().ok()?, total),
+        (first, last) => (
+            first.parse().ok()?,
+            last.parse::<u64>().ok()?.saturating_add(1).min(total),
+        ),
+    };
+    (start < end && end <= total).then_some((start, end))
+}
+
+/// Reads `[start, end)` of the concatenated parts and sends it in chunks.
+fn send_range(
+    mut parts: Vec<Box<dyn crate::live::ReadSeek + Send>>,
+    lens: [u64; 3],
+    start: u64,
+    end: u64,
+    tx: &tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>,
+) {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut offset = 0u64;
+    for (part, len) in parts.iter_mut().zip(lens) {
+        let (from, to) = (start.max(offset), end.min(offset + len));
+        if from < to {
+            if let Err(e) = part.seek(SeekFrom::Start(from - offset)) {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+            let mut left = to - from;
+            let mut buf = vec![0u8; 64 * 1024];
+            while left > 0 {
+                let want = buf.len().min(left as usize);
+                match part.read(&mut buf[..want]) {
+                    Ok(0) => {
+                        let _ = tx.blocking_send(Err(std::io::ErrorKind::UnexpectedEof.into()));
+                        return;
+                    }
+                    Ok(n) => {
+                        left -= n as u64;
+                        if tx.blocking_send(Ok(buf[..n].to_vec())).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                }
+            }
+        }
+        offset += len;
+    }
+}
+
+pub(super) async fn colleagues(
+    State(state): State<AppState>,
+    User(who): User,
+) -> Result<Json<Vec<ColleagueChoice>>, ApiError> {
+    Ok(Json(state.auth.colleagues(&who)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Invite {
+    user_id: String,
+    role: ColleagueRole,
+}
+
+pub(super) async fn invite_colleague(
+    State(state): State<AppState>,
+    User(who): User,
+    Path(id): Path<String>,
+    JsonBody(invite): JsonBody<Invite>,
+) -> Result<Json<SessionView>, ApiError> {
+    // Someone outside the account is answered like a session that does not exist.
+    let user = state
+        .auth
+        .colleague(&who, &invite.user_id)
+        .map_err(|_| ApiError::from(LiveError::NotFound))?;
+    let colleague = Colleague {
+        user_id: user.id,
+        name: user.display_name,
+        role: invite.role,
+        invited_ms: state.live.now_ms(),
+        invited_by: who.user_id.clone(),
+    };
+    Ok(Json(state.live.add_colleague(&who, &id, colleague)?))
+}
+
+pub(super) async fn remove_colleague(
+    State(state): State<AppState>,
+    User(who): User,
+    Path((id, user_id)): Path<(String, String)>,
+) -> Result<Json<SessionView>, ApiError> {
+    Ok(Json(state.live.remove_colleague(&who, &id, &user_id)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::byte_range;
+
+    #[test]
+    fn byte_ranges_are_bounded_by_the_file() {
+        assert_eq!(byte_range("bytes=0-", 100), Some((0, 100)));
+        assert_eq!(byte_range("bytes=10-19", 100), Some((10, 20)));
+        assert_eq!(byte_range("bytes=90-500", 100), Some((90, 100)));
+        assert_eq!(byte_range("bytes=-10", 100), Some((90, 100)));
+        assert_eq!(byte_range("bytes=100-", 100), None);
+        assert_eq!(byte_range("bytes=5-1", 100), None);
+        assert_eq!(byte_range("bytes=0-1,4-5", 100), None);
+        assert_eq!(byte_range("items=0-1", 100), None);
+    }
 }

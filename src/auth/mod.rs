@@ -71,6 +71,8 @@ pub struct AccountPolicy {
     pub password_min_length: usize,
     pub idle_timeout_mins: u64,
     pub absolute_timeout_hours: u64,
+    /// Technicians may record sessions whose customer agreed to it.
+    pub allow_recording: bool,
 }
 
 impl Default for AccountPolicy {
@@ -79,6 +81,7 @@ impl Default for AccountPolicy {
             password_min_length: password::FLOOR_LENGTH,
             idle_timeout_mins: 30,
             absolute_timeout_hours: 12,
+            allow_recording: false,
         }
     }
 }
@@ -154,6 +157,12 @@ impl User {
 }
 
 /// What an admin sees of a user.
+#[derive(Debug, Clone, Serialize)]
+pub struct ColleagueChoice {
+    pub id: String,
+    pub display_name: String,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct UserView {
     pub id: String,
@@ -980,6 +989,34 @@ impl Auth {
         let mut users = self.users(&admin.account_id)?.values()?;
         users.sort_by(|a, b| a.email.cmp(&b.email));
         users.iter().map(|u| self.user_view(u)).collect()
+    }
+
+    /// The other active users of the caller's account, who can be invited into a session.
+    pub fn colleagues(&self, who: &Principal) -> Result<Vec<ColleagueChoice>, AuthError> {
+        let mut users: Vec<ColleagueChoice> = self
+            .users(&who.account_id)?
+            .values()?
+            .into_iter()
+            .filter(|u| u.active && u.id != who.user_id)
+            .map(|u| ColleagueChoice {
+                id: u.id,
+                display_name: u.display_name,
+            })
+            .collect();
+        users.sort_by(|a, b| a.display_name.cmp(&b.display_name));
+        Ok(users)
+    }
+
+    /// One active user of the caller's account; others are not found.
+    pub fn colleague(&self, who: &Principal, id: &str) -> Result<ColleagueChoice, AuthError> {
+        let user = self.user_record(&who.account_id, id)?;
+        if !user.active {
+            return Err(AuthError::NotFound);
+        }
+        Ok(ColleagueChoice {
+            id: user.id,
+            display_name: user.display_name,
+        })
     }
 
     pub fn get_user(&self, admin: &Principal, id: &str) -> Result<UserView, AuthError> {

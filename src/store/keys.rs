@@ -239,23 +239,39 @@ impl AccountKey {
 
     /// Encrypts a file's content as an age stream to this account.
     pub fn encrypt_stream(&self, mut input: impl Read, output: impl Write) -> std::io::Result<()> {
-        let recipient = self.file_identity.to_public();
-        let encryptor =
-            age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
-                .map_err(std::io::Error::other)?;
-        let mut writer = encryptor.wrap_output(output)?;
+        let mut writer = self.encrypting_writer(output)?;
         std::io::copy(&mut input, &mut writer)?;
         writer.finish()?;
         Ok(())
     }
 
+    /// A writer that encrypts what is written to it; `finish` writes the last chunk.
+    pub fn encrypting_writer<W: Write>(
+        &self,
+        output: W,
+    ) -> std::io::Result<age::stream::StreamWriter<W>> {
+        let recipient = self.file_identity.to_public();
+        let encryptor =
+            age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+                .map_err(std::io::Error::other)?;
+        encryptor.wrap_output(output)
+    }
+
     pub fn decrypt_stream(&self, input: impl Read, mut output: impl Write) -> std::io::Result<()> {
-        let decryptor = age::Decryptor::new(input).map_err(std::io::Error::other)?;
-        let mut reader = decryptor
-            .decrypt(std::iter::once(&self.file_identity as &dyn age::Identity))
-            .map_err(std::io::Error::other)?;
+        let mut reader = self.decrypting_reader(input)?;
         std::io::copy(&mut reader, &mut output)?;
         Ok(())
+    }
+
+    /// A reader of an encrypted file's plaintext; seekable when `input` is.
+    pub fn decrypting_reader<R: Read>(
+        &self,
+        input: R,
+    ) -> std::io::Result<age::stream::StreamReader<R>> {
+        let decryptor = age::Decryptor::new(input).map_err(std::io::Error::other)?;
+        decryptor
+            .decrypt(std::iter::once(&self.file_identity as &dyn age::Identity))
+            .map_err(std::io::Error::other)
     }
 }
 

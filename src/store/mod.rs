@@ -240,6 +240,42 @@ impl AccountStore {
         Ok(Some(out))
     }
 
+    /// Starts writing a file as an encrypted stream, for content too large to hold in
+    /// memory; it appears under its name only once [`FileWriter::finish`] succeeds.
+    pub fn create_file(&self, name: &str) -> Result<FileWriter, StoreError> {
+        let key = self.store.keys.get_or_create(&self.account_id)?;
+        let dir = self.store.files_dir(&self.account_id);
+        let path = dir.join(file_name(name));
+        let tmp = path.with_extension("tmp");
+        let io = |source| StoreError::File {
+            path: path.clone(),
+            source,
+        };
+        fs::create_dir_all(&dir).map_err(io)?;
+        let file = fs::File::create(&tmp).map_err(io)?;
+        let writer = key
+            .encrypting_writer(std::io::BufWriter::new(file))
+            .map_err(io)?;
+        Ok(FileWriter { writer, tmp, path })
+    }
+
+    /// Opens a file for reading its plaintext, seekably (e.g. to answer range requests).
+    pub fn open_file(
+        &self,
+        name: &str,
+    ) -> Result<Option<impl std::io::Read + std::io::Seek + use<>>, StoreError> {
+        let key = self.store.keys.get_or_create(&self.account_id)?;
+        let path = self.store.files_dir(&self.account_id).join(file_name(name));
+        let file = match fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(StoreError::File { path, source }),
+        };
+        key.decrypting_reader(std::io::BufReader::new(file))
+            .map(Some)
+            .map_err(|source| StoreError::File { path, source })
+    }
+
     /// Names of the account's files (as given to [`Self::put_file`], sanitised).
     pub fn file_names(&self) -> Result<Vec<String>, StoreError> {
         let dir = self.store.files_dir(&self.account_id);
@@ -273,6 +309,41 @@ impl AccountStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(source) => Err(StoreError::File { path, source }),
         }
+    }
+}
+
+/// An encrypted file being written; see [`AccountStore::create_file`].
+pub struct FileWriter {
+    writer: age::stream::StreamWriter<std::io::BufWriter<fs::File>>,
+    tmp: PathBuf,
+    path: PathBuf,
+}
+
+impl Write for FileWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.writer.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.writer.flush()
+    }
+}
+
+impl FileWriter {
+    /// Seals the stream, makes it durable and gives it its name.
+    pub fn finish(self) -> Result<(), StoreError> {
+        let io = |source| StoreError::File {
+            path: self.path.clone(),
+            source,
+        };
+        let file = self
+            .writer
+            .finish()
+            .map_err(io)?
+            .into_inner()
+            .map_err(|e| io(e.into_error()))?;
+        file.sync_all().map_err(io)?;
+        fs::rename(&self.tmp, &self.path).map_err(io)
     }
 }
 

@@ -7,6 +7,9 @@
 //! relay, the technicians' consoles receive it, and the session is `Live` once video
 //! reaches the relay. Either side may end it.
 
+mod recording;
+pub mod toolkit;
+
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +26,10 @@ use crate::clock::{SharedClock, UnixMillis};
 use crate::config::SessionConfig;
 use crate::media::{MediaError, MediaEvent, MediaHandle, PeerId, PeerRole};
 use crate::store::{Collection, Store, StoreError};
+pub use toolkit::{
+    CameraCapabilities, CameraRequest, Colleague, ColleagueRole, ConsentChange, ConsentEvent,
+    Point, Recording, Shape, Still, StillPurpose,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LiveError {
@@ -38,6 +45,10 @@ pub enum LiveError {
     AlreadyJoined,
     #[error("the customer has not agreed to share the camera")]
     NoConsent,
+    #[error("{0}")]
+    NotAllowed(String),
+    #[error("the customer is not connected")]
+    CustomerAbsent,
     #[error("the session has ended")]
     Ended,
     #[error("{0}")]
@@ -78,6 +89,9 @@ pub enum EndReason {
 pub struct ConsentReceipt {
     pub camera: bool,
     pub microphone: bool,
+    /// Recording is a separate, explicit choice, offered only where the account allows it.
+    #[serde(default)]
+    pub recording: bool,
     pub at_ms: UnixMillis,
 }
 
@@ -104,24 +118,70 @@ pub struct SupportSession {
     pub joined_ms: Option<UnixMillis>,
     pub ended_ms: Option<UnixMillis>,
     pub end_reason: Option<EndReason>,
+    /// The account's policy when the session was created.
+    #[serde(default)]
+    pub recording_allowed: bool,
+    #[serde(default)]
+    pub colleagues: Vec<Colleague>,
+    /// Every consent decision, in order: the consent receipt of the session record.
+    #[serde(default)]
+    pub consent_log: Vec<ConsentEvent>,
+    /// The customer's browser and system, briefly ("Chrome 156 on Android").
+    #[serde(default)]
+    pub customer_device: Option<String>,
+    #[serde(default)]
+    pub stills: Vec<Still>,
+    #[serde(default)]
+    pub recordings: Vec<Recording>,
+}
+
+impl SupportSession {
+    /// Whether this user takes part as a mere observer.
+    fn observed_by(&self, user_id: &str) -> bool {
+        self.colleagues
+            .iter()
+            .any(|c| c.user_id == user_id && c.role == ColleagueRole::Observer)
+    }
+}
+
+/// What the room (not the store) knows about a session, for its view.
+#[derive(Default)]
+struct RoomFacts {
+    customer_connected: bool,
+    recording: bool,
+    frozen: Option<String>,
 }
 
 impl SessionView {
-    fn of(session: &SupportSession, customer_connected: bool) -> Self {
+    fn of(session: &SupportSession, facts: RoomFacts) -> Self {
         Self {
             id: session.id.clone(),
             state: session.state,
+            technician_id: session.technician_id.clone(),
             technician_name: session.technician_name.clone(),
             organisation: session.organisation.clone(),
             customer_reference: session.customer_reference.clone(),
-            customer_connected,
+            customer_connected: facts.customer_connected,
             consent: session.consent.clone(),
             paused: session.paused,
             created_ms: session.created_ms,
             invitation_expires_ms: session.invitation_expires_ms,
             end_reason: session.end_reason,
+            recording_allowed: session.recording_allowed,
+            recording: facts.recording,
+            frozen: facts.frozen,
+            colleagues: session.colleagues.clone(),
         }
     }
+}
+
+/// Everything kept about a session, for its record page.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionRecord {
+    #[serde(flatten)]
+    pub session: SupportSession,
+    pub duration_secs: Option<u64>,
+    pub transcript: Vec<ChatLine>,
 }
 
 /// Filters for the session history (all optional).
@@ -158,6 +218,7 @@ impl SessionFilter {
 pub struct SessionView {
     pub id: String,
     pub state: SessionState,
+    pub technician_id: String,
     pub technician_name: String,
     pub organisation: String,
     pub customer_reference: Option<String>,
@@ -167,6 +228,12 @@ pub struct SessionView {
     pub created_ms: UnixMillis,
     pub invitation_expires_ms: UnixMillis,
     pub end_reason: Option<EndReason>,
+    pub recording_allowed: bool,
+    /// A recording is running now.
+    pub recording: bool,
+    /// While the technician has frozen the picture: the still both sides look at.
+    pub frozen: Option<String>,
+    pub colleagues: Vec<Colleague>,
 }
 
 /// A freshly created session with the secrets the technician passes on. The token and
@@ -192,7 +259,7 @@ struct PinEntry {
 }
 
 /// Messages a participant sends over the signaling WebSocket.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientMessage {
     /// First message on a technician's socket: which session to follow.
@@ -206,10 +273,13 @@ pub enum ClientMessage {
         #[serde(default)]
         device: Option<String>,
     },
-    /// The customer's choice; the microphone is asked for separately and may be declined.
+    /// The customer's choice; the microphone and recording are asked for separately and
+    /// may be declined. Sent again, it changes what is shared.
     Consent {
         camera: bool,
         microphone: bool,
+        #[serde(default)]
+        recording: bool,
     },
     /// The customer paused or resumed the camera.
     Pause {
@@ -220,6 +290,41 @@ pub enum ClientMessage {
     /// A chat line; stored with the session.
     Chat {
         text: String,
+    },
+    /// Technician: adds a shape to the drawing on the picture.
+    Draw {
+        shape: Shape,
+    },
+    /// Technician: removes the last shape.
+    Undo,
+    /// Technician: removes every shape.
+    ClearDrawing,
+    /// Technician: the laser pointer's position, or `None` to hide it.
+    Pointer {
+        at: Option<Point>,
+    },
+    /// Technician: freezes the picture on a still both sides see, or returns to live.
+    Freeze {
+        frozen: bool,
+    },
+    /// Technician: asks the customer's page to switch camera, torch or zoom.
+    Camera {
+        #[serde(flatten)]
+        request: CameraRequest,
+    },
+    /// Customer: what the camera in use can do.
+    Capabilities {
+        capabilities: CameraCapabilities,
+    },
+    /// Technician: asks for a full-resolution photo from the customer's camera.
+    Snapshot,
+    /// Technician: starts or stops recording.
+    Record {
+        on: bool,
+    },
+    /// Either side muted or unmuted its microphone.
+    Mute {
+        muted: bool,
     },
     Ping,
 }
@@ -238,7 +343,7 @@ pub enum ErrorCode {
 }
 
 /// Messages the appliance sends over the signaling WebSocket.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     /// The session as it is now; sent on join and on every change.
@@ -259,6 +364,40 @@ pub enum ServerMessage {
     /// The chat so far, sent once when a participant joins.
     Transcript {
         lines: Vec<ChatLine>,
+    },
+    /// The drawing on the picture as it is now (sent whole on every change and on join).
+    Drawing {
+        shapes: Vec<Shape>,
+    },
+    Pointer {
+        at: Option<Point>,
+    },
+    /// To the customer: the technician's camera request.
+    Camera {
+        #[serde(flatten)]
+        request: CameraRequest,
+    },
+    /// To technicians: what the customer's camera can do.
+    Capabilities {
+        capabilities: CameraCapabilities,
+    },
+    /// To the customer: take a still and upload it for this request.
+    Capture {
+        request: String,
+        purpose: StillPurpose,
+    },
+    /// A still was stored.
+    Still {
+        still: Still,
+    },
+    /// A recording was stored.
+    Recorded {
+        recording: Recording,
+    },
+    Muted {
+        from: Speaker,
+        author: String,
+        muted: bool,
     },
     Pong,
 }
@@ -311,6 +450,8 @@ pub struct Attachment {
 
 struct Connection {
     id: u64,
+    /// The technician's user id (`None`: the customer).
+    user_id: Option<String>,
     tx: mpsc::UnboundedSender<ServerMessage>,
 }
 
@@ -322,6 +463,14 @@ struct Room {
     customer_device: Option<String>,
     /// Relay peers of this session and who owns them (`None`: the customer).
     peers: HashMap<PeerId, Option<String>>,
+    drawing: Vec<Shape>,
+    /// The still shown while the picture is frozen.
+    frozen: Option<String>,
+    /// Stills asked of the customer's page and not yet uploaded.
+    captures: HashMap<String, StillPurpose>,
+    capabilities: Option<CameraCapabilities>,
+    /// The recording running now: its id and start.
+    recording: Option<(String, UnixMillis)>,
 }
 
 impl Room {
@@ -330,6 +479,31 @@ impl Room {
             let _ = conn.tx.send(message.clone());
         }
     }
+
+    fn to_technicians(&self, message: &ServerMessage) {
+        for conn in &self.technicians {
+            let _ = conn.tx.send(message.clone());
+        }
+    }
+
+    fn to_customer(&self, message: ServerMessage) -> Result<(), LiveError> {
+        let conn = self.customer.as_ref().ok_or(LiveError::CustomerAbsent)?;
+        conn.tx.send(message).map_err(|_| LiveError::CustomerAbsent)
+    }
+
+    fn facts(&self) -> RoomFacts {
+        RoomFacts {
+            customer_connected: self.customer.is_some(),
+            recording: self.recording.is_some(),
+            frozen: self.frozen.clone(),
+        }
+    }
+}
+
+type Rooms = Arc<Mutex<HashMap<String, Room>>>;
+
+fn lock(rooms: &Rooms) -> std::sync::MutexGuard<'_, HashMap<String, Room>> {
+    rooms.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 pub struct Live {
@@ -341,7 +515,7 @@ pub struct Live {
     throttle: Arc<GuessThrottle>,
     media: MediaHandle,
     config: SessionConfig,
-    rooms: Mutex<HashMap<String, Room>>,
+    rooms: Rooms,
     next_conn: AtomicU64,
 }
 
@@ -363,9 +537,13 @@ impl Live {
             throttle,
             media,
             config,
-            rooms: Mutex::new(HashMap::new()),
+            rooms: Rooms::default(),
             next_conn: AtomicU64::new(1),
         })
+    }
+
+    pub fn now_ms(&self) -> UnixMillis {
+        self.clock.now_ms()
     }
 
     pub fn media(&self) -> &MediaHandle {
@@ -403,13 +581,16 @@ impl Live {
     }
 
     fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<String, Room>> {
-        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.rooms)
     }
 
+    /// Creates a session; `recording_allowed` is the account's policy, fixed for the
+    /// session so that what the customer is asked never changes under them.
     pub async fn create_session(
         &self,
         by: &Principal,
         customer_reference: Option<String>,
+        recording_allowed: bool,
     ) -> Result<NewInvitation, LiveError> {
         let customer_reference = match customer_reference.map(|r| r.trim().to_owned()) {
             Some(r) if r.chars().count() > 200 || r.chars().any(char::is_control) => {
@@ -438,6 +619,12 @@ impl Live {
             joined_ms: None,
             ended_ms: None,
             end_reason: None,
+            recording_allowed,
+            colleagues: Vec::new(),
+            consent_log: Vec::new(),
+            customer_device: None,
+            stills: Vec::new(),
+            recordings: Vec::new(),
         };
         self.sessions(&by.account_id)?.put(&session.id, &session)?;
         let token = random_token();
@@ -497,6 +684,7 @@ impl Live {
         who.account_id == session.account_id
             && (who.role == Role::AccountAdmin
                 || who.user_id == session.technician_id
+                || session.colleagues.iter().any(|c| c.user_id == who.user_id)
                 || (who.sees_group_history
                     && session.group_ids.iter().any(|g| who.group_ids.contains(g))))
     }
@@ -559,11 +747,7 @@ impl Live {
     }
 
     fn view(&self, session: &SupportSession) -> SessionView {
-        let customer_connected = self
-            .rooms()
-            .get(&session.id)
-            .is_some_and(|r| r.customer.is_some());
-        SessionView::of(session, customer_connected)
+        view_in(&self.rooms(), session)
     }
 
     /// Resolves an invitation token to its session, counting failures per source.
@@ -650,7 +834,11 @@ impl Live {
             .entry(session.id.clone())
             .or_insert_with(|| new_room(&session.account_id))
             .technicians
-            .push(Connection { id: conn_id, tx });
+            .push(Connection {
+                id: conn_id,
+                user_id: Some(who.user_id.clone()),
+                tx,
+            });
         self.send_state_to(&session, conn_id);
         Ok((
             Attachment {
@@ -671,6 +859,7 @@ impl Live {
         &self,
         token: &str,
         device: Option<&str>,
+        user_agent: Option<&str>,
         source: IpAddr,
     ) -> Result<(Attachment, mpsc::UnboundedReceiver<ServerMessage>), LiveError> {
         let device = device.filter(|d| (16..=64).contains(&d.len()));
@@ -688,15 +877,34 @@ impl Live {
             if room.customer.is_some() && !same_device {
                 return Err(LiveError::AlreadyJoined);
             }
-            room.customer = Some(Connection { id: conn_id, tx });
+            room.customer = Some(Connection {
+                id: conn_id,
+                user_id: None,
+                tx,
+            });
             room.customer_device = device.map(str::to_owned);
         }
-        if session.state == SessionState::Waiting {
-            session = self.transition(&session.account_id, &session.id, |s| {
+        let now = self.clock.now_ms();
+        let described = user_agent.map(toolkit::describe_device);
+        session = self.transition(&session.account_id, &session.id, |s| {
+            if s.state == SessionState::Waiting {
                 s.state = SessionState::Joined;
-                s.joined_ms = Some(self.clock.now_ms());
-            })?;
-        }
+                s.joined_ms = Some(now);
+            }
+            if s.customer_device.is_none() {
+                s.customer_device.clone_from(&described);
+            }
+            // Coming back after consent: sharing resumes under the consent already given.
+            if let Some(c) = s.consent.as_ref().filter(|c| c.camera) {
+                s.consent_log.push(ConsentEvent {
+                    at_ms: now,
+                    event: ConsentChange::Resumed,
+                    camera: c.camera,
+                    microphone: c.microphone,
+                    recording: c.recording,
+                });
+            }
+        })?;
         // Once the customer is in, the PIN has done its job; nobody else may use it.
         self.release_pin(&session.id)?;
         self.broadcast_state(&session);
@@ -706,6 +914,14 @@ impl Live {
             && let Some(conn) = room.customer.as_ref().filter(|c| c.id == conn_id)
         {
             let _ = conn.tx.send(ServerMessage::Transcript { lines });
+        }
+        if let Some(room) = self.rooms().get(&session.id)
+            && let Some(conn) = room.customer.as_ref().filter(|c| c.id == conn_id)
+            && !room.drawing.is_empty()
+        {
+            let _ = conn.tx.send(ServerMessage::Drawing {
+                shapes: room.drawing.clone(),
+            });
         }
         Ok((
             Attachment {
@@ -810,20 +1026,42 @@ impl Live {
             ClientMessage::Watch { .. } | ClientMessage::Join { .. } => Err(LiveError::BadMessage(
                 "already joined; send this only once, first".into(),
             )),
-            ClientMessage::Consent { camera, microphone } if customer => {
+            ClientMessage::Consent {
+                camera,
+                microphone,
+                recording,
+            } if customer => {
                 let now = self.clock.now_ms();
+                let microphone = camera && microphone;
                 let session = self.transition(&from.account_id, &from.session_id, |s| {
+                    let recording = camera && recording && s.recording_allowed;
+                    let event = match (&s.consent, camera) {
+                        (_, false) => ConsentChange::Declined,
+                        (Some(c), true) if c.camera => ConsentChange::Changed,
+                        _ => ConsentChange::Granted,
+                    };
+                    s.consent_log.push(ConsentEvent {
+                        at_ms: now,
+                        event,
+                        camera,
+                        microphone,
+                        recording,
+                    });
                     s.consent = Some(ConsentReceipt {
                         camera,
-                        microphone: camera && microphone,
+                        microphone,
+                        recording,
                         at_ms: now,
                     });
-                    s.state = if camera {
-                        SessionState::Consented
-                    } else {
-                        SessionState::Declined
-                    };
+                    if !camera {
+                        s.state = SessionState::Declined;
+                    } else if matches!(s.state, SessionState::Joined | SessionState::Declined) {
+                        s.state = SessionState::Consented;
+                    }
                 })?;
+                if !session.consent.as_ref().is_some_and(|c| c.recording) {
+                    self.stop_recording(&session);
+                }
                 self.audit.record(
                     if camera {
                         AuditKind::ConsentGiven
@@ -834,9 +1072,9 @@ impl Live {
                     None,
                     Some(from.source),
                     format!(
-                        "session {} camera={camera} microphone={}",
+                        "session {} camera={camera} microphone={microphone} recording={}",
                         from.session_id,
-                        camera && microphone
+                        session.consent.as_ref().is_some_and(|c| c.recording)
                     ),
                 );
                 if !camera {
@@ -862,10 +1100,287 @@ impl Live {
                 self.end(&from.account_id, &from.session_id, reason).await?;
                 Ok(None)
             }
-            ClientMessage::Consent { .. } | ClientMessage::Pause { .. } => Err(
-                LiveError::BadMessage("only the customer can send this message".into()),
-            ),
+            ClientMessage::Capabilities { capabilities } if customer => {
+                capabilities.validate().map_err(LiveError::BadMessage)?;
+                if let Some(room) = self.rooms().get_mut(&from.session_id) {
+                    room.to_technicians(&ServerMessage::Capabilities {
+                        capabilities: capabilities.clone(),
+                    });
+                    room.capabilities = Some(capabilities);
+                }
+                Ok(None)
+            }
+            ClientMessage::Consent { .. }
+            | ClientMessage::Pause { .. }
+            | ClientMessage::Capabilities { .. } => Err(LiveError::BadMessage(
+                "only the customer can send this message".into(),
+            )),
+            ClientMessage::Mute { muted } => {
+                let message = ServerMessage::Muted {
+                    from: if customer {
+                        Speaker::Customer
+                    } else {
+                        Speaker::Technician
+                    },
+                    author: from
+                        .actor_name
+                        .clone()
+                        .unwrap_or_else(|| "Customer".to_owned()),
+                    muted,
+                };
+                if let Some(room) = self.rooms().get(&from.session_id) {
+                    room.broadcast(&message);
+                }
+                Ok(None)
+            }
+            other => self.handle_technician(from, other).await,
         }
+    }
+
+    /// The technician's tools. Observers may watch and chat, nothing more.
+    async fn handle_technician(
+        &self,
+        from: &Attachment,
+        message: ClientMessage,
+    ) -> Result<Option<ServerMessage>, LiveError> {
+        if from.participant == Participant::Customer {
+            return Err(LiveError::BadMessage(
+                "only a technician can send this message".into(),
+            ));
+        }
+        let session = self.load(&from.account_id, &from.session_id)?;
+        if session.state == SessionState::Ended {
+            return Err(LiveError::Ended);
+        }
+        if from
+            .actor
+            .as_deref()
+            .is_some_and(|u| session.observed_by(u))
+        {
+            return Err(LiveError::NotAllowed(
+                "observers can watch and chat but not act in the session".into(),
+            ));
+        }
+        let mut rooms = self.rooms();
+        let room = rooms.get_mut(&from.session_id).ok_or(LiveError::NotFound)?;
+        match message {
+            ClientMessage::Draw { shape } => {
+                shape.validate().map_err(LiveError::BadMessage)?;
+                if room.drawing.len() >= toolkit::MAX_SHAPES {
+                    return Err(LiveError::BadMessage(format!(
+                        "a drawing has at most {} shapes; clear it first",
+                        toolkit::MAX_SHAPES
+                    )));
+                }
+                room.drawing.push(shape);
+                room.broadcast(&ServerMessage::Drawing {
+                    shapes: room.drawing.clone(),
+                });
+            }
+            ClientMessage::Undo => {
+                room.drawing.pop();
+                room.broadcast(&ServerMessage::Drawing {
+                    shapes: room.drawing.clone(),
+                });
+            }
+            ClientMessage::ClearDrawing => {
+                room.drawing.clear();
+                room.broadcast(&ServerMessage::Drawing { shapes: Vec::new() });
+            }
+            ClientMessage::Pointer { at } => {
+                if at.as_ref().is_some_and(|p| !toolkit::valid_point(p)) {
+                    return Err(LiveError::BadMessage(
+                        "positions are fractions of the picture, from 0 to 1".into(),
+                    ));
+                }
+                room.broadcast(&ServerMessage::Pointer { at });
+            }
+            ClientMessage::Camera { request } => {
+                request.validate().map_err(LiveError::BadMessage)?;
+                room.to_customer(ServerMessage::Camera { request })?;
+            }
+            ClientMessage::Snapshot => {
+                if room.captures.len() >= 8 {
+                    return Err(LiveError::BadMessage(
+                        "wait for the snapshots already asked for".into(),
+                    ));
+                }
+                let request = random_id();
+                room.to_customer(ServerMessage::Capture {
+                    request: request.clone(),
+                    purpose: StillPurpose::Snapshot,
+                })?;
+                room.captures.insert(request, StillPurpose::Snapshot);
+            }
+            ClientMessage::Freeze { frozen: true } => {
+                if room.frozen.is_none()
+                    && !room.captures.values().any(|p| *p == StillPurpose::Freeze)
+                {
+                    let request = random_id();
+                    room.to_customer(ServerMessage::Capture {
+                        request: request.clone(),
+                        purpose: StillPurpose::Freeze,
+                    })?;
+                    room.captures.insert(request, StillPurpose::Freeze);
+                }
+            }
+            ClientMessage::Freeze { frozen: false } => {
+                room.captures.retain(|_, p| *p != StillPurpose::Freeze);
+                if let Some(still_id) = room.frozen.take() {
+                    // The drawing made on the still stays with it in the record.
+                    let shapes = std::mem::take(&mut room.drawing);
+                    drop(rooms);
+                    self.sessions(&from.account_id)?
+                        .update(&from.session_id, |s| {
+                            let mut s = s?;
+                            if let Some(still) = s.stills.iter_mut().find(|t| t.id == still_id) {
+                                still.annotations = shapes.clone();
+                            }
+                            Some(s)
+                        })?;
+                    if let Some(room) = self.rooms().get(&from.session_id) {
+                        room.broadcast(&ServerMessage::Drawing { shapes: Vec::new() });
+                    }
+                    self.broadcast_state(&session);
+                }
+            }
+            ClientMessage::Record { on } => {
+                drop(rooms);
+                if on {
+                    self.start_recording(&session, from)?;
+                } else {
+                    self.stop_recording(&session);
+                }
+                self.broadcast_state(&session);
+            }
+            _ => {
+                return Err(LiveError::BadMessage(
+                    "this message cannot be sent now".into(),
+                ));
+            }
+        }
+        Ok(None)
+    }
+
+    fn start_recording(&self, session: &SupportSession, by: &Attachment) -> Result<(), LiveError> {
+        if !session.recording_allowed {
+            return Err(LiveError::NotAllowed(
+                "the account's policy does not allow recording".into(),
+            ));
+        }
+        if !session.consent.as_ref().is_some_and(|c| c.recording) {
+            return Err(LiveError::NotAllowed(
+                "the customer has not agreed to be recorded".into(),
+            ));
+        }
+        let recording_id = random_id();
+        let started_ms = self.clock.now_ms();
+        {
+            let mut rooms = self.rooms();
+            let room = rooms.get_mut(&session.id).ok_or(LiveError::NotFound)?;
+            if room.recording.is_some() {
+                return Ok(());
+            }
+            room.recording = Some((recording_id.clone(), started_ms));
+        }
+        let done = self.recording_done(session, recording_id.clone(), started_ms);
+        let sink = recording::StoreSink::start(
+            self.store.account(&session.account_id),
+            &session.id,
+            &recording_id,
+            done,
+        )?;
+        self.media.start_recording(&session.id, Box::new(sink));
+        self.audit.record(
+            AuditKind::RecordingStarted,
+            Some(&session.account_id),
+            by.actor.as_deref(),
+            None,
+            format!("session {} recording {recording_id}", session.id),
+        );
+        Ok(())
+    }
+
+    fn stop_recording(&self, session: &SupportSession) {
+        let stopped = self
+            .rooms()
+            .get_mut(&session.id)
+            .and_then(|room| room.recording.take());
+        if stopped.is_some() {
+            self.media.stop_recording(&session.id);
+        }
+    }
+
+    /// What happens when the recorder has written a recording: it joins the session
+    /// record, and whoever is still in the session is told.
+    fn recording_done(
+        &self,
+        session: &SupportSession,
+        recording_id: String,
+        started_ms: UnixMillis,
+    ) -> recording::Done {
+        let sessions = self.sessions(&session.account_id);
+        let rooms = self.rooms.clone();
+        let audit = self.audit.clone();
+        let clock = self.clock.clone();
+        let account_id = session.account_id.clone();
+        let session_id = session.id.clone();
+        Box::new(move |result| {
+            let summary = match result {
+                Ok(Some(summary)) => summary,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, session_id, "recording could not be stored");
+                    return;
+                }
+            };
+            let recording = Recording {
+                id: recording_id.clone(),
+                started_ms,
+                ended_ms: clock.now_ms(),
+                duration_ms: summary.duration_ms,
+                head_len: crate::webm::head(&summary).len() as u64,
+                body_len: summary.body_len,
+                tail_len: crate::webm::tail(&summary).len() as u64,
+                customer_audio: summary.frames[usize::from(crate::webm::CUSTOMER_AUDIO_TRACK - 1)]
+                    > 0,
+                technician_audio: summary.frames
+                    [usize::from(crate::webm::TECHNICIAN_AUDIO_TRACK - 1)]
+                    > 0,
+            };
+            let stored = sessions.and_then(|c| {
+                c.update(&session_id, |s| {
+                    let mut s = s?;
+                    s.recordings.push(recording.clone());
+                    Some(s)
+                })
+            });
+            if let Err(e) = stored {
+                tracing::error!(error = %e, session_id, "recording could not be recorded");
+                return;
+            }
+            audit.record(
+                AuditKind::RecordingStored,
+                Some(&account_id),
+                None,
+                None,
+                format!(
+                    "session {session_id} recording {recording_id}: {} ms",
+                    recording.duration_ms
+                ),
+            );
+            let mut rooms = lock(&rooms);
+            if let Some(room) = rooms.get_mut(&session_id) {
+                if room
+                    .recording
+                    .as_ref()
+                    .is_some_and(|(id, _)| *id == recording_id)
+                {
+                    room.recording = None;
+                }
+                room.broadcast(&ServerMessage::Recorded { recording });
+            }
+        })
     }
 
     fn drop_customer_media(&self, session_id: &str) {
@@ -955,6 +1470,15 @@ impl Live {
                     s.state = SessionState::Ended;
                     s.ended_ms = Some(now);
                     s.end_reason = Some(reason);
+                    if s.consent.as_ref().is_some_and(|c| c.camera) {
+                        s.consent_log.push(ConsentEvent {
+                            at_ms: now,
+                            event: ConsentChange::Revoked,
+                            camera: false,
+                            microphone: false,
+                            recording: false,
+                        });
+                    }
                 }
                 Some(s)
             })?
@@ -966,7 +1490,7 @@ impl Live {
         self.invitations.retain(|r| r.session_id != session_id)?;
         if let Some(room) = self.rooms().remove(session_id) {
             room.broadcast(&ServerMessage::State {
-                session: SessionView::of(&session, false),
+                session: SessionView::of(&session, RoomFacts::default()),
             });
             room.broadcast(&ServerMessage::Ended { reason });
         }
@@ -990,12 +1514,18 @@ impl Live {
         announce: SocketAddr,
     ) -> Result<(String, PeerId, String), LiveError> {
         let session = self.resolve_invitation(token, source)?;
-        if !session.consent.as_ref().is_some_and(|c| c.camera) {
+        let Some(consent) = session.consent.as_ref().filter(|c| c.camera) else {
             return Err(LiveError::NoConsent);
-        }
+        };
         let (peer, answer) = self
             .media
-            .negotiate(&session.id, PeerRole::Publisher, offer, announce)
+            .negotiate(
+                &session.id,
+                PeerRole::Publisher,
+                consent.microphone,
+                offer,
+                announce,
+            )
             .inspect_err(|e| self.media_offer_failed(&session, source, e))?;
         self.register_peer(&session, peer, None);
         Ok((session.id, peer, answer))
@@ -1014,9 +1544,10 @@ impl Live {
         if session.state == SessionState::Ended {
             return Err(LiveError::Ended);
         }
+        let talks = !session.observed_by(&who.user_id);
         let (peer, answer) = self
             .media
-            .negotiate(&session.id, PeerRole::Subscriber, offer, announce)
+            .negotiate(&session.id, PeerRole::Subscriber, talks, offer, announce)
             .inspect_err(|e| self.media_offer_failed(&session, source, e))?;
         self.register_peer(&session, peer, Some(who.user_id.clone()));
         Ok((peer, answer))
@@ -1138,9 +1669,276 @@ impl Live {
                             lines: lines.clone(),
                         });
                     }
+                    if !room.drawing.is_empty() {
+                        let _ = conn.tx.send(ServerMessage::Drawing {
+                            shapes: room.drawing.clone(),
+                        });
+                    }
+                    if let Some(capabilities) = room.capabilities.clone() {
+                        let _ = conn.tx.send(ServerMessage::Capabilities { capabilities });
+                    }
                 }
             }
         }
+    }
+
+    /// Stores a still the customer's page took because a technician asked for it.
+    pub fn store_still(
+        &self,
+        token: &str,
+        source: IpAddr,
+        request: &str,
+        image: &[u8],
+    ) -> Result<Still, LiveError> {
+        let session = self.resolve_invitation(token, source)?;
+        let purpose = self
+            .rooms()
+            .get_mut(&session.id)
+            .and_then(|room| room.captures.remove(request));
+        let Some(purpose) = purpose else {
+            self.audit.record(
+                AuditKind::UnexpectedUpload,
+                Some(&session.account_id),
+                None,
+                Some(source),
+                format!("session {}: a still nobody asked for", session.id),
+            );
+            return Err(LiveError::NotFound);
+        };
+        let content_type = match imagesize::image_type(image) {
+            Ok(imagesize::ImageType::Jpeg) => "image/jpeg",
+            Ok(imagesize::ImageType::Png) => "image/png",
+            Ok(imagesize::ImageType::Webp) => "image/webp",
+            _ => "",
+        };
+        let size = imagesize::blob_size(image).ok();
+        let (Some(size), false) = (size, content_type.is_empty()) else {
+            self.audit.record(
+                AuditKind::UnexpectedUpload,
+                Some(&session.account_id),
+                None,
+                Some(source),
+                format!(
+                    "session {}: a still that is not a JPEG, PNG or WebP image",
+                    session.id
+                ),
+            );
+            return Err(LiveError::BadMessage(
+                "a still must be a JPEG, PNG or WebP image".into(),
+            ));
+        };
+        let drawing = self
+            .rooms()
+            .get(&session.id)
+            .map(|r| r.drawing.clone())
+            .unwrap_or_default();
+        let still = Still {
+            id: random_id(),
+            purpose,
+            at_ms: self.clock.now_ms(),
+            content_type: content_type.to_owned(),
+            width: size.width as u32,
+            height: size.height as u32,
+            bytes: image.len() as u64,
+            annotations: if purpose == StillPurpose::Snapshot {
+                drawing
+            } else {
+                Vec::new()
+            },
+        };
+        self.store
+            .account(&session.account_id)
+            .put_file(&still_file(&session.id, &still.id), image)?;
+        let session = self.transition(&session.account_id, &session.id, |s| {
+            s.stills.push(still.clone());
+        })?;
+        if let Some(room) = self.rooms().get_mut(&session.id) {
+            if purpose == StillPurpose::Freeze {
+                // Drawing on the still starts from a clean picture.
+                room.frozen = Some(still.id.clone());
+                room.drawing.clear();
+                room.broadcast(&ServerMessage::Drawing { shapes: Vec::new() });
+            }
+            room.broadcast(&ServerMessage::Still {
+                still: still.clone(),
+            });
+        }
+        self.broadcast_state(&session);
+        Ok(still)
+    }
+
+    /// A still of a session the user may see, with its image.
+    pub fn still_for(
+        &self,
+        who: &Principal,
+        session_id: &str,
+        still_id: &str,
+    ) -> Result<(Still, Vec<u8>), LiveError> {
+        let session = self.load_visible(who, session_id)?;
+        self.still_of(&session, still_id)
+    }
+
+    /// The customer sees the stills of their own session while it lasts.
+    pub fn still_for_customer(
+        &self,
+        token: &str,
+        source: IpAddr,
+        still_id: &str,
+    ) -> Result<(Still, Vec<u8>), LiveError> {
+        let session = self.resolve_invitation(token, source)?;
+        self.still_of(&session, still_id)
+    }
+
+    fn still_of(
+        &self,
+        session: &SupportSession,
+        still_id: &str,
+    ) -> Result<(Still, Vec<u8>), LiveError> {
+        let still = session
+            .stills
+            .iter()
+            .find(|s| s.id == still_id)
+            .ok_or(LiveError::NotFound)?;
+        let image = self
+            .store
+            .account(&session.account_id)
+            .get_file(&still_file(&session.id, still_id))?
+            .ok_or(LiveError::NotFound)?;
+        Ok((still.clone(), image))
+    }
+
+    /// A recording of a session the user may see, and readers of its three parts.
+    #[allow(clippy::type_complexity)]
+    pub fn recording_for(
+        &self,
+        who: &Principal,
+        session_id: &str,
+        recording_id: &str,
+    ) -> Result<(Recording, Vec<Box<dyn ReadSeek + Send>>), LiveError> {
+        let session = self.load_visible(who, session_id)?;
+        let recording = session
+            .recordings
+            .iter()
+            .find(|r| r.id == recording_id)
+            .ok_or(LiveError::NotFound)?
+            .clone();
+        let files = self.store.account(&session.account_id);
+        let mut parts: Vec<Box<dyn ReadSeek + Send>> = Vec::new();
+        for name in recording::part_names(&session.id, recording_id) {
+            parts.push(Box::new(
+                files.open_file(&name)?.ok_or(LiveError::NotFound)?,
+            ));
+        }
+        Ok((recording, parts))
+    }
+
+    /// Everything about a session, for its record page.
+    pub fn record_for(
+        &self,
+        who: &Principal,
+        session_id: &str,
+    ) -> Result<SessionRecord, LiveError> {
+        let session = self.load_visible(who, session_id)?;
+        let transcript = self.transcript(&session.account_id, &session.id)?;
+        let duration_secs = match (session.joined_ms, session.ended_ms) {
+            (Some(start), Some(end)) => Some(end.saturating_sub(start) / 1000),
+            _ => None,
+        };
+        Ok(SessionRecord {
+            session,
+            duration_secs,
+            transcript,
+        })
+    }
+
+    /// Invites another technician of the account into a session. Only the session's
+    /// technician or an account admin may.
+    pub fn add_colleague(
+        &self,
+        who: &Principal,
+        session_id: &str,
+        colleague: Colleague,
+    ) -> Result<SessionView, LiveError> {
+        let session = self.load_visible(who, session_id)?;
+        if who.user_id != session.technician_id && who.role != Role::AccountAdmin {
+            return Err(LiveError::NotAllowed(
+                "only the session's technician or an account admin can invite colleagues".into(),
+            ));
+        }
+        if colleague.user_id == session.technician_id {
+            return Err(LiveError::BadMessage(
+                "the session's own technician is already in it".into(),
+            ));
+        }
+        let session = self.transition(&who.account_id, session_id, |s| {
+            s.colleagues.retain(|c| c.user_id != colleague.user_id);
+            s.colleagues.push(colleague.clone());
+        })?;
+        self.audit.record(
+            AuditKind::ColleagueInvited,
+            Some(&who.account_id),
+            Some(&who.user_id),
+            None,
+            format!(
+                "session {session_id}: {} as {:?}",
+                colleague.user_id, colleague.role
+            ),
+        );
+        self.store.flush_blocking()?;
+        self.broadcast_state(&session);
+        Ok(self.view(&session))
+    }
+
+    /// Takes a colleague out of a session, closing their connection and media.
+    pub fn remove_colleague(
+        &self,
+        who: &Principal,
+        session_id: &str,
+        user_id: &str,
+    ) -> Result<SessionView, LiveError> {
+        let session = self.load_visible(who, session_id)?;
+        if who.user_id != session.technician_id && who.role != Role::AccountAdmin {
+            return Err(LiveError::NotAllowed(
+                "only the session's technician or an account admin can remove colleagues".into(),
+            ));
+        }
+        if !session.colleagues.iter().any(|c| c.user_id == user_id) {
+            return Err(LiveError::NotFound);
+        }
+        let session = self
+            .sessions(&who.account_id)?
+            .update(session_id, |s| {
+                let mut s = s?;
+                s.colleagues.retain(|c| c.user_id != user_id);
+                Some(s)
+            })?
+            .ok_or(LiveError::NotFound)?;
+        let peers: Vec<PeerId> = {
+            let mut rooms = self.rooms();
+            match rooms.get_mut(session_id) {
+                Some(room) => {
+                    room.technicians
+                        .retain(|c| c.user_id.as_deref() != Some(user_id));
+                    let theirs: Vec<PeerId> = room
+                        .peers
+                        .iter()
+                        .filter(|(_, o)| o.as_deref() == Some(user_id))
+                        .map(|(id, _)| *id)
+                        .collect();
+                    for id in &theirs {
+                        room.peers.remove(id);
+                    }
+                    theirs
+                }
+                None => Vec::new(),
+            }
+        };
+        for peer in peers {
+            self.media.remove_peer(peer);
+        }
+        self.store.flush_blocking()?;
+        self.broadcast_state(&session);
+        Ok(self.view(&session))
     }
 
     /// The account's session records matching a scope, for export and deletion.
@@ -1164,7 +1962,17 @@ impl Live {
         if self.load(account_id, session_id)?.state != SessionState::Ended {
             self.finish(account_id, session_id, EndReason::Technician)?;
         }
-        self.sessions(account_id)?.remove(session_id)?;
+        if let Some(session) = self.sessions(account_id)?.remove(session_id)? {
+            let files = self.store.account(account_id);
+            for still in &session.stills {
+                files.remove_file(&still_file(session_id, &still.id))?;
+            }
+            for rec in &session.recordings {
+                for part in recording::part_names(session_id, &rec.id) {
+                    files.remove_file(&part)?;
+                }
+            }
+        }
         self.transcripts(account_id)?.remove(session_id)?;
         Ok(())
     }
@@ -1221,6 +2029,10 @@ impl Live {
     }
 }
 
+/// A stored file opened for reading at any position.
+pub trait ReadSeek: std::io::Read + std::io::Seek {}
+impl<T: std::io::Read + std::io::Seek> ReadSeek for T {}
+
 fn new_room(account_id: &str) -> Room {
     Room {
         account_id: account_id.to_owned(),
@@ -1228,8 +2040,25 @@ fn new_room(account_id: &str) -> Room {
         customer: None,
         customer_device: None,
         peers: HashMap::new(),
+        drawing: Vec::new(),
+        frozen: None,
+        captures: HashMap::new(),
+        capabilities: None,
+        recording: None,
     }
 }
+
+fn view_in(rooms: &HashMap<String, Room>, session: &SupportSession) -> SessionView {
+    let facts = rooms.get(&session.id).map(Room::facts).unwrap_or_default();
+    SessionView::of(session, facts)
+}
+
+fn still_file(session_id: &str, still_id: &str) -> String {
+    format!("still-{session_id}-{still_id}")
+}
+
+/// The largest still accepted: a 12-megapixel JPEG is 3–6 MB.
+pub const MAX_STILL_BYTES: usize = 16 << 20;
 
 #[cfg(test)]
 mod tests {
@@ -1244,11 +2073,68 @@ mod tests {
             m,
             ClientMessage::Consent {
                 camera: true,
-                microphone: false
+                microphone: false,
+                recording: false,
             }
         );
         let m: ClientMessage = serde_json::from_str(r#"{"type":"end"}"#).expect("parse");
         assert_eq!(m, ClientMessage::End);
+    }
+
+    #[test]
+    fn toolkit_messages_parse() {
+        let m: ClientMessage =
+            serde_json::from_str(r#"{"type":"camera","facing":"user","torch":true}"#)
+                .expect("parse");
+        assert_eq!(
+            m,
+            ClientMessage::Camera {
+                request: CameraRequest {
+                    facing: Some(toolkit::Facing::User),
+                    torch: Some(true),
+                    zoom: None,
+                }
+            }
+        );
+        assert!(
+            serde_json::from_str::<ClientMessage>(r#"{"type":"camera","torch":true,"laser":1}"#)
+                .is_err(),
+            "unknown camera controls are refused"
+        );
+        let m: ClientMessage = serde_json::from_str(
+            r##"{"type":"draw","shape":{"kind":"circle","color":"#ffcc00","from":[0.1,0.1],"to":[0.3,0.4]}}"##,
+        )
+        .expect("parse");
+        assert!(matches!(
+            m,
+            ClientMessage::Draw {
+                shape: Shape::Circle { .. }
+            }
+        ));
+        let m: ClientMessage =
+            serde_json::from_str(r#"{"type":"pointer","at":null}"#).expect("parse");
+        assert_eq!(m, ClientMessage::Pointer { at: None });
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"record"}"#).is_err());
+        let json = serde_json::to_value(ServerMessage::Capture {
+            request: "r1".into(),
+            purpose: StillPurpose::Snapshot,
+        })
+        .expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({"type":"capture","request":"r1","purpose":"snapshot"})
+        );
+        let json = serde_json::to_value(ServerMessage::Camera {
+            request: CameraRequest {
+                zoom: Some(2.0),
+                ..Default::default()
+            },
+        })
+        .expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({"type":"camera","facing":null,"torch":null,"zoom":2.0})
+        );
     }
 
     #[test]
