@@ -504,6 +504,9 @@ async fn asset(Path(name): Path<String>) -> Response {
         "console.js" => (include_str!("../web/console.js"), "text/javascript"),
         "customer.js" => (include_str!("../web/customer.js"), "text/javascript"),
         "common.js" => (include_str!("../web/common.js"), "text/javascript"),
+        "i18n.js" => (include_str!("../web/i18n.js"), "text/javascript"),
+        "strings.js" => (include_str!("../web/strings.js"), "text/javascript"),
+        "draw.js" => (include_str!("../web/draw.js"), "text/javascript"),
         "style.css" => (include_str!("../web/style.css"), "text/css"),
         _ => {
             return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such asset")

@@ -1,4 +1,5 @@
 // Shared helpers for the console and the customer page. Plain ES module, no build step.
+import { t } from '/assets/i18n.js';
 
 export const $ = (selector) => document.querySelector(selector);
 
@@ -81,7 +82,7 @@ export function showChat(list, lines) {
     const item = document.createElement('li');
     item.dataset.from = line.from;
     const who = document.createElement('strong');
-    who.textContent = `${line.author}: `;
+    who.textContent = `${line.from === 'customer' ? t('customer') : line.author}: `;
     item.append(who, line.text);
     list.append(item);
   }

@@ -1,33 +1,29 @@
 // The technician's console: setup, sign-in, sessions, and the live view of one session.
 import { $, show, api, negotiate, signaling, showChat, chatForm } from '/assets/common.js';
+import { t, translate, languagePicker, onLanguageChange } from '/assets/i18n.js';
+import { render, normalised } from '/assets/draw.js';
 
-
-const STATUS_TEXT = {
-  waiting: 'Waiting for the customer',
-  joined: 'The customer opened the invitation',
-  consented: 'The customer is sharing — connecting…',
-  live: 'Live',
-  declined: 'The customer declined to share the camera',
-  ended: 'Session ended',
-};
-const END_TEXT = {
-  technician: 'ended by the technician',
-  customer: 'ended by the customer',
-  expired: 'expired',
-  shutdown: 'the appliance was shut down',
-};
-
-let current = null; // { id, signal, pc, resource }
+let current = null; // { id, signal, pc, resource, session, ... }
 
 // Exposed for diagnostics and the browser tests.
 window.sightline = {
   get pc() { return current?.pc ?? null; },
   get sessionId() { return current?.id ?? null; },
+  get session() { return current?.session ?? null; },
+  get frozenDigest() { return current?.frozenDigest ?? null; },
+  get shapes() { return shapes; },
 };
 
 let me = null;
 
+onLanguageChange(() => {
+  if (current?.session) setStatus(current.session);
+  if (!$('#dashboard').hidden) dashboard();
+});
+
 async function start() {
+  languagePicker($('#language'));
+  translate();
   const setup = await api('/setup');
   if (setup.needed) return show('setup');
   try {
@@ -74,13 +70,29 @@ async function dashboard() {
   const sessions = await api(`/sessions?${params}`).catch(() => []);
   for (const s of sessions) {
     const item = document.createElement('li');
+    item.dataset.session = s.id;
     const when = new Date(s.created_ms).toLocaleString();
-    item.textContent = s.customer_reference ? `${when} · ${s.customer_reference}` : when;
+    const invited = s.technician_id !== me?.user_id ? ` · ${s.technician_name}` : '';
+    const label = document.createElement('span');
+    label.textContent = (s.customer_reference ? `${when} · ${s.customer_reference}` : when) + invited;
     const state = document.createElement('span');
     state.className = 'status';
     state.dataset.state = s.state;
-    state.textContent = STATUS_TEXT[s.state] ?? s.state;
-    item.append(state);
+    state.textContent = t(`status.${s.state}`);
+    const buttons = document.createElement('span');
+    if (s.state !== 'ended') {
+      const join = document.createElement('button');
+      join.className = 'open-session';
+      join.textContent = t('dashboard.open');
+      join.addEventListener('click', () => openSession({ session: s }));
+      buttons.append(join);
+    }
+    const record = document.createElement('button');
+    record.className = 'show-record';
+    record.textContent = t('dashboard.record');
+    record.addEventListener('click', () => showRecord(s.id));
+    buttons.append(record);
+    item.append(label, state, buttons);
     list.append(item);
   }
 }
@@ -429,63 +441,375 @@ $('#back').addEventListener('click', () => {
 function setStatus(session, reason) {
   const status = $('#session-status');
   status.dataset.state = session.state;
-  let text = STATUS_TEXT[session.state] ?? session.state;
+  let text = t(`status.${session.state}`);
   if (session.state === 'ended' && (reason ?? session.end_reason)) {
-    text += ` (${END_TEXT[reason ?? session.end_reason]})`;
+    text += ` (${t(`end.${reason ?? session.end_reason}`)})`;
   } else if (session.paused && session.state !== 'declined') {
-    text = 'The customer paused the camera';
-  } else if (!session.customer_connected && ['consented', 'live'].includes(session.state)) {
-    text = 'The customer is disconnected';
+    text = t('status.paused');
+  } else if (session.customer_connected === false && ['consented', 'live'].includes(session.state)) {
+    text = t('status.disconnected');
   }
   status.textContent = text;
-  $('#invite').hidden = session.state !== 'waiting';
+  $('#invite').hidden = session.state !== 'waiting' || !current?.invitation;
   $('#end-session').disabled = session.state === 'ended';
+  if (!session.id || !current) return;
+  current.session = session;
+  $('#recording-badge').hidden = !session.recording;
+  const observer = session.colleagues?.some((c) => c.user_id === me?.user_id && c.role === 'observer');
+  current.observer = observer;
+  for (const el of document.querySelectorAll('#tools button, #camera-tools button, #cam-zoom, #draw-color')) {
+    if (observer) el.disabled = true;
+  }
+  $('#tools').hidden = observer;
+  $('#camera-tools').hidden = observer;
+  const canRecord = session.recording_allowed && !observer;
+  $('#record').hidden = !canRecord;
+  $('#record').disabled = !session.consent?.recording || session.state === 'ended';
+  $('#record').setAttribute('aria-pressed', String(session.recording));
+  $('#record').textContent = t(session.recording ? 'session.record-stop' : 'session.record-start');
+  $('#record-note').textContent = canRecord && !session.consent?.recording && session.state !== 'ended' ? t('session.record-no-consent') : '';
+  $('#colleague-tools').hidden = !(session.technician_id === me?.user_id || me?.role === 'account_admin') || session.state === 'ended';
+  showColleagues(session.colleagues ?? []);
+  showFrozen(session.frozen);
 }
+
+// ---------------------------------------------------------------------------------------
+// Drawing on the picture
+
+let tool = null;
+let shapes = [];
+let pointer = null;
+let sketch = null; // the shape being drawn
+
+function stageMedia() {
+  return $('#frozen').hidden ? $('#remote-video') : $('#frozen');
+}
+
+function redraw() {
+  const all = sketch ? [...shapes, sketch] : shapes;
+  render($('#overlay'), stageMedia(), all, pointer);
+}
+window.addEventListener('resize', redraw);
+$('#remote-video').addEventListener('resize', redraw);
+
+for (const button of document.querySelectorAll('#tools [data-tool]')) {
+  button.addEventListener('click', () => {
+    tool = tool === button.dataset.tool ? null : button.dataset.tool;
+    for (const b of document.querySelectorAll('#tools [data-tool]')) b.setAttribute('aria-pressed', String(b.dataset.tool === tool));
+    $('#stage').classList.toggle('drawing', tool !== null);
+    if (tool !== 'pointer' && pointer) current?.signal.send({ type: 'pointer', at: null });
+  });
+}
+
+const overlay = $('#overlay');
+overlay.addEventListener('pointerdown', (event) => {
+  const at = normalised(event, overlay, stageMedia());
+  if (!at || !tool || !current) return;
+  const color = $('#draw-color').value;
+  if (tool === 'text') {
+    const text = prompt(t('session.label-prompt'));
+    if (text?.trim()) current.signal.send({ type: 'draw', shape: { kind: 'text', color, at, text: text.trim() } });
+    return;
+  }
+  if (tool === 'pointer') {
+    current.signal.send({ type: 'pointer', at });
+    return;
+  }
+  overlay.setPointerCapture(event.pointerId);
+  sketch = tool === 'pen' ? { kind: 'pen', color, points: [at] } : { kind: tool, color, from: at, to: at };
+  redraw();
+});
+overlay.addEventListener('pointermove', (event) => {
+  const at = normalised(event, overlay, stageMedia());
+  if (!at || !current) return;
+  if (tool === 'pointer' && event.buttons === 0) {
+    current.signal.send({ type: 'pointer', at });
+    return;
+  }
+  if (!sketch) return;
+  if (sketch.kind === 'pen') {
+    if (sketch.points.length < 2000) sketch.points.push(at);
+  } else {
+    sketch.to = at;
+  }
+  redraw();
+});
+overlay.addEventListener('pointerup', () => {
+  if (sketch && current) current.signal.send({ type: 'draw', shape: sketch });
+  sketch = null;
+});
+overlay.addEventListener('pointerleave', () => {
+  if (tool === 'pointer') current?.signal.send({ type: 'pointer', at: null });
+});
+$('#undo').addEventListener('click', () => current?.signal.send({ type: 'undo' }));
+$('#clear-drawing').addEventListener('click', () => current?.signal.send({ type: 'clear_drawing' }));
+$('#freeze').addEventListener('click', () => {
+  const frozen = $('#freeze').getAttribute('aria-pressed') !== 'true';
+  current?.signal.send({ type: 'freeze', frozen });
+});
+$('#snapshot').addEventListener('click', () => current?.signal.send({ type: 'snapshot' }));
+
+async function showFrozen(stillId) {
+  const img = $('#frozen');
+  $('#freeze').setAttribute('aria-pressed', String(Boolean(stillId)));
+  $('#freeze').textContent = t(stillId ? 'session.unfreeze' : 'session.freeze');
+  if (!stillId) {
+    img.hidden = true;
+    $('#remote-video').hidden = false;
+    current && (current.frozenDigest = null);
+    redraw();
+    return;
+  }
+  if (img.dataset.still !== stillId) {
+    img.dataset.still = stillId;
+    const blob = await fetch(`/api/sessions/${current.id}/stills/${stillId}`).then((r) => r.blob());
+    current.frozenDigest = await digest(blob);
+    img.src = URL.createObjectURL(blob);
+    await img.decode().catch(() => {});
+  }
+  img.hidden = false;
+  $('#remote-video').hidden = true;
+  redraw();
+}
+
+async function digest(blob) {
+  const bytes = await crypto.subtle.digest('SHA-256', await blob.arrayBuffer());
+  return Array.from(new Uint8Array(bytes), (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+// A still with its annotations drawn over it.
+function stillFigure(sessionId, still) {
+  const figure = document.createElement('figure');
+  figure.dataset.still = still.id;
+  const stage = document.createElement('div');
+  stage.className = 'stage';
+  const img = document.createElement('img');
+  img.alt = t('session.snapshot-alt');
+  const canvas = document.createElement('canvas');
+  stage.append(img, canvas);
+  img.addEventListener('load', () => render(canvas, img, still.annotations ?? []));
+  img.src = `/api/sessions/${sessionId}/stills/${still.id}`;
+  const caption = document.createElement('figcaption');
+  caption.textContent = `${new Date(still.at_ms).toLocaleTimeString()} · ${still.width}×${still.height}`;
+  figure.append(stage, caption);
+  return figure;
+}
+
+// ---------------------------------------------------------------------------------------
+// The customer's camera, driven from here
+
+function showCapabilities(c) {
+  current.capabilities = c;
+  $('#cam-switch').disabled = c.cameras < 2;
+  $('#cam-switch').classList.toggle('unavailable', c.cameras < 2);
+  const torch = $('#cam-torch');
+  torch.disabled = c.torch === null;
+  torch.classList.toggle('unavailable', c.torch === null);
+  torch.title = c.torch === null ? t('session.unavailable') : '';
+  torch.setAttribute('aria-pressed', String(Boolean(c.torch)));
+  const zoom = $('#cam-zoom');
+  zoom.disabled = !c.zoom;
+  zoom.title = c.zoom ? '' : t('session.unavailable');
+  if (c.zoom) Object.assign(zoom, { min: c.zoom.min, max: c.zoom.max, step: c.zoom.step, value: c.zoom.value });
+  $('#cam-info').textContent = [c.label, c.width && `${c.width}×${c.height}`].filter(Boolean).join(' · ');
+}
+
+$('#cam-switch').addEventListener('click', () => {
+  const facing = current?.capabilities?.facing === 'user' ? 'environment' : 'user';
+  current?.signal.send({ type: 'camera', facing });
+});
+$('#cam-torch').addEventListener('click', () => {
+  current?.signal.send({ type: 'camera', torch: $('#cam-torch').getAttribute('aria-pressed') !== 'true' });
+});
+$('#cam-zoom').addEventListener('change', () => {
+  current?.signal.send({ type: 'camera', zoom: Number($('#cam-zoom').value) });
+});
+
+$('#tech-mute').addEventListener('click', () => {
+  if (!current?.microphone) return;
+  current.muted = !current.muted;
+  for (const track of current.microphone.getAudioTracks()) track.enabled = !current.muted;
+  $('#tech-mute').textContent = t(current.muted ? 'unmute' : 'mute');
+  current.signal.send({ type: 'mute', muted: current.muted });
+});
+
+$('#record').addEventListener('click', () => {
+  current?.signal.send({ type: 'record', on: !current.session?.recording });
+});
+
+// ---------------------------------------------------------------------------------------
+// Colleagues
+
+function showColleagues(colleagues) {
+  const list = $('#colleague-list');
+  list.replaceChildren();
+  for (const c of colleagues) {
+    const item = document.createElement('li');
+    item.dataset.user = c.user_id;
+    item.textContent = `${c.name} · ${t(`role.${c.role}`)}`;
+    if (current?.session?.technician_id === me?.user_id || me?.role === 'account_admin') {
+      const remove = document.createElement('button');
+      remove.textContent = t('remove');
+      remove.addEventListener('click', () => api(`/sessions/${current.id}/colleagues/${c.user_id}`, { method: 'DELETE' }).catch((e) => { $('#session-error').textContent = e.message; }));
+      item.append(remove);
+    }
+    list.append(item);
+  }
+}
+
+async function loadColleagueChoices() {
+  const select = $('#colleague-user');
+  const people = await api('/colleagues').catch(() => []);
+  select.replaceChildren(...people.map((p) => new Option(p.display_name, p.id)));
+}
+
+$('#invite-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  $('#session-error').textContent = '';
+  try {
+    await api(`/sessions/${current.id}/colleagues`, { method: 'POST', body: { user_id: $('#colleague-user').value, role: $('#colleague-role').value } });
+  } catch (e) {
+    $('#session-error').textContent = e.message;
+  }
+});
+
+// ---------------------------------------------------------------------------------------
+// The live view of one session
 
 async function openSession(created) {
   closeSession();
   show('session');
   const { session } = created;
-  $('#invite-link').textContent = created.link;
-  $('#invite-pin').textContent = created.pin;
-  $('#join-url').textContent = created.join_url;
-  $('#invite-qr').src = created.qr_svg;
-  $('#invite-expiry').textContent = `Valid until ${new Date(session.invitation_expires_ms).toLocaleTimeString()}`;
-  setStatus(session);
-
+  current = { id: session.id, invitation: Boolean(created.link), signal: null, pc: null, resource: null, session };
+  if (created.link) {
+    $('#invite-link').textContent = created.link;
+    $('#invite-pin').textContent = created.pin;
+    $('#join-url').textContent = created.join_url;
+    $('#invite-qr').src = created.qr_svg;
+    $('#invite-expiry').textContent = t('session.valid-until', { time: new Date(session.invitation_expires_ms).toLocaleTimeString() });
+  }
+  shapes = [];
+  pointer = null;
+  $('#session-error').textContent = '';
+  $('#snapshots').replaceChildren();
   $('#chat-lines').replaceChildren();
+  $('#customer-muted').hidden = true;
+  for (const el of document.querySelectorAll('#tools button, #camera-tools button, #cam-zoom, #draw-color')) el.disabled = false;
+  showCapabilities({ cameras: 0, torch: null, zoom: null });
+  setStatus(session);
+  loadColleagueChoices();
+
   const signal = signaling((message) => {
     if (message.type === 'state') setStatus(message.session);
     if (message.type === 'chat') showChat($('#chat-lines'), [message.line]);
     if (message.type === 'transcript') showChat($('#chat-lines'), message.lines);
+    if (message.type === 'drawing') { shapes = message.shapes; redraw(); }
+    if (message.type === 'pointer') { pointer = message.at; redraw(); }
+    if (message.type === 'capabilities') showCapabilities(message.capabilities);
+    if (message.type === 'still' && message.still.purpose === 'snapshot') $('#snapshots').append(stillFigure(current.id, message.still));
+    if (message.type === 'muted' && message.from === 'customer') $('#customer-muted').hidden = !message.muted;
+    if (message.type === 'error') $('#session-error').textContent = message.message;
     if (message.type === 'ended') {
       setStatus({ state: 'ended' }, message.reason);
       current?.pc?.close();
     }
   });
-  const pc = new RTCPeerConnection();
-  current = { id: session.id, signal, pc, resource: null };
+  current.signal = signal;
   await signal.opened;
   signal.send({ type: 'watch', session_id: session.id });
 
-  // Receive the customer's media (WHEP). The relay forwards it once the customer shares.
+  // Receive the customer's media (WHEP) and send the technician's voice back on the
+  // audio line; a mere observer only listens.
+  const pc = new RTCPeerConnection();
+  current.pc = pc;
   pc.addTransceiver('video', { direction: 'recvonly' });
-  pc.addTransceiver('audio', { direction: 'recvonly' });
-  const stream = new MediaStream();
-  $('#remote-video').srcObject = stream;
-  pc.addEventListener('track', (event) => stream.addTrack(event.track));
+  const observer = session.colleagues?.some((c) => c.user_id === me?.user_id && c.role === 'observer');
+  const microphone = observer ? null : await navigator.mediaDevices.getUserMedia({ audio: true }).catch(() => null);
+  if (current?.pc !== pc) {
+    for (const track of microphone?.getTracks() ?? []) track.stop();
+    return;
+  }
+  current.microphone = microphone;
+  $('#tech-mute').hidden = !microphone;
+  $('#tech-mute').textContent = t('mute');
+  if (microphone) pc.addTransceiver(microphone.getAudioTracks()[0], { direction: 'sendrecv', streams: [microphone] });
+  else pc.addTransceiver('audio', { direction: 'recvonly' });
+  const video = new MediaStream();
+  const audio = new MediaStream();
+  $('#remote-video').srcObject = video;
+  $('#remote-audio').srcObject = audio;
+  pc.addEventListener('track', (event) => (event.track.kind === 'video' ? video : audio).addTrack(event.track));
   current.resource = await negotiate(pc, `/api/sessions/${session.id}/whep`);
 }
 
 function closeSession() {
   if (!current) return;
-  current.signal.close();
-  current.pc.close();
+  current.signal?.close();
+  current.pc?.close();
+  for (const track of current.microphone?.getTracks() ?? []) track.stop();
   if (current.resource) {
     fetch(current.resource, { method: 'DELETE', headers: { 'x-sightline-csrf': '1' } }).catch(() => {});
   }
   current = null;
   $('#remote-video').srcObject = null;
+  $('#remote-audio').srcObject = null;
+  $('#frozen').hidden = true;
+  $('#frozen').dataset.still = '';
+  $('#remote-video').hidden = false;
 }
+
+// ---------------------------------------------------------------------------------------
+// The record of a session
+
+async function showRecord(id) {
+  const r = await api(`/sessions/${id}/record`);
+  show('record');
+  const facts = $('#record-facts');
+  facts.replaceChildren();
+  const when = (ms) => (ms ? new Date(ms).toLocaleString() : '—');
+  const technicians = [r.technician_name, ...r.colleagues.map((c) => `${c.name} (${t(`role.${c.role}`)})`)].join(', ');
+  for (const [key, value] of [
+    ['record.technicians', technicians],
+    ['record.reference', r.customer_reference ?? '—'],
+    ['record.created', when(r.created_ms)],
+    ['record.joined', when(r.joined_ms)],
+    ['record.ended', when(r.ended_ms)],
+    ['record.duration', r.duration_secs === null ? '—' : t('record.seconds', { n: r.duration_secs })],
+    ['record.status', t(`status.${r.state}`)],
+    ['record.device', r.customer_device ?? '—'],
+  ]) {
+    const dt = document.createElement('dt');
+    dt.textContent = t(key);
+    const dd = document.createElement('dd');
+    dd.dataset.field = key;
+    dd.textContent = value;
+    facts.append(dt, dd);
+  }
+  const consent = $('#record-consent');
+  consent.replaceChildren();
+  for (const e of r.consent_log) {
+    const row = document.createElement('tr');
+    for (const text of [when(e.at_ms), t(`consent.${e.event}`), t(e.camera ? 'yes' : 'no'), t(e.microphone ? 'yes' : 'no'), t(e.recording ? 'yes' : 'no')]) {
+      row.append(cell(text));
+    }
+    consent.append(row);
+  }
+  $('#record-chat').replaceChildren();
+  showChat($('#record-chat'), r.transcript);
+  $('#record-stills').replaceChildren(...r.stills.filter((s) => s.purpose === 'snapshot').map((s) => stillFigure(r.id, s)));
+  $('#record-recordings').replaceChildren(...r.recordings.map((rec) => {
+    const video = document.createElement('video');
+    video.controls = true;
+    video.preload = 'metadata';
+    video.dataset.recording = rec.id;
+    video.src = `/api/sessions/${r.id}/recordings/${rec.id}`;
+    return video;
+  }));
+}
+
+$('#record-back').addEventListener('click', () => {
+  for (const video of document.querySelectorAll('#record-recordings video')) video.removeAttribute('src');
+  dashboard();
+});
 
 start();

@@ -1,22 +1,36 @@
-// The customer's page: join by link or PIN, consent, share the camera, pause, end.
+// The customer's page: join by link or PIN, consent, share the camera (and, if chosen,
+// the microphone), follow the technician's drawings and camera requests, pause, end.
 import { $, show, api, negotiate, signaling, showChat, chatForm } from '/assets/common.js';
-
-const END_TEXT = {
-  technician: 'The technician ended the session.',
-  customer: 'You ended the session.',
-  expired: 'The session expired.',
-  shutdown: 'The support appliance was shut down.',
-};
+import { t, translate, languagePicker, onLanguageChange, errorText } from '/assets/i18n.js';
+import { render } from '/assets/draw.js';
 
 let token = null;
 let signal = null;
 let pc = null;
+let videoSender = null;
 let camera = null;
 let microphone = null;
 let resource = null;
 let paused = false;
+let muted = false;
 let waitingForConsent = null;
 let resuming = false;
+let ended = false;
+let invitation = null;
+let lastState = null;
+let shapes = [];
+let pointer = null;
+let frozenUrl = null;
+let frozenDigest = null;
+
+// Exposed for diagnostics and the browser tests.
+window.sightline = {
+  get pc() { return pc; },
+  get signal() { return signal; },
+  get camera() { return camera; },
+  get shapes() { return shapes; },
+  get frozenDigest() { return frozenDigest; },
+};
 
 // A random id for this browser tab, so that after a reload it takes its own place in
 // the session again (another device is refused).
@@ -39,27 +53,64 @@ function tokenFromPage() {
   return null;
 }
 
+function showConsentTitle() {
+  if (!invitation) return;
+  $('#consent-title').textContent = t('c.consent.title', { name: invitation.technician_name, org: invitation.organisation });
+}
+
+onLanguageChange(() => {
+  showConsentTitle();
+  if (lastState) showState(lastState);
+});
+
 async function start() {
+  languagePicker($('#language'));
+  translate();
   token = tokenFromPage();
   if (!token) return show('pin-entry');
-  let invitation;
   try {
     invitation = await api('/invitation', { token });
   } catch (e) {
-    $('#problem-text').textContent = e.message;
+    $('#problem-text').textContent = errorText(e);
     return show('problem');
   }
-  $('#tech-name').textContent = invitation.technician_name;
-  $('#tech-org').textContent = invitation.organisation;
-  signal = signaling(onMessage, () => {});
+  showConsentTitle();
+  $('#record-choice').hidden = !invitation.optional.includes('recording');
+  await connect();
+  show('consent');
+}
+
+// Opens the signaling socket and joins; after a dropped connection it is opened again,
+// and the page takes its own place in the session without asking consent again.
+async function connect() {
+  signal = signaling(onMessage, () => {
+    if (!ended) setTimeout(() => reconnect(), 1000);
+  });
   await signal.opened;
   signal.send({ type: 'join', token, device: deviceId() });
-  show('consent');
+}
+
+async function reconnect() {
+  if (ended) return;
+  try {
+    await connect();
+  } catch {
+    setTimeout(() => reconnect(), 2000);
+  }
+}
+
+function showState(s) {
+  const status = $('#live-status');
+  status.dataset.state = s.state;
+  status.textContent = s.state === 'live' ? (paused ? t('c.live.paused') : t('c.live.sharing')) : t('c.live.connecting');
+  $('#recording-badge').hidden = !s.recording;
+  $('#stop-recording').hidden = !s.consent?.recording;
 }
 
 function onMessage(message) {
   if (message.type === 'state') {
     const s = message.session;
+    lastState = s;
     if (waitingForConsent && s.consent?.camera) {
       waitingForConsent();
       waitingForConsent = null;
@@ -69,22 +120,34 @@ function onMessage(message) {
       resuming = true;
       resume(s.consent.microphone);
     }
-    const status = $('#live-status');
-    status.dataset.state = s.state;
-    status.textContent = s.state === 'live' ? (paused ? 'Paused' : 'Sharing with the technician') : 'Connecting…';
+    showState(s);
+    showFrozen(s.frozen);
   } else if (message.type === 'chat') {
     showChat($('#chat-lines'), [message.line]);
   } else if (message.type === 'transcript') {
     $('#chat-lines').replaceChildren();
     showChat($('#chat-lines'), message.lines);
+  } else if (message.type === 'drawing') {
+    shapes = message.shapes;
+    redraw();
+  } else if (message.type === 'pointer') {
+    pointer = message.at;
+    redraw();
+  } else if (message.type === 'camera') {
+    applyCameraRequest(message);
+  } else if (message.type === 'capture') {
+    capture(message.request, message.purpose);
+  } else if (message.type === 'muted' && message.from === 'technician') {
+    $('#tech-muted').hidden = !message.muted;
   } else if (message.type === 'ended') {
     finish(message.reason);
   } else if (message.type === 'error') {
     if (message.code === 'invitation_invalid' || message.code === 'already_joined') {
-      $('#problem-text').textContent = message.message;
+      $('#problem-text').textContent = errorText(message);
+      ended = true;
       show('problem');
     } else {
-      $('#consent-error').textContent = message.message;
+      $('#consent-error').textContent = errorText(message);
     }
   }
 }
@@ -97,27 +160,207 @@ $('#pin-form').addEventListener('submit', async (event) => {
     location.replace(`/c#${answer.token}`);
     if (location.pathname === '/c') location.reload();
   } catch (e) {
-    $('#pin-error').textContent = e.message;
+    $('#pin-error').textContent = errorText(e);
   }
 });
 
-async function startCamera() {
+async function videoDevices() {
+  const devices = await navigator.mediaDevices.enumerateDevices().catch(() => []);
+  return devices.filter((d) => d.kind === 'videoinput');
+}
+
+async function startCamera(constraints = { facingMode: { ideal: 'environment' } }) {
   return navigator.mediaDevices.getUserMedia({
-    video: { facingMode: { ideal: 'environment' }, width: { ideal: 1280 }, height: { ideal: 720 } },
+    video: { ...constraints, width: { ideal: 1280 }, height: { ideal: 720 } },
   });
 }
 
-async function publish() {
-  pc = new RTCPeerConnection();
-  for (const track of camera.getTracks()) pc.addTransceiver(track, { direction: 'sendonly' });
-  if (microphone) {
-    for (const track of microphone.getTracks()) pc.addTransceiver(track, { direction: 'sendonly' });
+// What the camera in use can do, for the technician's controls.
+async function reportCapabilities() {
+  const track = camera?.getVideoTracks()[0];
+  if (!track) return;
+  const caps = track.getCapabilities?.() ?? {};
+  const settings = track.getSettings();
+  const cameras = (await videoDevices()).length;
+  const capabilities = {
+    cameras: Math.min(cameras, 255),
+    facing: ['user', 'environment'].includes(settings.facingMode) ? settings.facingMode : null,
+    label: track.label.slice(0, 200) || null,
+    torch: 'torch' in caps ? Boolean(settings.torch) : null,
+    zoom: caps.zoom ? { min: caps.zoom.min, max: caps.zoom.max, step: caps.zoom.step ?? 0.1, value: settings.zoom ?? caps.zoom.min } : null,
+    width: settings.width ?? null,
+    height: settings.height ?? null,
+  };
+  signal?.send({ type: 'capabilities', capabilities });
+}
+
+// Changes the camera without renegotiating: the new track replaces the old one in the
+// same sender, so the technician's picture simply switches.
+async function useCamera(next) {
+  const old = camera;
+  camera = next;
+  $('#preview').srcObject = camera;
+  const track = camera.getVideoTracks()[0];
+  track.enabled = !paused;
+  if (videoSender) await videoSender.replaceTrack(track);
+  for (const t of old?.getTracks() ?? []) t.stop();
+  await reportCapabilities();
+}
+
+// Phones cannot open two cameras at once, so the one in use is released first; if the
+// other cannot be opened, the first comes back.
+async function switchCamera(facing) {
+  const devices = await videoDevices();
+  const currentId = camera?.getVideoTracks()[0]?.getSettings().deviceId;
+  if (devices.length < 2 || !currentId) return;
+  for (const track of camera.getVideoTracks()) track.stop();
+  let stream = null;
+  if (facing) {
+    stream = await startCamera({ facingMode: { exact: facing } }).catch(() => null);
+    if (stream && stream.getVideoTracks()[0].getSettings().deviceId === currentId) {
+      for (const track of stream.getTracks()) track.stop();
+      stream = null;
+    }
   }
+  if (!stream) {
+    const at = devices.findIndex((d) => d.deviceId === currentId);
+    const next = devices[(at + 1) % devices.length];
+    stream = await startCamera({ deviceId: { exact: next.deviceId } }).catch(() => null);
+  }
+  stream ??= await startCamera({ deviceId: { exact: currentId } }).catch(() => null);
+  if (stream) await useCamera(stream);
+}
+
+async function applyCameraRequest(request) {
+  const track = camera?.getVideoTracks()[0];
+  if (!track) return;
+  if (request.facing) await switchCamera(request.facing);
+  const live = camera.getVideoTracks()[0];
+  const caps = live.getCapabilities?.() ?? {};
+  const advanced = {};
+  if (request.torch !== null && request.torch !== undefined && 'torch' in caps) advanced.torch = request.torch;
+  if (request.zoom !== null && request.zoom !== undefined && caps.zoom) {
+    advanced.zoom = Math.min(caps.zoom.max, Math.max(caps.zoom.min, request.zoom));
+  }
+  if (Object.keys(advanced).length) await live.applyConstraints({ advanced: [advanced] }).catch(() => {});
+  await reportCapabilities();
+}
+
+// A still from the camera: snapshots at the camera's full resolution (a photo, not a
+// frame of the compressed video); freeze frames as the preview shows the picture.
+async function capture(request, purpose) {
+  const track = camera?.getVideoTracks()[0];
+  if (!track) return;
+  $('#capture-note').textContent = purpose === 'snapshot' ? t('c.live.photo') : '';
+  let blob = null;
+  if (purpose === 'snapshot' && 'ImageCapture' in window) {
+    try {
+      const imageCapture = new ImageCapture(track);
+      const photo = await imageCapture.getPhotoCapabilities().catch(() => null);
+      const options = photo?.imageWidth?.max ? { imageWidth: photo.imageWidth.max, imageHeight: photo.imageHeight.max } : {};
+      blob = await imageCapture.takePhoto(options);
+    } catch { blob = null; }
+  }
+  if (!blob) blob = await grabFrame(track);
+  if (purpose === 'freeze') {
+    frozenDigest = await digest(blob);
+    if (frozenUrl) URL.revokeObjectURL(frozenUrl);
+    frozenUrl = URL.createObjectURL(blob);
+  }
+  const response = await fetch(`/api/invitation/stills/${encodeURIComponent(request)}`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': blob.type || 'image/jpeg', 'x-sightline-csrf': '1' },
+    body: blob,
+  }).catch(() => null);
+  if (!response?.ok) $('#capture-note').textContent = t('c.live.photo-failed');
+}
+
+async function grabFrame(track) {
+  const settings = track.getSettings();
+  const video = $('#preview');
+  const canvas = document.createElement('canvas');
+  canvas.width = video.videoWidth || settings.width;
+  canvas.height = video.videoHeight || settings.height;
+  canvas.getContext('2d').drawImage(video, 0, 0, canvas.width, canvas.height);
+  return new Promise((resolve) => canvas.toBlob(resolve, 'image/jpeg', 0.92));
+}
+
+async function digest(blob) {
+  const bytes = await crypto.subtle.digest('SHA-256', await blob.arrayBuffer());
+  return Array.from(new Uint8Array(bytes), (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+async function showFrozen(stillId) {
+  const img = $('#frozen');
+  if (!stillId) {
+    img.hidden = true;
+    $('#preview').hidden = false;
+    $('#frozen-note').hidden = true;
+    frozenDigest = null;
+    redraw();
+    return;
+  }
+  if (img.dataset.still !== stillId) {
+    img.dataset.still = stillId;
+    if (!frozenUrl) {
+      // Back after a reload while frozen: fetch the still both sides look at.
+      const response = await fetch(`/api/invitation/stills/${stillId}`, { headers: { authorization: `Bearer ${token}` } });
+      const blob = await response.blob();
+      frozenDigest = await digest(blob);
+      frozenUrl = URL.createObjectURL(blob);
+    }
+    img.src = frozenUrl;
+    frozenUrl = null;
+    await img.decode().catch(() => {});
+  }
+  img.hidden = false;
+  $('#preview').hidden = true;
+  $('#frozen-note').hidden = false;
+  redraw();
+}
+
+function redraw() {
+  const media = $('#frozen').hidden ? $('#preview') : $('#frozen');
+  render($('#overlay'), media, shapes, pointer);
+}
+window.addEventListener('resize', redraw);
+$('#preview').addEventListener('resize', redraw);
+$('#preview').addEventListener('loadedmetadata', redraw);
+
+async function publish() {
+  if (pc) pc.close();
+  pc = new RTCPeerConnection();
+  const video = camera.getVideoTracks()[0];
+  videoSender = pc.addTransceiver(video, { direction: 'sendonly', streams: [camera] }).sender;
+  // The technician's voice comes back on the audio line; the customer's microphone goes
+  // out on it only if they chose to share it.
+  const mic = microphone?.getAudioTracks()[0];
+  if (mic) pc.addTransceiver(mic, { direction: 'sendrecv', streams: [microphone] });
+  else pc.addTransceiver('audio', { direction: 'recvonly' });
+  const heard = new MediaStream();
+  $('#technician-audio').srcObject = heard;
+  pc.addEventListener('track', (event) => heard.addTrack(event.track));
+  const mine = pc;
+  let lost = null;
+  pc.addEventListener('connectionstatechange', () => {
+    // A network change or drop: publish again on a fresh connection, under the same
+    // consent and in the same session.
+    if (mine !== pc || ended) return;
+    clearTimeout(lost);
+    if (pc.connectionState === 'failed') republish();
+    else if (pc.connectionState === 'disconnected') lost = setTimeout(() => { if (mine === pc && pc.connectionState !== 'connected') republish(); }, 2000);
+  });
   try {
     resource = await negotiate(pc, '/api/invitation/whip', { token });
   } catch (e) {
-    $('#live-status').textContent = `Could not connect: ${e.message}`;
+    $('#live-status').textContent = t('c.live.failed', { error: errorText(e) });
   }
+  await reportCapabilities();
+}
+
+function republish() {
+  if (ended || !camera) return;
+  publish();
 }
 
 async function resume(withMicrophone) {
@@ -125,11 +368,12 @@ async function resume(withMicrophone) {
     camera = await startCamera();
     if (withMicrophone) microphone = await navigator.mediaDevices.getUserMedia({ audio: true }).catch(() => null);
   } catch (e) {
-    $('#consent-error').textContent = `The camera could not be started: ${e.message}`;
+    $('#consent-error').textContent = t('c.consent.camera-failed', { error: e.message });
     resuming = false;
     return;
   }
   $('#preview').srcObject = camera;
+  $('#mute').hidden = !microphone;
   show('live');
   await publish();
 }
@@ -142,7 +386,7 @@ async function share() {
     // browser's own prompt) can refuse the microphone and still share the camera.
     camera = await startCamera();
   } catch (e) {
-    $('#consent-error').textContent = `The camera could not be started: ${e.message}`;
+    $('#consent-error').textContent = t('c.consent.camera-failed', { error: e.message });
     $('#share').disabled = false;
     return;
   }
@@ -150,8 +394,14 @@ async function share() {
     microphone = await navigator.mediaDevices.getUserMedia({ audio: true }).catch(() => null);
   }
   const consented = new Promise((resolve) => { waitingForConsent = resolve; });
-  signal.send({ type: 'consent', camera: true, microphone: microphone !== null });
+  signal.send({
+    type: 'consent',
+    camera: true,
+    microphone: microphone !== null,
+    recording: !$('#record-choice').hidden && $('#share-recording').checked,
+  });
   $('#preview').srcObject = camera;
+  $('#mute').hidden = !microphone;
   show('live');
   await consented;
 
@@ -168,10 +418,26 @@ $('#decline').addEventListener('click', () => {
   show('declined');
 });
 
+$('#switch-camera').addEventListener('click', () => switchCamera(null));
+
+$('#mute').addEventListener('click', () => {
+  muted = !muted;
+  for (const track of microphone?.getAudioTracks() ?? []) track.enabled = !muted;
+  $('#mute').textContent = t(muted ? 'unmute' : 'mute');
+  $('#mute').dataset.i18n = muted ? 'unmute' : 'mute';
+  signal.send({ type: 'mute', muted });
+});
+
+$('#stop-recording').addEventListener('click', () => {
+  signal.send({ type: 'consent', camera: true, microphone: microphone !== null, recording: false });
+});
+
 $('#pause').addEventListener('click', () => {
   paused = !paused;
+  // Only the picture pauses; the conversation goes on.
   for (const track of camera?.getVideoTracks() ?? []) track.enabled = !paused;
-  $('#pause').textContent = paused ? 'Resume camera' : 'Pause camera';
+  $('#pause').dataset.i18n = paused ? 'c.live.resume' : 'c.live.pause';
+  $('#pause').textContent = t($('#pause').dataset.i18n);
   signal.send({ type: 'pause', paused });
 });
 
@@ -181,6 +447,7 @@ $('#end').addEventListener('click', () => {
 });
 
 function finish(reason) {
+  ended = true;
   for (const stream of [camera, microphone]) {
     for (const track of stream?.getTracks() ?? []) track.stop();
   }
@@ -188,10 +455,11 @@ function finish(reason) {
   if (pc) pc.close();
   pc = null;
   if (resource && token) {
-    fetch(resource, { method: 'DELETE', headers: { authorization: `Bearer ${token}` } }).catch(() => {});
+    fetch(resource, { method: 'DELETE', headers: { authorization: `Bearer ${token}`, 'x-sightline-csrf': '1' } }).catch(() => {});
   }
   sessionStorage.removeItem('sightline-invitation');
-  $('#ended-reason').textContent = END_TEXT[reason] ?? '';
+  $('#ended-reason').dataset.i18n = `c.end.${reason}`;
+  $('#ended-reason').textContent = t(`c.end.${reason}`);
   show('ended');
   signal?.close();
 }

@@ -56,7 +56,8 @@ export async function launchChromium() {
   return chromium.launch({
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     args: [
-      '--use-fake-device-for-media-stream',
+      // Two fake cameras, so switching cameras can be tested.
+      '--use-fake-device-for-media-stream=device-count=2',
       '--use-fake-ui-for-media-stream',
       '--no-sandbox',
       '--disable-gpu',
@@ -70,8 +71,8 @@ export async function launchChromium() {
   });
 }
 
-export async function newContext(browser, { permissions = ['camera', 'microphone'] } = {}) {
-  const context = await browser.newContext({ ignoreHTTPSErrors: true, permissions });
+export async function newContext(browser, { permissions = ['camera', 'microphone'], locale = 'en-GB' } = {}) {
+  const context = await browser.newContext({ ignoreHTTPSErrors: true, permissions, locale });
   return context;
 }
 
@@ -87,6 +88,21 @@ export async function inboundVideo(page) {
       }
     }
     return { framesDecoded: 0, packetsReceived: 0 };
+  });
+}
+
+// Inbound audio statistics of a page's peer connection.
+export async function inboundAudio(page) {
+  return page.evaluate(async () => {
+    const pc = window.sightline?.pc;
+    if (!pc) return { packetsReceived: 0 };
+    const stats = await pc.getStats();
+    for (const report of stats.values()) {
+      if (report.type === 'inbound-rtp' && report.kind === 'audio') {
+        return { packetsReceived: report.packetsReceived ?? 0 };
+      }
+    }
+    return { packetsReceived: 0 };
   });
 }
 
