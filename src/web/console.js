@@ -763,7 +763,7 @@ function closeSession() {
 
 async function showRecord(id) {
   const r = await api(`/sessions/${id}/record`);
-  show('record');
+  show('record-view');
   const facts = $('#record-facts');
   facts.replaceChildren();
   const when = (ms) => (ms ? new Date(ms).toLocaleString() : '—');

@@ -231,7 +231,7 @@ test('a consented recording is stored and plays back in the session record', asy
 
   await tech.click('#back');
   await tech.click(`#session-list li[data-session="${sessionId}"] .show-record`);
-  await tech.waitForSelector('#record:not([hidden])');
+  await tech.waitForSelector('#record-view:not([hidden])');
   const played = await waitFor(() => tech.evaluate(() => {
     const video = document.querySelector('#record-recordings video');
     return video && video.readyState >= 2 ? { readyState: video.readyState, duration: video.duration, width: video.videoWidth } : null;
