@@ -7,35 +7,6 @@ use common::*;
 use serde_json::{Value, json};
 
 const ADMIN: (&str, &str) = ("ada@example.com", "Camera4support");
-const TECH_PASSWORD: &str = "Tangerine kettle 47";
-
-async fn create_technician(admin: &mut Client, email: &str, groups: Vec<String>) -> String {
-    let response = admin
-        .json(
-            "POST",
-            "/api/users",
-            &json!({"email": email, "display_name": "Tess Tech", "role": "technician",
-                    "password": TECH_PASSWORD, "group_ids": groups}),
-        )
-        .await;
-    assert_eq!(response.status, 201, "{}", response.text());
-    response.json()["id"].as_str().expect("id").to_owned()
-}
-
-/// Signs in a user created by an admin: they must choose their own password first.
-async fn first_login(app: &TestAppliance, email: &str) -> Client {
-    let (mut client, stage) = login(app, email, TECH_PASSWORD).await;
-    assert_eq!(stage, "change_password");
-    let changed = client
-        .json(
-            "POST",
-            "/api/me/password",
-            &json!({"current": TECH_PASSWORD, "new": "Orchid lantern 93 quay"}),
-        )
-        .await;
-    assert_eq!(changed.status, 200, "{}", changed.text());
-    client
-}
 
 #[tokio::test]
 async fn lockout_starts_at_the_fifth_failure_and_ends_after_exactly_five_minutes() {

@@ -517,3 +517,34 @@ pub async fn try_login(app: &TestAppliance, email: &str, password: &str) -> Resp
         )
         .await
 }
+
+pub const TECH_PASSWORD: &str = "Tangerine kettle 47";
+
+/// An admin creates a technician with a temporary password.
+pub async fn create_technician(admin: &mut Client, email: &str, groups: Vec<String>) -> String {
+    let response = admin
+        .json(
+            "POST",
+            "/api/users",
+            &serde_json::json!({"email": email, "display_name": "Tess Tech", "role": "technician",
+                    "password": TECH_PASSWORD, "group_ids": groups}),
+        )
+        .await;
+    assert_eq!(response.status, 201, "{}", response.text());
+    response.json()["id"].as_str().expect("id").to_owned()
+}
+
+/// Signs in a user created by an admin: they must choose their own password first.
+pub async fn first_login(app: &TestAppliance, email: &str) -> Client {
+    let (mut client, stage) = login(app, email, TECH_PASSWORD).await;
+    assert_eq!(stage, "change_password");
+    let changed = client
+        .json(
+            "POST",
+            "/api/me/password",
+            &serde_json::json!({"current": TECH_PASSWORD, "new": "Orchid lantern 93 quay"}),
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{}", changed.text());
+    client
+}
