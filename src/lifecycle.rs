@@ -178,7 +178,17 @@ impl Lifecycle {
         let files = self.store.account(account_id);
         for name in files.file_names()? {
             let belongs = scope.is_whole_account() || ids.iter().any(|id| name.starts_with(id));
-            if belongs && let Some(content) = files.get_file(&name)? {
+            if !belongs || name.ends_with("-body") || name.ends_with("-tail") {
+                continue;
+            }
+            // A recording's three stored parts are exported as the one WebM file they form.
+            if let Some(base) = name.strip_suffix("-head") {
+                let mut webm = Vec::new();
+                for part in ["head", "body", "tail"] {
+                    webm.extend(files.get_file(&format!("{base}-{part}"))?.unwrap_or_default());
+                }
+                add(&format!("files/{base}.webm"), &webm)?;
+            } else if let Some(content) = files.get_file(&name)? {
                 add(&format!("files/{name}"), &content)?;
             }
         }

@@ -2054,7 +2054,7 @@ fn view_in(rooms: &HashMap<String, Room>, session: &SupportSession) -> SessionVi
 }
 
 fn still_file(session_id: &str, still_id: &str) -> String {
-    format!("still-{session_id}-{still_id}")
+    format!("{session_id}-still-{still_id}")
 }
 
 /// The largest still accepted: a 12-megapixel JPEG is 3–6 MB.

@@ -13,9 +13,10 @@ enum Chunk {
     Finish(Option<Vec<u8>>, Summary),
 }
 
-/// The stored names of a recording's three parts.
+/// The stored names of a recording's three parts. Like every file of a session they
+/// start with its id, which is how exports and deletions find them.
 pub fn part_names(session_id: &str, recording_id: &str) -> [String; 3] {
-    ["head", "body", "tail"].map(|part| format!("rec-{session_id}-{recording_id}-{part}"))
+    ["head", "body", "tail"].map(|part| format!("{session_id}-rec-{recording_id}-{part}"))
 }
 
 /// What the writer reports when the recording is finished: the summary of what was

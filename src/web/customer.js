@@ -30,6 +30,7 @@ window.sightline = {
   get camera() { return camera; },
   get shapes() { return shapes; },
   get frozenDigest() { return frozenDigest; },
+  get resource() { return resource; },
 };
 
 // A random id for this browser tab, so that after a reload it takes its own place in

@@ -284,6 +284,29 @@ test('a colleague invited into the session receives the customer’s picture', a
   await context.close();
 });
 
+test('after a network drop the customer’s page rejoins by itself, under the same consent', async () => {
+  const link = await newSession();
+  const customer = await shareAsCustomer(link);
+  const tech = technician.page;
+  const sessionId = await tech.evaluate(() => window.sightline.sessionId);
+  // The drop: the signaling socket breaks and the relay loses the customer's connection.
+  const dropAt = Date.now();
+  await customer.page.evaluate(async () => {
+    const token = sessionStorage.getItem('sightline-invitation');
+    await fetch(window.sightline.resource, { method: 'DELETE', headers: { authorization: `Bearer ${token}`, 'x-sightline-csrf': '1' } });
+    window.sightline.signal.ws.close();
+  });
+  await waitFor(async () => (await tech.getAttribute('#session-status', 'data-state')) === 'consented', { what: 'the technician sees the drop' });
+  const frames = (await inboundVideo(tech)).framesDecoded;
+  await waitFor(async () => (await inboundVideo(tech)).framesDecoded > frames + 10, { timeout: 40000, what: 'frames after the drop' });
+  console.log(`network drop to frames again at the technician: ${Date.now() - dropAt} ms`);
+  assert.equal(await customer.page.isVisible('#consent'), false, 'consent is not asked again');
+  const record = (await call(tech, 'GET', `/api/sessions/${sessionId}/record`)).body;
+  assert.ok(record.consent_log.some((e) => e.event === 'resumed'), JSON.stringify(record.consent_log));
+  await customer.page.click('#end');
+  await customer.context.close();
+});
+
 test('the German customer page shows no English text', async () => {
   const en = STRINGS.en;
   const de = STRINGS.de;
