@@ -42,7 +42,7 @@ async function proceed(user) {
     return show('change-password');
   }
   if (user.stage === 'enrol_two_factor') {
-    $('#enrol-why').textContent = 'Your group requires two-factor sign-in. Scan the QR code with an authenticator app, or type the secret, then enter the 6-digit code it shows.';
+    $('#enrol-why').textContent = t('js.enrol-required');
     return startEnrolment();
   }
   $('#who').hidden = false;
@@ -56,7 +56,7 @@ async function proceed(user) {
 function lockoutText(e) {
   if (e.code !== 'locked' || !e.body?.locked_until_ms) return e.message;
   const until = new Date(e.body.locked_until_ms).toLocaleTimeString();
-  return `Too many failed sign-ins. You can try again at ${until}.`;
+  return t('js.locked', { until });
 }
 
 async function dashboard() {
@@ -244,29 +244,29 @@ async function users() {
     const row = document.createElement('tr');
     row.dataset.email = u.email;
     const locked = u.locked_until_ms && u.locked_until_ms > Date.now();
-    const status = !u.active ? 'inactive' : locked ? `locked until ${new Date(u.locked_until_ms).toLocaleTimeString()}` : 'active';
-    row.append(cell(u.email), cell(u.display_name), cell(u.role === 'account_admin' ? 'Admin' : 'Technician'),
-      cell(u.group_ids.map(groupName).join(', ')), cell(u.two_factor_enabled ? 'on' : 'off'), cell(status));
+    const status = !u.active ? t('js.inactive') : locked ? t('js.locked-until', { time: new Date(u.locked_until_ms).toLocaleTimeString() }) : t('js.active');
+    row.append(cell(u.email), cell(u.display_name), cell(t(u.role === 'account_admin' ? 'js.admin' : 'js.technician')),
+      cell(u.group_ids.map(groupName).join(', ')), cell(t(u.two_factor_enabled ? 'js.on' : 'js.off')), cell(status));
     const actions = document.createElement('td');
     const patch = (body) => api(`/users/${u.id}`, { method: 'PATCH', body }).then(users);
     actions.append(
-      action('Rename', async () => { const name = prompt('Name', u.display_name); if (name) await patch({ display_name: name }); }),
-      action(u.role === 'account_admin' ? 'Make technician' : 'Make admin', () => patch({ role: u.role === 'account_admin' ? 'technician' : 'account_admin' })),
-      action('Groups', async () => {
-        const names = prompt('Groups (comma-separated names)', u.group_ids.map(groupName).join(', '));
+      action(t('js.rename'), async () => { const name = prompt(t('js.name'), u.display_name); if (name) await patch({ display_name: name }); }),
+      action(t(u.role === 'account_admin' ? 'js.make-technician' : 'js.make-admin'), () => patch({ role: u.role === 'account_admin' ? 'technician' : 'account_admin' })),
+      action(t('js.groups'), async () => {
+        const names = prompt(t('js.groups-prompt'), u.group_ids.map(groupName).join(', '));
         if (names === null) return;
         const ids = names.split(',').map((n) => n.trim()).filter(Boolean)
           .map((n) => groupCache.find((g) => g.name === n)?.id ?? n);
         await patch({ group_ids: ids });
       }),
-      action(u.active ? 'Deactivate' : 'Activate', () => patch({ active: !u.active })),
-      action('Unlock', () => api(`/users/${u.id}/unlock`, { method: 'POST' }).then(users)),
-      action('Reset password', async () => {
-        const password = prompt(`New temporary password for ${u.email} (they must change it at next sign-in)`);
+      action(t(u.active ? 'js.deactivate' : 'js.activate'), () => patch({ active: !u.active })),
+      action(t('js.unlock'), () => api(`/users/${u.id}/unlock`, { method: 'POST' }).then(users)),
+      action(t('js.reset-password'), async () => {
+        const password = prompt(t('js.reset-password-prompt', { email: u.email }));
         if (password) await api(`/users/${u.id}/reset-password`, { method: 'POST', body: { password } }).then(users);
       }),
-      action('Reset 2FA', () => api(`/users/${u.id}/reset-2fa`, { method: 'POST' }).then(users)),
-      action('Delete', async () => { if (confirm(`Delete ${u.email}?`)) await api(`/users/${u.id}`, { method: 'DELETE' }).then(users); }, 'danger'),
+      action(t('js.reset-2fa'), () => api(`/users/${u.id}/reset-2fa`, { method: 'POST' }).then(users)),
+      action(t('js.delete'), async () => { if (confirm(t('js.delete-confirm', { email: u.email }))) await api(`/users/${u.id}`, { method: 'DELETE' }).then(users); }, 'danger'),
     );
     row.append(actions);
     return row;
@@ -314,7 +314,7 @@ async function groups() {
     }
     const td = document.createElement('td');
     const del = document.createElement('button');
-    del.textContent = 'Delete';
+    del.textContent = t('js.delete');
     del.className = 'danger';
     del.addEventListener('click', () => api(`/groups/${g.id}`, { method: 'DELETE' }).then(groups));
     td.append(del);
@@ -341,6 +341,7 @@ async function account() {
   $('#pol-min').value = a.policy.password_min_length;
   $('#pol-idle').value = a.policy.idle_timeout_mins;
   $('#pol-abs').value = a.policy.absolute_timeout_hours;
+  $('#pol-recording').checked = a.policy.allow_recording;
   $('#sub-seats').value = a.subscription.seats;
   $('#sub-end').value = a.subscription.ends_ms ? new Date(a.subscription.ends_ms).toISOString().slice(0, 10) : '';
 }
@@ -350,7 +351,7 @@ async function saveAccount(body) {
   $('#account-saved').textContent = '';
   try {
     await api('/account', { method: 'PATCH', body });
-    $('#account-saved').textContent = 'Saved.';
+    $('#account-saved').textContent = t('js.saved');
   } catch (e) {
     $('#account-error').textContent = e.message;
   }
@@ -358,7 +359,7 @@ async function saveAccount(body) {
 
 $('#policy-form').addEventListener('submit', (event) => {
   event.preventDefault();
-  saveAccount({ policy: { password_min_length: Number($('#pol-min').value), idle_timeout_mins: Number($('#pol-idle').value), absolute_timeout_hours: Number($('#pol-abs').value) } });
+  saveAccount({ policy: { password_min_length: Number($('#pol-min').value), idle_timeout_mins: Number($('#pol-idle').value), absolute_timeout_hours: Number($('#pol-abs').value), allow_recording: $('#pol-recording').checked } });
 });
 
 $('#subscription-form').addEventListener('submit', (event) => {
@@ -396,7 +397,7 @@ $('#audit-form').addEventListener('submit', (event) => { event.preventDefault();
 
 function security() {
   show('security');
-  $('#security-2fa').textContent = me.two_factor_enabled ? 'Two-factor sign-in is on.' : 'Two-factor sign-in is off.';
+  $('#security-2fa').textContent = t(me.two_factor_enabled ? 'js.2fa-on' : 'js.2fa-off');
   $('#security-enrol').hidden = me.two_factor_enabled;
 }
 

@@ -349,6 +349,25 @@ test('the German customer page shows no English text', async () => {
   await page.waitForSelector('#ended:not([hidden])');
   await check(page, 'ended');
 
+  // The console too, for a technician whose browser prefers German.
+  const consoleContext = await newContext(browser, { locale: 'de-DE' });
+  const console_ = await consoleContext.newPage();
+  await console_.goto(appliance.url);
+  await console_.waitForSelector('#login:not([hidden])');
+  await check(console_, 'console sign-in');
+  await console_.fill('#login-email', admin.email);
+  await console_.fill('#login-password', admin.password);
+  await console_.click('#login-form button[type=submit]');
+  await console_.waitForSelector('#dashboard:not([hidden])');
+  await check(console_, 'console dashboard');
+  await console_.click('#new-session');
+  await console_.waitForSelector('#session:not([hidden])');
+  await check(console_, 'console session');
+  await console_.click('[data-nav=account]');
+  await console_.waitForSelector('#account:not([hidden])');
+  await check(console_, 'console account');
+  await consoleContext.close();
+
   // Switchable: English on request, and the choice is kept.
   await page.goto(new URL('/join', appliance.url).href);
   await page.waitForSelector('#pin-entry:not([hidden])');
