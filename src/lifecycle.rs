@@ -185,7 +185,11 @@ impl Lifecycle {
             if let Some(base) = name.strip_suffix("-head") {
                 let mut webm = Vec::new();
                 for part in ["head", "body", "tail"] {
-                    webm.extend(files.get_file(&format!("{base}-{part}"))?.unwrap_or_default());
+                    webm.extend(
+                        files
+                            .get_file(&format!("{base}-{part}"))?
+                            .unwrap_or_default(),
+                    );
                 }
                 add(&format!("files/{base}.webm"), &webm)?;
             } else if let Some(content) = files.get_file(&name)? {

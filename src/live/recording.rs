@@ -108,3 +108,88 @@ impl RecordingSink for StoreSink {
         let _ = self.chunks.send(Chunk::Finish(last, summary));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Cursor, Read};
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::store::Store;
+    use crate::store::keys::MasterKey;
+    use crate::webm::{CUSTOMER_AUDIO_TRACK, Muxer, VIDEO_TRACK};
+
+    #[test]
+    fn a_recording_is_stored_encrypted_and_reads_back_as_webm() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), MasterKey::generate()).expect("open");
+        let files = store.account("acct");
+        let (tx, rx) = mpsc::channel();
+        let mut sink: Box<dyn RecordingSink> = Box::new(
+            StoreSink::start(
+                files.clone(),
+                "sess",
+                "rec",
+                Box::new(move |result| {
+                    let _ = tx.send(result.map(|s| s.map(|s| s.body_len)));
+                }),
+            )
+            .expect("sink"),
+        );
+        let t0 = Instant::now();
+        let mut muxer = Muxer::new();
+        let keyframe = [
+            0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01, 7, 7,
+        ];
+        for i in 0..300u64 {
+            let at = t0 + Duration::from_millis(20 * i);
+            let video = if i % 50 == 0 {
+                muxer.push(VIDEO_TRACK, at, true, &keyframe)
+            } else {
+                muxer.push(VIDEO_TRACK, at, false, &[1, 2, 3])
+            };
+            for cluster in
+                video
+                    .into_iter()
+                    .chain(muxer.push(CUSTOMER_AUDIO_TRACK, at, true, &[9; 20]))
+            {
+                sink.cluster(cluster);
+            }
+        }
+        let (last, summary) = muxer.finish();
+        sink.finish(last, summary);
+        let body_len = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("done")
+            .expect("stored")
+            .expect("not empty");
+
+        let mut file = Vec::new();
+        for name in part_names("sess", "rec") {
+            let mut reader = files.open_file(&name).expect("open").expect("exists");
+            reader.read_to_end(&mut file).expect("read");
+        }
+        assert!(file.len() as u64 > body_len);
+        let mkv = matroska_demuxer::MatroskaFile::open(Cursor::new(file)).expect("WebM");
+        assert_eq!(mkv.tracks().len(), 2);
+        assert!(mkv.info().duration().is_some_and(|d| d > 5_000.0));
+        // On disk there is nothing but age ciphertext.
+        let raw = std::fs::read_dir(dir.path().join("files"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|account| {
+                std::fs::read_dir(account.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+            })
+            .map(|f| std::fs::read(f.path()).expect("read"))
+            .collect::<Vec<_>>();
+        assert!(!raw.is_empty());
+        assert!(
+            raw.iter()
+                .all(|bytes| bytes.starts_with(b"age-encryption.org/v1"))
+        );
+    }
+}
