@@ -566,9 +566,12 @@ pub(super) async fn upload_still(
     Path(request): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Still>), ApiError> {
-    let still = state
-        .live
-        .store_still(&token, caller.ip(), &request, &body)?;
+    // Storing writes and syncs a file: off the async workers.
+    let ip = caller.ip();
+    let still =
+        tokio::task::spawn_blocking(move || state.live.store_still(&token, ip, &request, &body))
+            .await
+            .map_err(|_| ApiError::internal())??;
     Ok((StatusCode::CREATED, Json(still)))
 }
 

@@ -66,6 +66,15 @@ async function dashboard() {
   const params = new URLSearchParams();
   if ($('#history-state').value) params.set('state', $('#history-state').value);
   if ($('#history-since').value) params.set('since_ms', String(Date.parse(`${$('#history-since').value}T00:00:00`)));
+  if ($('#history-technician').value) params.set('technician_id', $('#history-technician').value);
+  const technicians = $('#history-technician');
+  if (technicians.dataset.for !== me.user_id) {
+    // Whose sessions one may filter by: oneself and the colleagues of the account.
+    technicians.dataset.for = me.user_id;
+    technicians.length = 1;
+    const people = [{ id: me.user_id, display_name: me.display_name }, ...await api('/colleagues').catch(() => [])];
+    technicians.append(...people.map((p) => new Option(p.display_name, p.id)));
+  }
   $('#history-csv').href = `/api/sessions.csv?${params}`;
   const sessions = await api(`/sessions?${params}`).catch(() => []);
   for (const s of sessions) {

@@ -112,8 +112,11 @@ test('customer consents and the technician decodes live video through the relay'
   await technician.page.click('#back');
   await technician.page.selectOption('#history-state', 'ended');
   await technician.page.click('#history-filter button');
+  await technician.page.selectOption('#history-technician', { label: admin.name });
+  await technician.page.click('#history-filter button');
   const href = await technician.page.getAttribute('#history-csv', 'href');
   assert.match(href, /state=ended/);
+  assert.match(href, /technician_id=[0-9a-f]+/);
   const csv = await technician.page.request.get(new URL(href, appliance.url).href).then((r) => r.text());
   assert.ok(csv.split('\n').some((row) => row.startsWith(sessionId) && row.includes(',customer,')), csv);
   await customer.context.close();
