@@ -153,9 +153,12 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
             addr: config.media.listen,
             source,
         })?;
-    let (media, mut media_events, media_thread) =
-        media::start(udp, config.firewall.malformed_datagrams_per_minute)
-            .map_err(StartError::Media)?;
+    let (media, mut media_events, media_thread) = media::start(
+        udp,
+        Some(https_addr.port()),
+        config.firewall.malformed_datagrams_per_minute,
+    )
+    .map_err(StartError::Media)?;
     audit.set_blocklist(
         crate::firewall::BlocklistClient::new(config.firewall.helper_socket.clone()),
         config.firewall.block_secs,
@@ -279,6 +282,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
     });
     tasks.push(tokio::spawn(crate::http::serve(
         listener,
+        media.clone(),
         tls.server_config,
         api::router(state),
         shutdown_rx.clone(),

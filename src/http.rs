@@ -19,6 +19,9 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+use crate::media::MediaHandle;
+use crate::media::tcp::{FirstBytes, classify};
+
 /// Where a request came from and which local address it reached; handlers use the latter
 /// as the address the browser can reach the appliance on.
 #[derive(Debug, Clone, Copy)]
@@ -29,10 +32,37 @@ pub struct ConnInfo {
 
 const MAX_CONNECTIONS: usize = 10_000;
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new connection may take to send the bytes that say what it is.
+const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Waits for the first bytes of a connection and says what it speaks.
+async fn first_bytes(stream: &tokio::net::TcpStream) -> FirstBytes {
+    let mut buf = [0u8; 4];
+    let deadline = tokio::time::Instant::now() + FIRST_BYTES_TIMEOUT;
+    loop {
+        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return FirstBytes::Other,
+            Ok(Ok(n)) => n,
+        };
+        match classify(&buf[..n]) {
+            FirstBytes::Undecided => {
+                // Peeking returns at once while the same bytes are waiting; give the
+                // rest of a split first packet a moment to arrive.
+                if tokio::time::Instant::now() >= deadline {
+                    return FirstBytes::Other;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            decided => return decided,
+        }
+    }
+}
 
 /// Accepts connections until `shutdown` turns true, then lets open requests finish.
+/// Connections that open with ICE-TCP instead of TLS go to the media relay.
 pub async fn serve(
     listener: TcpListener,
+    media: MediaHandle,
     tls: Arc<ServerConfig>,
     router: Router,
     mut shutdown: watch::Receiver<bool>,
@@ -65,8 +95,24 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let router = router.clone();
         let mut shutdown = shutdown.clone();
+        let media = media.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            match first_bytes(&stream).await {
+                FirstBytes::Tls => {}
+                FirstBytes::IceTcp => {
+                    match stream.into_std() {
+                        Ok(stream) => media.accept_tcp(stream, peer),
+                        Err(e) => tracing::debug!(%peer, error = %e, "cannot hand over ICE-TCP"),
+                    }
+                    return;
+                }
+                FirstBytes::Undecided | FirstBytes::Other => {
+                    tracing::debug!(%peer, "connection neither TLS nor ICE-TCP; closed");
+                    media.tcp_rejected();
+                    return;
+                }
+            }
             let tls =
                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(tls)) => tls,

@@ -6,6 +6,8 @@
 //! loop runs on its own thread with a single-threaded runtime, so no lock is taken on the
 //! packet path.
 
+pub mod tcp;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -76,6 +78,8 @@ enum Command {
     Add(Box<NewPeer>),
     /// Starts (`Some`) or stops (`None`) recording a room.
     Record(String, Option<Box<dyn RecordingSink>>),
+    /// A connection to the HTTPS port that speaks ICE-TCP, and where it came from.
+    Tcp(std::net::TcpStream, SocketAddr),
     Remove(PeerId),
     CloseRoom(String),
     /// Blocks the loop for a while: lets tests prove that a stalled relay stops the
@@ -91,6 +95,11 @@ pub struct MediaStats {
     pub packets_forwarded: AtomicU64,
     pub bytes_forwarded: AtomicU64,
     pub datagrams_dropped: AtomicU64,
+    /// ICE-TCP connections open now.
+    pub tcp_connections: AtomicU64,
+    /// Connections to the HTTPS port closed because they were neither TLS nor ICE-TCP,
+    /// or sent nothing in time.
+    pub tcp_rejected: AtomicU64,
     /// Milliseconds since `started` at the loop's last turn (the watchdog's heartbeat).
     heartbeat_ms: AtomicU64,
     started: std::sync::OnceLock<Instant>,
@@ -118,6 +127,7 @@ struct NewPeer {
     sends_audio: bool,
     rtc: Rtc,
     local: SocketAddr,
+    local_tcp: Option<SocketAddr>,
 }
 
 /// The rest of the appliance's handle on the relay.
@@ -125,6 +135,8 @@ struct NewPeer {
 pub struct MediaHandle {
     commands: mpsc::UnboundedSender<Command>,
     local_addr: SocketAddr,
+    /// The HTTPS port, announced as a passive TCP candidate (ICE-TCP).
+    tcp_port: Option<u16>,
     next_peer: Arc<AtomicU64>,
     stats: Arc<MediaStats>,
 }
@@ -137,6 +149,7 @@ impl MediaHandle {
         Self {
             commands,
             local_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tcp_port: None,
             next_peer: Arc::new(AtomicU64::new(1)),
             stats: Arc::default(),
         }
@@ -182,6 +195,20 @@ impl MediaHandle {
         let candidate = Candidate::host(announce, "udp")
             .map_err(|e| MediaError::InvalidOffer(format!("bad relay address: {e}")))?;
         rtc.add_local_candidate(candidate);
+        // The same host on the HTTPS port over TCP, for networks that let no UDP through;
+        // its type preference ranks it below UDP, so it is used only when UDP fails.
+        let local_tcp = self
+            .tcp_port
+            .map(|port| SocketAddr::new(announce.ip(), port));
+        if let Some(addr) = local_tcp {
+            let candidate = Candidate::builder()
+                .tcp()
+                .host(addr)
+                .tcptype(str0m::net::TcpType::Passive)
+                .build()
+                .map_err(|e| MediaError::InvalidOffer(format!("bad relay address: {e}")))?;
+            rtc.add_local_candidate(candidate);
+        }
         let answer = rtc
             .sdp_api()
             .accept_offer(offer)
@@ -195,6 +222,7 @@ impl MediaHandle {
                 sends_audio,
                 rtc,
                 local: announce,
+                local_tcp,
             })))
             .map_err(|_| MediaError::Stopped)?;
         Ok((id, answer.to_sdp_string()))
@@ -215,6 +243,16 @@ impl MediaHandle {
         let _ = self.commands.send(Command::Record(room.to_owned(), None));
     }
 
+    /// Hands over a connection to the HTTPS port that opened with ICE-TCP.
+    pub fn accept_tcp(&self, stream: std::net::TcpStream, remote: SocketAddr) {
+        let _ = self.commands.send(Command::Tcp(stream, remote));
+    }
+
+    /// Counts a connection to the HTTPS port that was closed unrecognised.
+    pub fn tcp_rejected(&self) {
+        self.stats.tcp_rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn close_room(&self, room: &str) {
         let _ = self.commands.send(Command::CloseRoom(room.to_owned()));
     }
@@ -227,6 +265,7 @@ impl MediaHandle {
 /// Starts the relay loop on its own thread. The socket must already be bound.
 pub fn start(
     socket: std::net::UdpSocket,
+    tcp_port: Option<u16>,
     malformed_per_minute: u32,
 ) -> std::io::Result<(
     MediaHandle,
@@ -249,14 +288,16 @@ pub fn start(
             runtime.block_on(async move {
                 match UdpSocket::from_std(socket) {
                     Ok(socket) => {
+                        let (tcp_tx, tcp_rx) = mpsc::channel(4096);
                         Relay::new(
                             socket,
                             local_addr,
                             events_tx,
                             loop_stats,
                             malformed_per_minute,
+                            tcp_tx,
                         )
-                        .run(commands_rx)
+                        .run(commands_rx, tcp_rx)
                         .await
                     }
                     Err(e) => tracing::error!(error = %e, "media socket unusable"),
@@ -266,6 +307,7 @@ pub fn start(
     let handle = MediaHandle {
         commands: commands_tx,
         local_addr,
+        tcp_port,
         next_peer: Arc::new(AtomicU64::new(1)),
         stats,
     };
@@ -280,6 +322,8 @@ struct Peer {
     /// The address announced in this peer's host candidate; datagrams from this peer are
     /// handed to str0m as arriving there even when the socket is bound to a wildcard.
     local: SocketAddr,
+    /// The same for the passive TCP candidate on the HTTPS port.
+    local_tcp: Option<SocketAddr>,
     deadline: Instant,
     mids: Vec<(Mid, MediaKind)>,
     /// A subscriber gets no video until a keyframe arrives, so its decoder never starts
@@ -374,6 +418,9 @@ struct Relay {
     events: mpsc::UnboundedSender<MediaEvent>,
     stats: Arc<MediaStats>,
     junk: JunkCounter,
+    /// ICE-TCP connections by their remote address, and where their frames arrive.
+    tcp: HashMap<SocketAddr, tcp::TcpConn>,
+    tcp_events: mpsc::Sender<tcp::TcpEvent>,
 }
 
 /// Counts malformed or unsolicited datagrams per source within a minute.
@@ -407,8 +454,11 @@ impl Relay {
         events: mpsc::UnboundedSender<MediaEvent>,
         stats: Arc<MediaStats>,
         malformed_per_minute: u32,
+        tcp_events: mpsc::Sender<tcp::TcpEvent>,
     ) -> Self {
         Self {
+            tcp: HashMap::new(),
+            tcp_events,
             socket,
             socket_addr,
             peers: HashMap::new(),
@@ -431,7 +481,11 @@ impl Relay {
         }
     }
 
-    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut tcp_events: mpsc::Receiver<tcp::TcpEvent>,
+    ) {
         let mut buf = vec![0u8; 2048];
         loop {
             self.stats.beat();
@@ -444,6 +498,7 @@ impl Relay {
                 command = commands.recv() => match command {
                     Some(Command::Add(peer)) => self.add(*peer),
                     Some(Command::Record(room, sink)) => self.record(&room, sink),
+                    Some(Command::Tcp(stream, remote)) => self.open_tcp(stream, remote),
                     Some(Command::Remove(id)) => self.disconnect(id),
                     Some(Command::CloseRoom(room)) => {
                         let ids: Vec<PeerId> = self
@@ -459,8 +514,16 @@ impl Relay {
                     Some(Command::Stall(duration)) => std::thread::sleep(duration),
                     Some(Command::Shutdown) | None => break,
                 },
+                Some(event) = tcp_events.recv() => match event {
+                    tcp::TcpEvent::Frame { remote, bytes } => {
+                        self.receive(Protocol::Tcp, &bytes, remote);
+                    }
+                    tcp::TcpEvent::Closed { remote } => {
+                        self.tcp.remove(&remote);
+                    }
+                },
                 received = self.socket.recv_from(&mut buf) => match received {
-                    Ok((len, source)) => self.receive(&buf[..len], source),
+                    Ok((len, source)) => self.receive(Protocol::Udp, &buf[..len], source),
                     Err(e) => tracing::debug!(error = %e, "media socket receive failed"),
                 },
                 () = tokio::time::sleep_until(deadline.into()) => {}
@@ -471,6 +534,18 @@ impl Relay {
             self.disconnect(id);
         }
         self.drive(Instant::now());
+    }
+
+    fn open_tcp(&mut self, stream: std::net::TcpStream, remote: SocketAddr) {
+        if self.tcp.len() >= tcp::MAX_CONNECTIONS {
+            self.stats.tcp_rejected.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match tcp::TcpConn::open(stream, remote, self.tcp_events.clone()) {
+            // A second connection from the same address replaces the first.
+            Ok(conn) => drop(self.tcp.insert(remote, conn)),
+            Err(e) => tracing::debug!(error = %e, %remote, "ICE-TCP connection unusable"),
+        }
     }
 
     fn record(&mut self, room: &str, sink: Option<Box<dyn RecordingSink>>) {
@@ -524,6 +599,7 @@ impl Relay {
                 sends_audio: new.sends_audio,
                 rtc: new.rtc,
                 local: new.local,
+                local_tcp: new.local_tcp,
                 deadline: Instant::now(),
                 mids: Vec::new(),
                 awaiting_keyframe: true,
@@ -541,7 +617,7 @@ impl Relay {
     }
 
     /// Demultiplexes one datagram to the peer it belongs to.
-    fn receive(&mut self, bytes: &[u8], source: SocketAddr) {
+    fn receive(&mut self, proto: Protocol, bytes: &[u8], source: SocketAddr) {
         let Ok(contents) = bytes.try_into() else {
             tracing::debug!(%source, len = bytes.len(), "unrecognised media datagram");
             self.junk(source);
@@ -551,7 +627,7 @@ impl Relay {
         let mut input = Input::Receive(
             now,
             Receive {
-                proto: Protocol::Udp,
+                proto,
                 source,
                 destination: self.socket_addr,
                 contents,
@@ -563,7 +639,15 @@ impl Relay {
             return;
         };
         if let Input::Receive(_, receive) = &mut input {
-            receive.destination = peer.local;
+            receive.destination = match proto {
+                Protocol::Udp => peer.local,
+                _ => peer.local_tcp.unwrap_or(peer.local),
+            };
+        }
+        if proto == Protocol::Tcp
+            && let Some(conn) = self.tcp.get_mut(&source)
+        {
+            conn.bound = true;
         }
         peer.remote = Some(source);
         if let Err(e) = peer.rtc.handle_input(input) {
@@ -585,7 +669,7 @@ impl Relay {
                     tracing::debug!(error = %e, peer = id.0, "peer failed on timeout");
                     peer.rtc.disconnect();
                 }
-                poll_peer(*id, peer, &self.socket, &self.events, &mut work);
+                poll_peer(*id, peer, &self.socket, &self.tcp, &self.events, &mut work);
             }
             if work.is_empty() {
                 break;
@@ -595,6 +679,11 @@ impl Relay {
             }
         }
         self.reap();
+        self.tcp
+            .retain(|_, c| c.bound || c.opened.elapsed() < tcp::UNBOUND_TIMEOUT);
+        self.stats
+            .tcp_connections
+            .store(self.tcp.len() as u64, Ordering::Relaxed);
         self.peers
             .values()
             .map(|p| p.deadline)
@@ -710,6 +799,7 @@ fn poll_peer(
     id: PeerId,
     peer: &mut Peer,
     socket: &UdpSocket,
+    tcp: &HashMap<SocketAddr, tcp::TcpConn>,
     events: &mpsc::UnboundedSender<MediaEvent>,
     work: &mut Vec<Propagate>,
 ) {
@@ -728,8 +818,14 @@ fn poll_peer(
                 return;
             }
             Output::Transmit(t) => {
-                // A full socket buffer drops the datagram, as the network would.
-                let _ = socket.try_send_to(&t.contents, t.destination);
+                if t.proto == Protocol::Tcp {
+                    if let Some(conn) = tcp.get(&t.destination) {
+                        conn.send(&t.contents);
+                    }
+                } else {
+                    // A full socket buffer drops the datagram, as the network would.
+                    let _ = socket.try_send_to(&t.contents, t.destination);
+                }
             }
             Output::Event(event) => handle_event(id, peer, event, events, work),
         }

@@ -384,3 +384,63 @@ async fn colleagues_join_as_observers_or_participants_within_the_account_only() 
     let (mut tess, _) = login(&app, "tess@example.com", "Orchid lantern 93 quay").await;
     assert_eq!(tess.get(&format!("/api/sessions/{id}")).await.status, 404);
 }
+
+/// Raw connections to the HTTPS port that are neither TLS nor ICE-TCP — garbage, a STUN
+/// frame cut short, silence — are each closed, while HTTPS and a session's signaling go on.
+#[tokio::test]
+async fn junk_on_the_https_port_is_closed_without_disturbing_anyone() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = TestAppliance::start().await;
+    let mut admin = app.set_up().await;
+    let (id, token, _) = create_session(&mut admin).await;
+    let (mut tech, mut customer) = watch_and_join(&app, &admin, &id, &token).await;
+    recv_state(&mut customer, "joined").await;
+
+    let started = std::time::Instant::now();
+    let mut probes = Vec::new();
+    let partial_stun: &[u8] = &[0x00, 0x50, 0x00, 0x01, 0x00, 0x30, 0x21, 0x12];
+    for bytes in [
+        b"\x00\x07garbage-not-tls".as_slice(),
+        partial_stun,
+        b"".as_slice(),
+    ] {
+        let addr = app.addr();
+        let bytes = bytes.to_vec();
+        probes.push(tokio::spawn(async move {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            stream.write_all(&bytes).await.expect("write");
+            let mut buf = [0u8; 64];
+            // Closed means end of stream (or a reset): no answer ever comes.
+            let read =
+                tokio::time::timeout(std::time::Duration::from_secs(20), stream.read(&mut buf))
+                    .await
+                    .expect("closed within 20 s");
+            assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        }));
+    }
+    // Meanwhile the console and the session work.
+    for _ in 0..3 {
+        assert_eq!(admin.get("/api/me").await.status, 200);
+        send(&mut tech, json!({"type": "ping"})).await;
+        recv_type(&mut tech, "pong").await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    for probe in probes {
+        probe.await.expect("probe");
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    send(&mut customer, json!({"type": "chat", "text": "still here"})).await;
+    assert_eq!(
+        recv_type(&mut tech, "chat").await["line"]["text"],
+        "still here"
+    );
+    let metrics = metrics_text(app.running().metrics_addr.expect("metrics")).await;
+    let rejected = metrics
+        .lines()
+        .find(|l| l.starts_with("sightline_https_connections_rejected_total "))
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("rejected counter");
+    assert_eq!(rejected, 2, "the garbage and the silent connection");
+}
