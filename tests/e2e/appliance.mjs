@@ -11,10 +11,10 @@ const here = dirname(fileURLToPath(import.meta.url));
 const targetDir = process.env.CARGO_TARGET_DIR ?? resolve(here, '../../target');
 export const binary = process.env.SIGHTLINE_BIN ?? join(targetDir, 'debug', 'sightline');
 
-export async function startAppliance() {
+export async function startAppliance({ host = '127.0.0.1' } = {}) {
   const dataDir = mkdtempSync(join(tmpdir(), 'sightline-e2e-'));
   const child = spawn(binary, [
-    'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--media-listen', '127.0.0.1:0', '--metrics-listen', '127.0.0.1:0',
+    'serve', '--data-dir', dataDir, '--listen', `${host}:0`, '--media-listen', `${host}:0`, '--metrics-listen', '127.0.0.1:0',
   ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SIGHTLINE_LOG: process.env.SIGHTLINE_LOG ?? 'warn' } });
   let stdout = '';
   let stderr = '';
@@ -52,9 +52,9 @@ export async function startAppliance() {
   };
 }
 
-export async function launchChromium() {
+export async function launchChromium({ executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium' } = {}) {
   return chromium.launch({
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    executablePath,
     args: [
       // Two fake cameras, so switching cameras can be tested.
       '--use-fake-device-for-media-stream=device-count=2',
