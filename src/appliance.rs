@@ -157,6 +157,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         udp,
         Some(https_addr.port()),
         config.firewall.malformed_datagrams_per_minute,
+        Duration::from_secs(config.media.reconnect_grace_secs),
     )
     .map_err(StartError::Media)?;
     audit.set_blocklist(

@@ -159,6 +159,9 @@ pub struct MediaConfig {
     /// The address announced to browsers as the relay's host candidate. Defaults to the
     /// address the browser used to reach the appliance, with the media port.
     pub public_address: Option<IpAddr>,
+    /// How long a participant whose connection was lost (network change, drop) may take
+    /// to come back with an ICE restart before the relay drops it and the others are told.
+    pub reconnect_grace_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -207,6 +210,7 @@ impl Default for MediaConfig {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 15000)),
             public_address: None,
+            reconnect_grace_secs: 20,
         }
     }
 }

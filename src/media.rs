@@ -27,6 +27,8 @@ pub enum MediaError {
     InvalidOffer(String),
     #[error("the media relay is not running")]
     Stopped,
+    #[error("no such media connection (it ended or was dropped)")]
+    UnknownPeer,
 }
 
 /// Identifies one WebRTC peer connection in the relay.
@@ -80,6 +82,12 @@ enum Command {
     Record(String, Option<Box<dyn RecordingSink>>),
     /// A connection to the HTTPS port that speaks ICE-TCP, and where it came from.
     Tcp(std::net::TcpStream, SocketAddr),
+    /// A new offer from an existing peer (an ICE restart after a network change).
+    Renegotiate(
+        PeerId,
+        Box<SdpOffer>,
+        tokio::sync::oneshot::Sender<Result<String, MediaError>>,
+    ),
     Remove(PeerId),
     CloseRoom(String),
     /// Blocks the loop for a while: lets tests prove that a stalled relay stops the
@@ -243,6 +251,18 @@ impl MediaHandle {
         let _ = self.commands.send(Command::Record(room.to_owned(), None));
     }
 
+    /// Answers a new offer of an existing peer, such as an ICE restart after the
+    /// participant's network changed; the peer keeps its identity and its room.
+    pub async fn renegotiate(&self, peer: PeerId, offer: &str) -> Result<String, MediaError> {
+        let offer = SdpOffer::from_sdp_string(offer)
+            .map_err(|e| MediaError::InvalidOffer(e.to_string()))?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.commands
+            .send(Command::Renegotiate(peer, Box::new(offer), reply))
+            .map_err(|_| MediaError::Stopped)?;
+        answer.await.map_err(|_| MediaError::Stopped)?
+    }
+
     /// Hands over a connection to the HTTPS port that opened with ICE-TCP.
     pub fn accept_tcp(&self, stream: std::net::TcpStream, remote: SocketAddr) {
         let _ = self.commands.send(Command::Tcp(stream, remote));
@@ -267,6 +287,7 @@ pub fn start(
     socket: std::net::UdpSocket,
     tcp_port: Option<u16>,
     malformed_per_minute: u32,
+    reconnect_grace: Duration,
 ) -> std::io::Result<(
     MediaHandle,
     mpsc::UnboundedReceiver<MediaEvent>,
@@ -296,6 +317,7 @@ pub fn start(
                             loop_stats,
                             malformed_per_minute,
                             tcp_tx,
+                            reconnect_grace,
                         )
                         .run(commands_rx, tcp_rx)
                         .await
@@ -333,6 +355,8 @@ struct Peer {
     last_keyframe_request: Option<Instant>,
     /// The address the peer's traffic last came from.
     remote: Option<SocketAddr>,
+    /// When ICE lost the peer; it has the grace period to come back (ICE restart).
+    lost_since: Option<Instant>,
 }
 
 impl Peer {
@@ -421,6 +445,7 @@ struct Relay {
     /// ICE-TCP connections by their remote address, and where their frames arrive.
     tcp: HashMap<SocketAddr, tcp::TcpConn>,
     tcp_events: mpsc::Sender<tcp::TcpEvent>,
+    reconnect_grace: Duration,
 }
 
 /// Counts malformed or unsolicited datagrams per source within a minute.
@@ -455,8 +480,10 @@ impl Relay {
         stats: Arc<MediaStats>,
         malformed_per_minute: u32,
         tcp_events: mpsc::Sender<tcp::TcpEvent>,
+        reconnect_grace: Duration,
     ) -> Self {
         Self {
+            reconnect_grace,
             tcp: HashMap::new(),
             tcp_events,
             socket,
@@ -499,6 +526,9 @@ impl Relay {
                     Some(Command::Add(peer)) => self.add(*peer),
                     Some(Command::Record(room, sink)) => self.record(&room, sink),
                     Some(Command::Tcp(stream, remote)) => self.open_tcp(stream, remote),
+                    Some(Command::Renegotiate(id, offer, reply)) => {
+                        let _ = reply.send(self.renegotiate(id, *offer));
+                    }
                     Some(Command::Remove(id)) => self.disconnect(id),
                     Some(Command::CloseRoom(room)) => {
                         let ids: Vec<PeerId> = self
@@ -534,6 +564,23 @@ impl Relay {
             self.disconnect(id);
         }
         self.drive(Instant::now());
+    }
+
+    fn renegotiate(&mut self, id: PeerId, offer: SdpOffer) -> Result<String, MediaError> {
+        let peer = self
+            .peers
+            .get_mut(&id)
+            .filter(|p| p.rtc.is_alive())
+            .ok_or(MediaError::UnknownPeer)?;
+        let answer = peer
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| MediaError::InvalidOffer(e.to_string()))?;
+        // Media resumes on the new path with a keyframe for whoever watches.
+        peer.awaiting_keyframe = true;
+        peer.deadline = Instant::now();
+        Ok(answer.to_sdp_string())
     }
 
     fn open_tcp(&mut self, stream: std::net::TcpStream, remote: SocketAddr) {
@@ -606,6 +653,7 @@ impl Relay {
                 video_seen: false,
                 last_keyframe_request: None,
                 remote: None,
+                lost_since: None,
             },
         );
     }
@@ -676,6 +724,15 @@ impl Relay {
             }
             for item in work {
                 self.propagate(item, now);
+            }
+        }
+        let grace = self.reconnect_grace;
+        for peer in self.peers.values_mut() {
+            if peer
+                .lost_since
+                .is_some_and(|at| now.duration_since(at) >= grace)
+            {
+                peer.rtc.disconnect();
             }
         }
         self.reap();
@@ -854,7 +911,19 @@ fn handle_event(
             }
         }
         Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-            peer.rtc.disconnect();
+            // Not gone yet: a network change is survived by an ICE restart.
+            peer.lost_since.get_or_insert_with(Instant::now);
+        }
+        Event::IceConnectionStateChange(
+            IceConnectionState::Connected | IceConnectionState::Completed,
+        ) => {
+            // Back on a new path: a technician's decoder restarts on a keyframe.
+            let was_lost = peer.lost_since.take().is_some();
+            if was_lost && peer.role == PeerRole::Subscriber {
+                work.push(Propagate::KeyframeWanted {
+                    room: peer.room.clone(),
+                });
+            }
         }
         Event::MediaAdded(added) => peer.mids.push((added.mid, added.kind)),
         Event::MediaData(data) => {

@@ -444,3 +444,111 @@ async fn junk_on_the_https_port_is_closed_without_disturbing_anyone() {
         .expect("rejected counter");
     assert_eq!(rejected, 2, "the garbage and the silent connection");
 }
+
+/// An ICE restart is a new offer PATCHed to the connection's resource: answered for the
+/// owner's own connection, refused for anyone else's or for connections that are gone.
+#[tokio::test]
+async fn ice_restarts_are_answered_for_the_owners_connection_only() {
+    use std::time::Instant;
+    use str0m::Rtc;
+    use str0m::change::{SdpAnswer, SdpOffer};
+    use str0m::media::{Direction, MediaKind};
+
+    let app = TestAppliance::start().await;
+    let mut admin = app.set_up().await;
+    let (id, token, _) = create_session(&mut admin).await;
+    let (_tech, mut customer) = watch_and_join(&app, &admin, &id, &token).await;
+    send(
+        &mut customer,
+        json!({"type": "consent", "camera": true, "microphone": false}),
+    )
+    .await;
+    recv_state(&mut customer, "consented").await;
+
+    // A customer's connection from a str0m peer standing in for the browser.
+    let mut rtc = Rtc::builder()
+        .set_crypto_provider(std::sync::Arc::new(str0m::crypto::from_feature_flags()))
+        .build(Instant::now());
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+    let (offer, pending) = api.apply().expect("offer");
+    let bearer = format!("Bearer {token}");
+    let sdp = [
+        ("authorization", bearer.as_str()),
+        ("content-type", "application/sdp"),
+    ];
+    let created = app
+        .client()
+        .request(
+            "POST",
+            "/api/invitation/whip",
+            &sdp,
+            offer.to_sdp_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let resource = created.header("location").expect("location");
+    let answer = SdpAnswer::from_sdp_string(&created.text()).expect("answer");
+    rtc.sdp_api()
+        .accept_answer(pending, answer)
+        .expect("accepted");
+
+    let mut api = rtc.sdp_api();
+    api.ice_restart(true);
+    let (restart, _pending) = api.apply().expect("restart offer");
+    let restart = restart.to_sdp_string();
+    let old_ufrag = created
+        .text()
+        .lines()
+        .find(|l| l.starts_with("a=ice-ufrag"))
+        .map(str::to_owned);
+    let restarted = app
+        .client()
+        .request("PATCH", &resource, &sdp, restart.clone().into_bytes())
+        .await;
+    assert_eq!(restarted.status, 200, "{}", restarted.text());
+    let new_ufrag = restarted
+        .text()
+        .lines()
+        .find(|l| l.starts_with("a=ice-ufrag"))
+        .map(str::to_owned);
+    assert!(
+        new_ufrag.is_some() && new_ufrag != old_ufrag,
+        "new ICE credentials in the answer"
+    );
+    SdpOffer::from_sdp_string(&restart).expect("still an offer");
+
+    let garbage = app
+        .client()
+        .request("PATCH", &resource, &sdp, b"not sdp".to_vec())
+        .await;
+    assert_eq!(garbage.status, 400);
+    let someone_elses = admin
+        .request(
+            "PATCH",
+            &format!(
+                "/api/sessions/{id}/whep/{}",
+                resource.rsplit('/').next().expect("peer")
+            ),
+            &[
+                ("content-type", "application/sdp"),
+                ("x-sightline-csrf", "1"),
+            ],
+            restart.clone().into_bytes(),
+        )
+        .await;
+    assert_eq!(
+        someone_elses.status, 404,
+        "a technician cannot restart the customer's connection"
+    );
+    let unknown = app
+        .client()
+        .request(
+            "PATCH",
+            "/api/invitation/whip/999999",
+            &sdp,
+            restart.into_bytes(),
+        )
+        .await;
+    assert_eq!(unknown.status, 404);
+}

@@ -128,9 +128,11 @@ fn table() -> Vec<(Route, MethodRouter<AppState>)> {
         r(Method::DELETE, "/api/sessions/{id}/colleagues/{user_id}", Technician, sessions::remove_colleague),
         r(Method::GET, "/api/colleagues", Technician, sessions::colleagues),
         r(Method::POST, "/api/sessions/{id}/whep", Technician, sessions::whep),
+        r(Method::PATCH, "/api/sessions/{id}/whep/{peer}", Technician, sessions::whep_restart),
         r(Method::DELETE, "/api/sessions/{id}/whep/{peer}", Technician, sessions::whep_delete),
         r(Method::GET, "/api/invitation", Invitation, sessions::invitation),
         r(Method::POST, "/api/invitation/whip", Invitation, sessions::whip),
+        r(Method::PATCH, "/api/invitation/whip/{peer}", Invitation, sessions::whip_restart),
         r(Method::DELETE, "/api/invitation/whip/{peer}", Invitation, sessions::whip_delete),
         large(r(Method::POST, "/api/invitation/stills/{id}", Invitation, sessions::upload_still)),
         r(Method::GET, "/api/invitation/stills/{id}", Invitation, sessions::customer_still),
@@ -352,6 +354,9 @@ impl From<LiveError> for ApiError {
             LiveError::BadMessage(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             LiveError::Media(crate::media::MediaError::InvalidOffer(_)) => {
                 (StatusCode::BAD_REQUEST, "invalid_sdp")
+            }
+            LiveError::Media(crate::media::MediaError::UnknownPeer) => {
+                (StatusCode::NOT_FOUND, "not_found")
             }
             LiveError::Media(_) | LiveError::Store(_) => {
                 tracing::error!(error = %e, "internal error");

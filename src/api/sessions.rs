@@ -279,6 +279,51 @@ pub(super) async fn whip(
     ))
 }
 
+fn sdp_answer(answer: String) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/sdp"),
+        )],
+        answer,
+    )
+        .into_response()
+}
+
+/// An ICE restart of the customer's connection: a new offer for the same resource.
+pub(super) async fn whip_restart(
+    State(state): State<AppState>,
+    caller: Caller,
+    InvitationToken(token): InvitationToken,
+    Path(peer): Path<u64>,
+    headers: HeaderMap,
+    body: String,
+) -> Result<Response, ApiError> {
+    sdp_body(&headers, &body)?;
+    let session = state.live.resolve_invitation(&token, caller.ip())?;
+    let answer = state
+        .live
+        .restart_media(&session.id, PeerId(peer), None, &body)
+        .await?;
+    Ok(sdp_answer(answer))
+}
+
+pub(super) async fn whep_restart(
+    State(state): State<AppState>,
+    User(who): User,
+    Path((id, peer)): Path<(String, u64)>,
+    headers: HeaderMap,
+    body: String,
+) -> Result<Response, ApiError> {
+    sdp_body(&headers, &body)?;
+    state.live.session_for(&who, &id)?;
+    let answer = state
+        .live
+        .restart_media(&id, PeerId(peer), Some(&who.user_id), &body)
+        .await?;
+    Ok(sdp_answer(answer))
+}
+
 pub(super) async fn whip_delete(
     State(state): State<AppState>,
     caller: Caller,

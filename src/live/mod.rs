@@ -1575,6 +1575,26 @@ impl Live {
         room.peers.insert(peer, owner);
     }
 
+    /// An ICE restart (WHIP/WHEP `PATCH` with a new offer): the customer may restart only
+    /// its own peer, a technician only theirs.
+    pub async fn restart_media(
+        &self,
+        session_id: &str,
+        peer: PeerId,
+        owner: Option<&str>,
+        offer: &str,
+    ) -> Result<String, LiveError> {
+        let owned = self
+            .rooms()
+            .get(session_id)
+            .and_then(|room| room.peers.get(&peer))
+            .is_some_and(|o| o.as_deref() == owner);
+        if !owned {
+            return Err(LiveError::NotFound);
+        }
+        Ok(self.media.renegotiate(peer, offer).await?)
+    }
+
     /// Ends a relay peer (WHIP/WHEP `DELETE`). The customer may end only its own peer,
     /// a technician only theirs.
     pub fn leave_media(

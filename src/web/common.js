@@ -55,6 +55,40 @@ export async function negotiate(pc, url, { token } = {}) {
   return response.headers.get('location');
 }
 
+// Keeps a media connection through network changes: when ICE loses its path, an ICE
+// restart (a new offer PATCHed to the connection's WHIP/WHEP resource) finds a new one
+// without the other side doing anything. If the relay no longer knows the connection
+// (it was away too long), `fallback` starts a new one.
+export function keepConnected(pc, { resource, token, fallback, isCurrent }) {
+  let timer = null;
+  let restarting = false;
+  const restart = async () => {
+    if (!isCurrent() || restarting || !resource()) return;
+    restarting = true;
+    try {
+      const offer = await pc.createOffer({ iceRestart: true });
+      await pc.setLocalDescription(offer);
+      const headers = { 'content-type': 'application/sdp', 'x-sightline-csrf': '1' };
+      if (token) headers.authorization = `Bearer ${token}`;
+      const response = await fetch(resource(), { method: 'PATCH', headers, body: pc.localDescription.sdp, credentials: 'same-origin' });
+      if (!response.ok) throw new ApiError(response.status, 'media', await response.text());
+      await pc.setRemoteDescription({ type: 'answer', sdp: await response.text() });
+    } catch {
+      if (isCurrent()) fallback?.();
+    } finally {
+      restarting = false;
+    }
+  };
+  pc.addEventListener('iceconnectionstatechange', () => {
+    clearTimeout(timer);
+    const state = pc.iceConnectionState;
+    if (state === 'failed') restart();
+    else if (state === 'disconnected') {
+      timer = setTimeout(() => { if (pc.iceConnectionState === 'disconnected') restart(); }, 1000);
+    }
+  });
+}
+
 export function signaling(onMessage, onClose) {
   const ws = new WebSocket(`wss://${location.host}/api/ws`);
   ws.addEventListener('message', (event) => {

@@ -1,5 +1,5 @@
 // The technician's console: setup, sign-in, sessions, and the live view of one session.
-import { $, show, api, negotiate, signaling, showChat, chatForm } from '/assets/common.js';
+import { $, show, api, negotiate, signaling, showChat, chatForm, keepConnected } from '/assets/common.js';
 import { t, translate, languagePicker, onLanguageChange } from '/assets/i18n.js';
 import { render, normalised } from '/assets/draw.js';
 
@@ -728,20 +728,26 @@ async function openSession(created) {
   await signal.opened;
   signal.send({ type: 'watch', session_id: session.id });
 
-  // Receive the customer's media (WHEP) and send the technician's voice back on the
-  // audio line; a mere observer only listens.
+  await receiveMedia(session);
+}
+
+// Receives the customer's media (WHEP) and sends the technician's voice back on the
+// audio line; a mere observer only listens.
+async function receiveMedia(session) {
   const pc = new RTCPeerConnection();
+  const previous = current.pc;
   current.pc = pc;
+  previous?.close();
   pc.addTransceiver('video', { direction: 'recvonly' });
   const observer = session.colleagues?.some((c) => c.user_id === me?.user_id && c.role === 'observer');
-  const microphone = observer ? null : await navigator.mediaDevices.getUserMedia({ audio: true }).catch(() => null);
+  const microphone = observer ? null : current.microphone ?? await navigator.mediaDevices.getUserMedia({ audio: true }).catch(() => null);
   if (current?.pc !== pc) {
     for (const track of microphone?.getTracks() ?? []) track.stop();
     return;
   }
   current.microphone = microphone;
   $('#tech-mute').hidden = !microphone;
-  $('#tech-mute').textContent = t('mute');
+  $('#tech-mute').textContent = t(current.muted ? 'unmute' : 'mute');
   if (microphone) pc.addTransceiver(microphone.getAudioTracks()[0], { direction: 'sendrecv', streams: [microphone] });
   else pc.addTransceiver('audio', { direction: 'recvonly' });
   const video = new MediaStream();
@@ -749,6 +755,12 @@ async function openSession(created) {
   $('#remote-video').srcObject = video;
   $('#remote-audio').srcObject = audio;
   pc.addEventListener('track', (event) => (event.track.kind === 'video' ? video : audio).addTrack(event.track));
+  const mine = current;
+  keepConnected(pc, {
+    resource: () => mine.resource,
+    fallback: () => receiveMedia(session),
+    isCurrent: () => current === mine && mine.pc === pc,
+  });
   current.resource = await negotiate(pc, `/api/sessions/${session.id}/whep`);
 }
 

@@ -1,6 +1,6 @@
 // The customer's page: join by link or PIN, consent, share the camera (and, if chosen,
 // the microphone), follow the technician's drawings and camera requests, pause, end.
-import { $, show, api, negotiate, signaling, showChat, chatForm } from '/assets/common.js';
+import { $, show, api, negotiate, signaling, showChat, chatForm, keepConnected } from '/assets/common.js';
 import { t, translate, languagePicker, onLanguageChange, errorText } from '/assets/i18n.js';
 import { render } from '/assets/draw.js';
 
@@ -342,14 +342,11 @@ async function publish() {
   $('#technician-audio').srcObject = heard;
   pc.addEventListener('track', (event) => heard.addTrack(event.track));
   const mine = pc;
-  let lost = null;
-  pc.addEventListener('connectionstatechange', () => {
-    // A network change or drop: publish again on a fresh connection, under the same
-    // consent and in the same session.
-    if (mine !== pc || ended) return;
-    clearTimeout(lost);
-    if (pc.connectionState === 'failed') republish();
-    else if (pc.connectionState === 'disconnected') lost = setTimeout(() => { if (mine === pc && pc.connectionState !== 'connected') republish(); }, 2000);
+  keepConnected(pc, {
+    resource: () => resource,
+    token,
+    fallback: republish,
+    isCurrent: () => mine === pc && !ended,
   });
   try {
     resource = await negotiate(pc, '/api/invitation/whip', { token });

@@ -26,6 +26,11 @@ function sh(...args) {
   execFileSync(args[0], args.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
 }
 
+// From now on the customer's namespace drops every UDP packet, both ways.
+function blockUdp() {
+  sh('ip', 'netns', 'exec', ns, 'nft', 'add table inet nudp; flush table inet nudp; add chain inet nudp out { type filter hook output priority 0; }; add rule inet nudp out meta l4proto udp drop; add chain inet nudp in { type filter hook input priority 0; }; add rule inet nudp in meta l4proto udp drop');
+}
+
 function cleanUp() {
   try { sh('ip', 'link', 'del', hostIf); } catch { /* already gone */ }
   try { sh('ip', 'netns', 'del', ns); } catch { /* already gone */ }
@@ -45,7 +50,6 @@ before(async () => {
   sh('ip', 'netns', 'exec', ns, 'ip', 'addr', 'add', `${nsAddr}/30`, 'dev', nsIf);
   sh('ip', 'netns', 'exec', ns, 'ip', 'link', 'set', nsIf, 'up');
   sh('ip', 'netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up');
-  sh('ip', 'netns', 'exec', ns, 'nft', 'add table inet nudp; add chain inet nudp out { type filter hook output priority 0; }; add rule inet nudp out meta l4proto udp drop; add chain inet nudp in { type filter hook input priority 0; }; add rule inet nudp in meta l4proto udp drop');
 
   workDir = mkdtempSync(join(tmpdir(), 'sightline-tcp-'));
   const wrapper = join(workDir, 'chromium-without-udp');
@@ -64,30 +68,40 @@ after(async () => {
   if (workDir) rmSync(workDir, { recursive: true, force: true });
 });
 
-test('with UDP blocked the customer’s media reaches the technician over TCP on the HTTPS port', async (t) => {
-  if (skip) return t.skip(skip);
-  const context = await newContext(browser);
-  const tech = await context.newPage();
-  await tech.goto(appliance.url);
-  await tech.fill('#setup-code', appliance.setupCode);
-  await tech.fill('#setup-org', 'Example Utilities');
-  await tech.fill('#setup-name', 'Ada Lovelace');
-  await tech.fill('#setup-email', 'ada@example.com');
-  await tech.fill('#setup-password', 'Camera4support');
-  await tech.click('#setup-form button[type=submit]');
-  await tech.waitForSelector('#dashboard:not([hidden])');
+let tech; // the technician's page, signed in once
+
+async function technicianSession() {
+  if (!tech) {
+    const context = await newContext(browser);
+    tech = await context.newPage();
+    await tech.goto(appliance.url);
+    await tech.fill('#setup-code', appliance.setupCode);
+    await tech.fill('#setup-org', 'Example Utilities');
+    await tech.fill('#setup-name', 'Ada Lovelace');
+    await tech.fill('#setup-email', 'ada@example.com');
+    await tech.fill('#setup-password', 'Camera4support');
+    await tech.click('#setup-form button[type=submit]');
+    await tech.waitForSelector('#dashboard:not([hidden])');
+  }
+  if (await tech.isVisible('#back')) await tech.click('#back');
   await tech.click('#new-session');
   await tech.waitForSelector('#session:not([hidden])');
-  const link = (await tech.textContent('#invite-link')).trim();
+  return (await tech.textContent('#invite-link')).trim();
+}
 
-  const customerContext = await newContext(confinedBrowser);
-  const customer = await customerContext.newPage();
-  await customer.goto(link);
-  await customer.waitForSelector('#consent:not([hidden])');
-  await customer.click('#share');
+async function confinedCustomer(link) {
+  const context = await newContext(confinedBrowser);
+  const page = await context.newPage();
+  await page.goto(link);
+  await page.waitForSelector('#consent:not([hidden])');
+  await page.click('#share');
   await waitFor(async () => (await inboundVideo(tech))?.framesDecoded > 10, { timeout: 30000, what: 'frames at the technician' });
+  return { context, page };
+}
 
-  const selected = await customer.evaluate(async () => {
+// The protocols of the candidate pair a page's connection uses now.
+async function selectedPair(page) {
+  return page.evaluate(async () => {
     const stats = await window.sightline.pc.getStats();
     const reports = [...stats.values()];
     const transport = reports.find((r) => r.type === 'transport');
@@ -97,10 +111,37 @@ test('with UDP blocked the customer’s media reaches the technician over TCP on
     const remote = reports.find((r) => r.id === pair?.remoteCandidateId);
     return { local: local?.protocol, remote: remote?.protocol, remotePort: remote?.port };
   });
+}
+
+test('when the customer’s network stops passing UDP mid-session, an ICE restart moves the media to TCP', async (t) => {
+  if (skip) return t.skip(skip);
+  const link = await technicianSession();
+  const customer = await confinedCustomer(link);
+  assert.equal((await selectedPair(customer.page)).local, 'udp', 'UDP first, while it works');
+  const resource = await customer.page.evaluate(() => window.sightline.resource);
+
+  const cutAt = Date.now();
+  blockUdp();
+  const frames = (await inboundVideo(tech)).framesDecoded;
+  // Frames stall, then come back on the new path.
+  await waitFor(async () => (await customer.page.evaluate(() => window.sightline.pc.iceConnectionState)) !== 'connected', { timeout: 30000, what: 'the cut noticed' });
+  await waitFor(async () => (await inboundVideo(tech)).framesDecoded > frames + 10 && (await selectedPair(customer.page)).local === 'tcp', { timeout: 40000, interval: 100, what: 'frames over the new path' });
+  console.log(`path cut to the first new decoded frames at the technician: ${Date.now() - cutAt} ms`);
+  assert.equal(await customer.page.evaluate(() => window.sightline.resource), resource, 'the same relay connection, restarted');
+  assert.equal(await customer.page.isVisible('#live'), true, 'no reload, no new consent');
+  await customer.page.click('#end');
+  await customer.context.close();
+});
+
+test('with UDP blocked the customer’s media reaches the technician over TCP on the HTTPS port', async (t) => {
+  if (skip) return t.skip(skip);
+  blockUdp();
+  const link = await technicianSession();
+  const customer = await confinedCustomer(link);
+  const selected = await selectedPair(customer.page);
   assert.equal(selected.local, 'tcp', JSON.stringify(selected));
   assert.equal(selected.remote, 'tcp', JSON.stringify(selected));
   assert.equal(String(selected.remotePort), new URL(appliance.url).port, 'the HTTPS port');
-  await customer.click('#end');
-  await customerContext.close();
-  await context.close();
+  await customer.page.click('#end');
+  await customer.context.close();
 });
