@@ -52,6 +52,21 @@ export async function startAppliance({ host = '127.0.0.1' } = {}) {
   };
 }
 
+// The first account admin, as every browser test creates it through the setup page.
+export const ADMIN = { email: 'ada@example.com', password: 'Camera4support', name: 'Ada Lovelace', org: 'Example Utilities' };
+
+// Completes first-run setup on `page` and waits for the dashboard.
+export async function setUp(page, appliance, admin = ADMIN) {
+  await page.goto(appliance.url);
+  await page.fill('#setup-code', appliance.setupCode);
+  await page.fill('#setup-org', admin.org);
+  await page.fill('#setup-name', admin.name);
+  await page.fill('#setup-email', admin.email);
+  await page.fill('#setup-password', admin.password);
+  await page.click('#setup-form button[type=submit]');
+  await page.waitForSelector('#dashboard:not([hidden])');
+}
+
 export async function launchChromium({ executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium' } = {}) {
   return chromium.launch({
     executablePath,

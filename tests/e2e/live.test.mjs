@@ -4,7 +4,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import https from 'node:https';
-import { startAppliance, launchChromium, newContext, inboundVideo, waitFor } from './appliance.mjs';
+import { startAppliance, setUp, launchChromium, newContext, inboundVideo, waitFor } from './appliance.mjs';
 
 let appliance;
 let browser;
@@ -16,14 +16,7 @@ before(async () => {
   browser = await launchChromium();
   const context = await newContext(browser);
   const page = await context.newPage();
-  await page.goto(appliance.url);
-  await page.fill('#setup-code', appliance.setupCode);
-  await page.fill('#setup-org', admin.org);
-  await page.fill('#setup-name', admin.name);
-  await page.fill('#setup-email', admin.email);
-  await page.fill('#setup-password', admin.password);
-  await page.click('#setup-form button[type=submit]');
-  await page.waitForSelector('#dashboard:not([hidden])');
+  await setUp(page, appliance, admin);
   technician = { context, page };
 });
 

@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startAppliance, launchChromium, newContext, inboundVideo, waitFor } from './appliance.mjs';
+import { startAppliance, setUp, launchChromium, newContext, inboundVideo, waitFor } from './appliance.mjs';
 
 const ns = `sl-tcp-${process.pid}`;
 const hostIf = `sltcp${process.pid % 10000}a`;
@@ -74,14 +74,7 @@ async function technicianSession() {
   if (!tech) {
     const context = await newContext(browser);
     tech = await context.newPage();
-    await tech.goto(appliance.url);
-    await tech.fill('#setup-code', appliance.setupCode);
-    await tech.fill('#setup-org', 'Example Utilities');
-    await tech.fill('#setup-name', 'Ada Lovelace');
-    await tech.fill('#setup-email', 'ada@example.com');
-    await tech.fill('#setup-password', 'Camera4support');
-    await tech.click('#setup-form button[type=submit]');
-    await tech.waitForSelector('#dashboard:not([hidden])');
+    await setUp(tech, appliance);
   }
   if (await tech.isVisible('#back')) await tech.click('#back');
   await tech.click('#new-session');

@@ -3,7 +3,7 @@
 // colleague receiving the picture, the session record, and the German customer page.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startAppliance, launchChromium, newContext, inboundVideo, inboundAudio, waitFor } from './appliance.mjs';
+import { startAppliance, setUp, launchChromium, newContext, inboundVideo, inboundAudio, waitFor } from './appliance.mjs';
 import { readFileSync } from 'node:fs';
 
 // The pages' own strings (an ES module served to browsers, loaded here as one).
@@ -19,14 +19,7 @@ before(async () => {
   browser = await launchChromium();
   const context = await newContext(browser);
   const page = await context.newPage();
-  await page.goto(appliance.url);
-  await page.fill('#setup-code', appliance.setupCode);
-  await page.fill('#setup-org', admin.org);
-  await page.fill('#setup-name', admin.name);
-  await page.fill('#setup-email', admin.email);
-  await page.fill('#setup-password', admin.password);
-  await page.click('#setup-form button[type=submit]');
-  await page.waitForSelector('#dashboard:not([hidden])');
+  await setUp(page, appliance, admin);
   technician = { context, page };
 });
 
