@@ -6,6 +6,7 @@
 //! loop runs on its own thread with a single-threaded runtime, so no lock is taken on the
 //! packet path.
 
+mod layers;
 pub mod tcp;
 
 use std::collections::HashMap;
@@ -14,8 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpOffer;
-use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, Mid};
+use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
@@ -59,6 +61,13 @@ pub enum MediaEvent {
     VideoFlowing { room: String, peer: PeerId },
     /// A source sent more malformed or unsolicited datagrams than allowed in a minute.
     MalformedFlood { source: std::net::IpAddr },
+    /// A technician's downlink became too thin for video (audio goes on), or video
+    /// resumed.
+    VideoSuspended {
+        room: String,
+        peer: PeerId,
+        suspended: bool,
+    },
     /// The peer is gone (left, timed out or failed).
     Disconnected {
         room: String,
@@ -199,7 +208,14 @@ impl MediaHandle {
             .clear_codecs()
             .enable_vp8(true)
             .enable_opus(true, false)
+            // Technicians' downlinks are estimated to choose their simulcast layer.
+            .enable_bwe((role == PeerRole::Subscriber).then(|| Bitrate::kbps(300)))
             .build(Instant::now());
+        if role == PeerRole::Subscriber {
+            // Probe up to what the full layer and audio need.
+            rtc.bwe()
+                .set_bitrate(Bitrate::kbps(100), Bitrate::kbps(1_600));
+        }
         let candidate = Candidate::host(announce, "udp")
             .map_err(|e| MediaError::InvalidOffer(format!("bad relay address: {e}")))?;
         rtc.add_local_candidate(candidate);
@@ -357,6 +373,14 @@ struct Peer {
     remote: Option<SocketAddr>,
     /// When ICE lost the peer; it has the grace period to come back (ICE restart).
     lost_since: Option<Instant>,
+    /// Simulcast, for technicians: the layer forwarded now, and the one their downlink
+    /// allows (`None`: no video fits). A switch waits for the new layer's keyframe.
+    layer: Option<layers::Layer>,
+    target_layer: Option<layers::Layer>,
+    /// Added to forwarded video timestamps so that layer switches look continuous (the
+    /// layers' RTP clocks have unrelated offsets).
+    time_shift: i64,
+    last_video_time: Option<u64>,
 }
 
 impl Peer {
@@ -394,6 +418,13 @@ impl Recording {
         now: Instant,
     ) {
         use crate::webm::{CUSTOMER_AUDIO_TRACK, TECHNICIAN_AUDIO_TRACK, VIDEO_TRACK};
+        // With simulcast, the full layer is recorded.
+        if data
+            .rid
+            .is_some_and(|rid| layers::Layer::of(rid) != Some(layers::Layer::High))
+        {
+            return;
+        }
         let track = match (role, kind) {
             (PeerRole::Publisher, MediaKind::Video) => VIDEO_TRACK,
             (PeerRole::Publisher, MediaKind::Audio) => CUSTOMER_AUDIO_TRACK,
@@ -654,6 +685,10 @@ impl Relay {
                 last_keyframe_request: None,
                 remote: None,
                 lost_since: None,
+                layer: None,
+                target_layer: Some(layers::Layer::Low),
+                time_shift: 0,
+                last_video_time: None,
             },
         );
     }
@@ -771,17 +806,26 @@ impl Relay {
                     .iter()
                     .chain(room.publisher.iter().filter(|_| kind == MediaKind::Audio))
                     .filter(|id| **id != from);
-                let mut wants_keyframe = false;
+                let mut wants_keyframe = None;
                 for target_id in targets {
                     let Some(target) = self.peers.get_mut(target_id) else {
                         continue;
                     };
+                    let mut time = data.time;
                     if kind == MediaKind::Video {
-                        if target.awaiting_keyframe && !data.is_keyframe() {
-                            wants_keyframe = true;
-                            continue;
+                        match forward_video(target, &data) {
+                            VideoDecision::Forward(t, keyframe_for) => {
+                                time = t;
+                                if keyframe_for.is_some() {
+                                    wants_keyframe = keyframe_for;
+                                }
+                            }
+                            VideoDecision::Skip => continue,
+                            VideoDecision::NeedKeyframe(rid) => {
+                                wants_keyframe = Some(rid);
+                                continue;
+                            }
                         }
-                        target.awaiting_keyframe = false;
                     }
                     let Some(mid) = target.mid_of(kind) else {
                         continue;
@@ -792,9 +836,7 @@ impl Relay {
                     let Some(pt) = writer.match_params(data.params) else {
                         continue;
                     };
-                    if let Err(e) =
-                        writer.write(pt, data.network_time, data.time, data.data.clone())
-                    {
+                    if let Err(e) = writer.write(pt, data.network_time, time, data.data.clone()) {
                         tracing::debug!(error = %e, peer = target_id.0, "forwarding failed");
                         target.rtc.disconnect();
                     } else {
@@ -805,14 +847,16 @@ impl Relay {
                             .fetch_add(data.data.len() as u64, Ordering::Relaxed);
                     }
                 }
-                if wants_keyframe && let Some(publisher) = room.publisher {
-                    request_keyframe(self.peers.get_mut(&publisher), now);
+                if let Some(rid) = wants_keyframe
+                    && let Some(publisher) = room.publisher
+                {
+                    request_keyframe(self.peers.get_mut(&publisher), rid, now);
                 }
             }
             Propagate::KeyframeWanted { room } => {
                 let publisher = self.rooms.get(&room).and_then(|r| r.publisher);
                 if let Some(publisher) = publisher {
-                    request_keyframe(self.peers.get_mut(&publisher), now);
+                    request_keyframe(self.peers.get_mut(&publisher), None, now);
                 }
             }
         }
@@ -960,6 +1004,27 @@ fn handle_event(
                 data: Box::new(data),
             });
         }
+        Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. })
+            if peer.role == PeerRole::Subscriber =>
+        {
+            let next = layers::choose(peer.target_layer, estimate.as_u64());
+            if next == peer.target_layer {
+                return;
+            }
+            if next.is_none() != peer.target_layer.is_none() {
+                let _ = events.send(MediaEvent::VideoSuspended {
+                    room: peer.room.to_string(),
+                    peer: id,
+                    suspended: next.is_none(),
+                });
+            }
+            if next.is_none() {
+                // When video resumes it starts again at a keyframe.
+                peer.layer = None;
+                peer.awaiting_keyframe = true;
+            }
+            peer.target_layer = next;
+        }
         Event::KeyframeRequest(_) if peer.role == PeerRole::Subscriber => {
             work.push(Propagate::KeyframeWanted {
                 room: peer.room.clone(),
@@ -969,7 +1034,70 @@ fn handle_event(
     }
 }
 
-fn request_keyframe(publisher: Option<&mut Peer>, now: Instant) {
+/// What to do with a video frame for one technician.
+enum VideoDecision {
+    /// Forward it, with this timestamp (and ask for a keyframe of a layer to switch to).
+    Forward(MediaTime, Option<Option<Rid>>),
+    Skip,
+    /// Skip it and ask the customer's browser for a keyframe of this layer.
+    NeedKeyframe(Option<Rid>),
+}
+
+/// Decides whether a technician gets a video frame: only their layer's (or, without
+/// simulcast, every frame), starting and switching only at keyframes so their decoder
+/// never sees a frame it cannot use.
+fn forward_video(target: &mut Peer, data: &MediaData) -> VideoDecision {
+    let Some(wanted) = target.target_layer else {
+        return VideoDecision::Skip;
+    };
+    let layer = data.rid.and_then(layers::Layer::of);
+    let keyframe = data.is_keyframe();
+    match layer {
+        // Not simulcast: one stream for everyone.
+        None if data.rid.is_none() => {
+            if target.awaiting_keyframe && !keyframe {
+                return VideoDecision::NeedKeyframe(None);
+            }
+        }
+        None => return VideoDecision::Skip,
+        Some(layer) if target.layer == Some(layer) && !target.awaiting_keyframe => {
+            if layer != wanted {
+                // Keep this layer flowing until the wanted one can take over.
+                return forward_with_time(target, data, Some(wanted.rid()));
+            }
+        }
+        Some(layer) if layer == wanted => {
+            if !keyframe {
+                return VideoDecision::NeedKeyframe(Some(wanted.rid()));
+            }
+            // Switch: continue the timeline one frame after the last forwarded frame.
+            let t = data.time.numer() as i64;
+            target.time_shift = match target.last_video_time {
+                Some(last) => last as i64 + 3_000 - t,
+                None => 0,
+            };
+            target.layer = Some(layer);
+        }
+        Some(_) => return VideoDecision::Skip,
+    }
+    target.awaiting_keyframe = false;
+    forward_with_time(target, data, None)
+}
+
+fn forward_with_time(
+    target: &mut Peer,
+    data: &MediaData,
+    keyframe_for: Option<Rid>,
+) -> VideoDecision {
+    let time = (data.time.numer() as i64 + target.time_shift).max(0) as u64;
+    target.last_video_time = Some(time);
+    VideoDecision::Forward(
+        MediaTime::new(time, data.time.frequency()),
+        keyframe_for.map(Some),
+    )
+}
+
+fn request_keyframe(publisher: Option<&mut Peer>, rid: Option<Rid>, now: Instant) {
     let Some(publisher) = publisher else {
         return;
     };
@@ -984,7 +1112,7 @@ fn request_keyframe(publisher: Option<&mut Peer>, now: Instant) {
     };
     if let Some(mut writer) = publisher.rtc.writer(mid)
         && writer
-            .request_keyframe(None, KeyframeRequestKind::Pli)
+            .request_keyframe(rid, KeyframeRequestKind::Pli)
             .is_ok()
     {
         publisher.last_keyframe_request = Some(now);

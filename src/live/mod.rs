@@ -399,6 +399,11 @@ pub enum ServerMessage {
         author: String,
         muted: bool,
     },
+    /// To one technician: whether their connection carries video now; when it is too
+    /// thin, only audio continues.
+    Bandwidth {
+        video: bool,
+    },
     Pong,
 }
 
@@ -1652,6 +1657,26 @@ impl Live {
                     })
                 {
                     self.broadcast_state(&session);
+                }
+            }
+            MediaEvent::VideoSuspended {
+                room,
+                peer,
+                suspended,
+            } => {
+                let rooms = self.rooms();
+                let Some(r) = rooms.get(&room) else {
+                    return;
+                };
+                let Some(Some(owner)) = r.peers.get(&peer) else {
+                    return;
+                };
+                for conn in r
+                    .technicians
+                    .iter()
+                    .filter(|c| c.user_id.as_deref() == Some(owner.as_str()))
+                {
+                    let _ = conn.tx.send(ServerMessage::Bandwidth { video: !suspended });
                 }
             }
             MediaEvent::Connected { .. } | MediaEvent::MalformedFlood { .. } => {}

@@ -704,6 +704,7 @@ async function openSession(created) {
   $('#snapshots').replaceChildren();
   $('#chat-lines').replaceChildren();
   $('#customer-muted').hidden = true;
+  $('#bandwidth-note').hidden = true;
   for (const el of document.querySelectorAll('#tools button, #camera-tools button, #cam-zoom, #draw-color')) el.disabled = false;
   showCapabilities({ cameras: 0, torch: null, zoom: null });
   setStatus(session);
@@ -718,6 +719,7 @@ async function openSession(created) {
     if (message.type === 'capabilities') showCapabilities(message.capabilities);
     if (message.type === 'still' && message.still.purpose === 'snapshot') $('#snapshots').append(stillFigure(current.id, message.still));
     if (message.type === 'muted' && message.from === 'customer') $('#customer-muted').hidden = !message.muted;
+    if (message.type === 'bandwidth') $('#bandwidth-note').hidden = message.video;
     if (message.type === 'error') $('#session-error').textContent = message.message;
     if (message.type === 'ended') {
       setStatus({ state: 'ended' }, message.reason);

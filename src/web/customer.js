@@ -332,7 +332,16 @@ async function publish() {
   if (pc) pc.close();
   pc = new RTCPeerConnection();
   const video = camera.getVideoTracks()[0];
-  videoSender = pc.addTransceiver(video, { direction: 'sendonly', streams: [camera] }).sender;
+  // Simulcast: a small layer and the full picture; the relay gives each technician the
+  // one their connection carries.
+  videoSender = pc.addTransceiver(video, {
+    direction: 'sendonly',
+    streams: [camera],
+    sendEncodings: [
+      { rid: 'l', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+      { rid: 'h', maxBitrate: 900_000 },
+    ],
+  }).sender;
   // The technician's voice comes back on the audio line; the customer's microphone goes
   // out on it only if they chose to share it.
   const mic = microphone?.getAudioTracks()[0];

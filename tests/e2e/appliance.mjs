@@ -99,10 +99,15 @@ export async function inboundVideo(page) {
     const stats = await pc.getStats();
     for (const report of stats.values()) {
       if (report.type === 'inbound-rtp' && report.kind === 'video') {
-        return { framesDecoded: report.framesDecoded ?? 0, packetsReceived: report.packetsReceived ?? 0 };
+        return {
+          framesDecoded: report.framesDecoded ?? 0,
+          framesReceived: report.framesReceived ?? 0,
+          packetsReceived: report.packetsReceived ?? 0,
+          frameWidth: report.frameWidth ?? 0,
+        };
       }
     }
-    return { framesDecoded: 0, packetsReceived: 0 };
+    return { framesDecoded: 0, framesReceived: 0, packetsReceived: 0, frameWidth: 0 };
   });
 }
 

@@ -1,24 +1,32 @@
-// Media that gets through where UDP does not: the customer's Chromium runs in a network
-// namespace whose nftables drop every UDP packet, so the only way to the relay is ICE-TCP
-// on the appliance's HTTPS port. The technician, outside, keeps using UDP.
+// Media that gets through: browsers run in network namespaces this test makes. The
+// customer's namespace can be made to drop every UDP packet, so the only way to the relay
+// is ICE-TCP on the appliance's HTTPS port; a technician's namespace has its downlink
+// throttled, and the relay must send them the small simulcast layer.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startAppliance, setUp, launchChromium, newContext, inboundVideo, waitFor } from './appliance.mjs';
+import { ADMIN, startAppliance, setUp, launchChromium, newContext, inboundVideo, inboundAudio, waitFor } from './appliance.mjs';
 
 const ns = `sl-tcp-${process.pid}`;
 const hostIf = `sltcp${process.pid % 10000}a`;
 const nsIf = `sltcp${process.pid % 10000}b`;
-// Addresses from the benchmarking range (RFC 2544), on a link only this test uses.
+const bwNs = `sl-bw-${process.pid}`;
+const bwHostIf = `slbw${process.pid % 10000}a`;
+const bwNsIf = `slbw${process.pid % 10000}b`;
+// Addresses from the benchmarking range (RFC 2544), on links only this test uses. The
+// appliance listens on hostAddr; the technician's namespace reaches it over its own link.
 const hostAddr = '198.18.7.1';
 const nsAddr = '198.18.7.2';
+const bwHostAddr = '198.18.7.5';
+const bwNsAddr = '198.18.7.6';
 
 let appliance;
 let browser;
 let confinedBrowser;
+let throttledBrowser;
 let workDir;
 let skip = null;
 
@@ -32,8 +40,18 @@ function blockUdp() {
 }
 
 function cleanUp() {
-  try { sh('ip', 'link', 'del', hostIf); } catch { /* already gone */ }
-  try { sh('ip', 'netns', 'del', ns); } catch { /* already gone */ }
+  for (const link of [hostIf, bwHostIf]) {
+    try { sh('ip', 'link', 'del', link); } catch { /* already gone */ }
+  }
+  for (const name of [ns, bwNs]) {
+    try { sh('ip', 'netns', 'del', name); } catch { /* already gone */ }
+  }
+}
+
+// Limits what the host sends into the technician's namespace (their downlink).
+function throttle(rate) {
+  try { sh('tc', 'qdisc', 'del', 'dev', bwHostIf, 'root'); } catch { /* none yet */ }
+  if (rate) sh('tc', 'qdisc', 'add', 'dev', bwHostIf, 'root', 'tbf', 'rate', rate, 'burst', '8kb', 'latency', '200ms');
 }
 
 before(async () => {
@@ -51,17 +69,32 @@ before(async () => {
   sh('ip', 'netns', 'exec', ns, 'ip', 'link', 'set', nsIf, 'up');
   sh('ip', 'netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up');
 
+  sh('ip', 'netns', 'add', bwNs);
+  sh('ip', 'link', 'add', bwHostIf, 'type', 'veth', 'peer', 'name', bwNsIf);
+  sh('ip', 'link', 'set', bwNsIf, 'netns', bwNs);
+  sh('ip', 'addr', 'add', `${bwHostAddr}/30`, 'dev', bwHostIf);
+  sh('ip', 'link', 'set', bwHostIf, 'up');
+  sh('ip', 'netns', 'exec', bwNs, 'ip', 'addr', 'add', `${bwNsAddr}/30`, 'dev', bwNsIf);
+  sh('ip', 'netns', 'exec', bwNs, 'ip', 'link', 'set', bwNsIf, 'up');
+  sh('ip', 'netns', 'exec', bwNs, 'ip', 'link', 'set', 'lo', 'up');
+  sh('ip', 'netns', 'exec', bwNs, 'ip', 'route', 'add', `${hostAddr}/32`, 'via', bwHostAddr);
+
   workDir = mkdtempSync(join(tmpdir(), 'sightline-tcp-'));
-  const wrapper = join(workDir, 'chromium-without-udp');
-  writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${ns} ${process.env.CHROMIUM ?? '/usr/bin/chromium'} "$@"\n`, { mode: 0o755 });
+  const inNamespace = (name, file) => {
+    const wrapper = join(workDir, file);
+    writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${name} ${process.env.CHROMIUM ?? '/usr/bin/chromium'} "$@"\n`, { mode: 0o755 });
+    return wrapper;
+  };
 
   appliance = await startAppliance({ host: hostAddr });
   browser = await launchChromium();
-  confinedBrowser = await launchChromium({ executablePath: wrapper });
+  confinedBrowser = await launchChromium({ executablePath: inNamespace(ns, 'chromium-customer') });
+  throttledBrowser = await launchChromium({ executablePath: inNamespace(bwNs, 'chromium-technician') });
 });
 
 after(async () => {
   await confinedBrowser?.close();
+  await throttledBrowser?.close();
   await browser?.close();
   await appliance?.stop();
   cleanUp();
@@ -124,6 +157,51 @@ test('when the customer’s network stops passing UDP mid-session, an ICE restar
   assert.equal(await customer.page.isVisible('#live'), true, 'no reload, no new consent');
   await customer.page.click('#end');
   await customer.context.close();
+});
+
+test('a technician on a thin downlink gets the small simulcast layer and keeps decoding; on a wide one the full layer', async (t) => {
+  if (skip) return t.skip(skip);
+  await technicianSession();
+  const context = await newContext(throttledBrowser);
+  const remote = await context.newPage();
+  await remote.goto(appliance.url);
+  await remote.fill('#login-email', ADMIN.email);
+  await remote.fill('#login-password', ADMIN.password);
+  await remote.click('#login-form button[type=submit]');
+  await remote.waitForSelector('#dashboard:not([hidden])');
+  await remote.click('#new-session');
+  await remote.waitForSelector('#session:not([hidden])');
+  const link = (await remote.textContent('#invite-link')).trim();
+
+  const customerContext = await newContext(browser);
+  const customer = await customerContext.newPage();
+  await customer.goto(link);
+  await customer.waitForSelector('#consent:not([hidden])');
+  await customer.check('#share-mic');
+  await customer.click('#share');
+  const started = Date.now();
+  await waitFor(async () => (await inboundVideo(remote))?.frameWidth === 1280, { timeout: 40000, interval: 200, what: 'the full layer on a wide downlink' });
+  console.log(`full layer reached ${Date.now() - started} ms after sharing`);
+
+  throttle('400kbit');
+  await waitFor(async () => {
+    const v = await inboundVideo(remote);
+    return v.frameWidth > 0 && v.frameWidth < 1280;
+  }, { timeout: 40000, interval: 200, what: 'the small layer on a thin downlink' });
+  const small = await inboundVideo(remote);
+  await waitFor(async () => (await inboundVideo(remote)).framesDecoded > small.framesDecoded + 20, { timeout: 20000, what: 'frames keep decoding' });
+  console.log(`thin downlink: ${small.frameWidth} px wide, still decoding`);
+
+  // Too thin for any video: the technician is told, and the customer's voice goes on.
+  throttle('60kbit');
+  await remote.waitForSelector('#bandwidth-note:not([hidden])', { timeout: 40000 });
+  const heard = (await inboundAudio(remote)).packetsReceived;
+  await waitFor(async () => (await inboundAudio(remote)).packetsReceived > heard + 25, { timeout: 20000, what: 'audio on a link too thin for video' });
+
+  throttle(null);
+  await customer.click('#end');
+  await customerContext.close();
+  await context.close();
 });
 
 test('with UDP blocked the customer’s media reaches the technician over TCP on the HTTPS port', async (t) => {
