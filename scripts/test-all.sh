@@ -17,6 +17,9 @@ command -v nft >/dev/null || missing+=(nftables)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v python3 >/dev/null || missing+=(python3)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v lintian >/dev/null || missing+=(lintian)
+command -v shellcheck >/dev/null || missing+=(shellcheck)
+command -v debootstrap >/dev/null || missing+=(debootstrap)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "==> installing ${missing[*]}"
   $sudo apt-get update -qq
@@ -30,6 +33,9 @@ cargo test --locked
 
 echo "==> systemd units"
 ./scripts/check-units.sh "${CARGO_TARGET_DIR:-target}/debug/sightline"
+
+echo "==> Debian package"
+./scripts/check-deb.sh
 
 echo "==> browser end-to-end tests"
 (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error && npm test)
