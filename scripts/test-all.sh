@@ -20,6 +20,7 @@ command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v lintian >/dev/null || missing+=(lintian)
 command -v shellcheck >/dev/null || missing+=(shellcheck)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
+command -v nix-instantiate >/dev/null || missing+=(nix-bin)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "==> installing ${missing[*]}"
   $sudo apt-get update -qq
@@ -36,6 +37,9 @@ echo "==> systemd units"
 
 echo "==> Debian package"
 ./scripts/check-deb.sh
+
+echo "==> NixOS module"
+./scripts/check-nix.sh
 
 echo "==> browser end-to-end tests"
 (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error && npm test)
