@@ -796,8 +796,13 @@ impl Relay {
                 let Some(room) = self.rooms.get_mut(&room) else {
                     return;
                 };
+                // A recording starts on a keyframe of the full layer: ask until one comes.
+                let mut recording_waits = None;
                 if let Some(recording) = room.recording.as_mut() {
                     recording.push(from, role, kind, &data, now);
+                    if !recording.muxer.started() && kind == MediaKind::Video {
+                        recording_waits = Some(data.rid.map(|_| layers::Layer::High.rid()));
+                    }
                 }
                 // Video goes from the customer to the technicians; audio from anyone to
                 // everyone else in the room.
@@ -806,7 +811,7 @@ impl Relay {
                     .iter()
                     .chain(room.publisher.iter().filter(|_| kind == MediaKind::Audio))
                     .filter(|id| **id != from);
-                let mut wants_keyframe = None;
+                let mut wants_keyframe = recording_waits;
                 for target_id in targets {
                     let Some(target) = self.peers.get_mut(target_id) else {
                         continue;
