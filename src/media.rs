@@ -368,7 +368,8 @@ struct Peer {
     /// on a delta frame.
     awaiting_keyframe: bool,
     video_seen: bool,
-    last_keyframe_request: Option<Instant>,
+    /// When a keyframe was last asked for, per simulcast layer (`None`: no simulcast).
+    last_keyframe_requests: Vec<(Option<Rid>, Instant)>,
     /// The address the peer's traffic last came from.
     remote: Option<SocketAddr>,
     /// When ICE lost the peer; it has the grace period to come back (ICE restart).
@@ -406,9 +407,26 @@ struct Recording {
     /// The technician whose voice is recorded: the first to speak. A WebM track carries
     /// one encoder's stream, so other technicians' audio is not recorded.
     technician: Option<PeerId>,
+    /// With simulcast: the layer recorded now, and when the full layer was last seen (the
+    /// browser sends it only once its uplink allows). The best layer flowing is recorded,
+    /// switching at keyframes.
+    layer: Option<layers::Layer>,
+    high_seen: Option<Instant>,
 }
 
 impl Recording {
+    fn new(sink: Box<dyn RecordingSink>) -> Self {
+        Self {
+            muxer: crate::webm::Muxer::new(),
+            sink,
+            technician: None,
+            layer: None,
+            high_seen: None,
+        }
+    }
+
+    /// Adds a frame; returns the layer (`Some(None)`: no simulcast) of which a keyframe
+    /// is wanted, while the recording waits for one to start or to switch layers.
     fn push(
         &mut self,
         from: PeerId,
@@ -416,14 +434,40 @@ impl Recording {
         kind: MediaKind,
         data: &MediaData,
         now: Instant,
-    ) {
+    ) -> Option<Option<Rid>> {
         use crate::webm::{CUSTOMER_AUDIO_TRACK, TECHNICIAN_AUDIO_TRACK, VIDEO_TRACK};
-        // With simulcast, the full layer is recorded.
-        if data
-            .rid
-            .is_some_and(|rid| layers::Layer::of(rid) != Some(layers::Layer::High))
-        {
-            return;
+        let mut wanted_keyframe = None;
+        if role == PeerRole::Publisher && kind == MediaKind::Video {
+            match data.rid {
+                None if !self.muxer.started() => wanted_keyframe = Some(None),
+                None => {}
+                Some(rid) => {
+                    let Some(layer) = layers::Layer::of(rid) else {
+                        return None;
+                    };
+                    if layer == layers::Layer::High {
+                        self.high_seen = Some(now);
+                    }
+                    let high_flows = self
+                        .high_seen
+                        .is_some_and(|at| now.duration_since(at) < Duration::from_secs(1));
+                    let best = if high_flows {
+                        layers::Layer::High
+                    } else {
+                        layers::Layer::Low
+                    };
+                    if self.layer != Some(best) {
+                        if layer == best && data.is_keyframe() {
+                            self.layer = Some(best);
+                        } else {
+                            wanted_keyframe = Some(Some(best.rid()));
+                        }
+                    }
+                    if self.layer != Some(layer) {
+                        return wanted_keyframe;
+                    }
+                }
+            }
         }
         let track = match (role, kind) {
             (PeerRole::Publisher, MediaKind::Video) => VIDEO_TRACK,
@@ -433,12 +477,13 @@ impl Recording {
             {
                 TECHNICIAN_AUDIO_TRACK
             }
-            _ => return,
+            _ => return wanted_keyframe,
         };
         let keyframe = kind == MediaKind::Audio || data.is_keyframe();
         if let Some(cluster) = self.muxer.push(track, now, keyframe, &data.data) {
             self.sink.cluster(cluster);
         }
+        wanted_keyframe
     }
 
     fn finish(self) {
@@ -641,16 +686,17 @@ impl Relay {
             old.finish();
         }
         if let Some(sink) = sink {
-            entry.recording = Some(Recording {
-                muxer: crate::webm::Muxer::new(),
-                sink,
-                technician: None,
-            });
+            entry.recording = Some(Recording::new(sink));
             // The recording starts on a keyframe; ask for one now rather than wait.
             if let Some(publisher) = entry.publisher.and_then(|p| self.peers.get_mut(&p)) {
-                publisher.last_keyframe_request = None;
+                publisher.last_keyframe_requests.clear();
+                let all = [
+                    None,
+                    Some(layers::Layer::Low.rid()),
+                    Some(layers::Layer::High.rid()),
+                ];
+                request_keyframe(Some(publisher), &all, Instant::now());
             }
-            self.propagate(Propagate::KeyframeWanted { room: name }, Instant::now());
         }
     }
 
@@ -682,7 +728,7 @@ impl Relay {
                 mids: Vec::new(),
                 awaiting_keyframe: true,
                 video_seen: false,
-                last_keyframe_request: None,
+                last_keyframe_requests: Vec::new(),
                 remote: None,
                 lost_since: None,
                 layer: None,
@@ -796,14 +842,11 @@ impl Relay {
                 let Some(room) = self.rooms.get_mut(&room) else {
                     return;
                 };
-                // A recording starts on a keyframe of the full layer: ask until one comes.
-                let mut recording_waits = None;
-                if let Some(recording) = room.recording.as_mut() {
-                    recording.push(from, role, kind, &data, now);
-                    if !recording.muxer.started() && kind == MediaKind::Video {
-                        recording_waits = Some(data.rid.map(|_| layers::Layer::High.rid()));
-                    }
-                }
+                // A recording starts (and changes layers) on a keyframe: ask until one comes.
+                let recording_waits = room
+                    .recording
+                    .as_mut()
+                    .and_then(|recording| recording.push(from, role, kind, &data, now));
                 // Video goes from the customer to the technicians; audio from anyone to
                 // everyone else in the room.
                 let targets = room
@@ -811,7 +854,7 @@ impl Relay {
                     .iter()
                     .chain(room.publisher.iter().filter(|_| kind == MediaKind::Audio))
                     .filter(|id| **id != from);
-                let mut wants_keyframe = recording_waits;
+                let mut wants_keyframe: Vec<Option<Rid>> = recording_waits.into_iter().collect();
                 for target_id in targets {
                     let Some(target) = self.peers.get_mut(target_id) else {
                         continue;
@@ -821,13 +864,11 @@ impl Relay {
                         match forward_video(target, &data) {
                             VideoDecision::Forward(t, keyframe_for) => {
                                 time = t;
-                                if keyframe_for.is_some() {
-                                    wants_keyframe = keyframe_for;
-                                }
+                                wants_keyframe.extend(keyframe_for);
                             }
                             VideoDecision::Skip => continue,
                             VideoDecision::NeedKeyframe(rid) => {
-                                wants_keyframe = Some(rid);
+                                wants_keyframe.push(rid);
                                 continue;
                             }
                         }
@@ -852,16 +893,21 @@ impl Relay {
                             .fetch_add(data.data.len() as u64, Ordering::Relaxed);
                     }
                 }
-                if let Some(rid) = wants_keyframe
+                if !wants_keyframe.is_empty()
                     && let Some(publisher) = room.publisher
                 {
-                    request_keyframe(self.peers.get_mut(&publisher), rid, now);
+                    request_keyframe(self.peers.get_mut(&publisher), &wants_keyframe, now);
                 }
             }
             Propagate::KeyframeWanted { room } => {
                 let publisher = self.rooms.get(&room).and_then(|r| r.publisher);
                 if let Some(publisher) = publisher {
-                    request_keyframe(self.peers.get_mut(&publisher), None, now);
+                    let all = [
+                        None,
+                        Some(layers::Layer::Low.rid()),
+                        Some(layers::Layer::High.rid()),
+                    ];
+                    request_keyframe(self.peers.get_mut(&publisher), &all, now);
                 }
             }
         }
@@ -1102,25 +1148,35 @@ fn forward_with_time(
     )
 }
 
-fn request_keyframe(publisher: Option<&mut Peer>, rid: Option<Rid>, now: Instant) {
+/// Asks the customer's browser for keyframes of these layers (`None`: without simulcast),
+/// at most one per layer every [`KEYFRAME_REQUEST_INTERVAL`].
+fn request_keyframe(publisher: Option<&mut Peer>, rids: &[Option<Rid>], now: Instant) {
     let Some(publisher) = publisher else {
         return;
     };
-    if publisher
-        .last_keyframe_request
-        .is_some_and(|at| now < at + KEYFRAME_REQUEST_INTERVAL)
-    {
-        return;
-    }
     let Some(mid) = publisher.mid_of(MediaKind::Video) else {
         return;
     };
-    if let Some(mut writer) = publisher.rtc.writer(mid)
-        && writer
-            .request_keyframe(rid, KeyframeRequestKind::Pli)
-            .is_ok()
-    {
-        publisher.last_keyframe_request = Some(now);
+    for (i, rid) in rids.iter().enumerate() {
+        if rids[..i].contains(rid) {
+            continue;
+        }
+        let recent = publisher
+            .last_keyframe_requests
+            .iter()
+            .any(|(r, at)| r == rid && now < *at + KEYFRAME_REQUEST_INTERVAL);
+        if recent {
+            continue;
+        }
+        // Fails for a layer the browser does not send; that is fine.
+        if let Some(mut writer) = publisher.rtc.writer(mid)
+            && writer
+                .request_keyframe(*rid, KeyframeRequestKind::Pli)
+                .is_ok()
+        {
+            publisher.last_keyframe_requests.retain(|(r, _)| r != rid);
+            publisher.last_keyframe_requests.push((*rid, now));
+        }
     }
 }
 

@@ -134,8 +134,14 @@ impl Muxer {
         // Arrival times are monotonic; the max guards against callers that are not.
         let ms = (at.saturating_duration_since(start).as_millis() as u64).max(self.last_ms);
         self.last_ms = ms;
-        if video_key && self.summary.video_size.is_none() {
-            self.summary.video_size = vp8_size(data);
+        // The largest picture recorded (simulcast layers may change the size).
+        if video_key
+            && let Some(size) = vp8_size(data)
+            && self.summary.video_size.is_none_or(|(w, h)| {
+                u32::from(size.0) * u32::from(size.1) > u32::from(w) * u32::from(h)
+            })
+        {
+            self.summary.video_size = Some(size);
         }
         let age = ms - self.cluster_start_ms;
         let finished = if self.cluster.is_empty() {

@@ -229,7 +229,8 @@ test('a consented recording is stored and plays back in the session record', asy
     const video = document.querySelector('#record-recordings video');
     return video && video.readyState >= 2 ? { readyState: video.readyState, duration: video.duration, width: video.videoWidth } : null;
   }), { what: 'the recording playing in the console' });
-  assert.ok(played.duration > 1 && Number.isFinite(played.duration), `duration ${played.duration}`);
+  console.log(`a 3 s recording plays back with a duration of ${played.duration.toFixed(2)} s`);
+  assert.ok(played.duration > 1.5 && Number.isFinite(played.duration), `duration ${played.duration}`);
   assert.ok(played.width > 0);
   const facts = await tech.textContent('#record-facts');
   assert.match(facts, /Chrome \d+ on Linux/);
