@@ -442,9 +442,7 @@ impl Recording {
                 None if !self.muxer.started() => wanted_keyframe = Some(None),
                 None => {}
                 Some(rid) => {
-                    let Some(layer) = layers::Layer::of(rid) else {
-                        return None;
-                    };
+                    let layer = layers::Layer::of(rid)?;
                     if layer == layers::Layer::High {
                         self.high_seen = Some(now);
                     }
