@@ -92,14 +92,30 @@ impl Store {
     /// Opens the store under `data_dir` (the sled engine lives in `data_dir/store`).
     pub fn open(data_dir: &Path, master: MasterKey) -> Result<Self, StoreError> {
         let dir = data_dir.join("store");
-        let db = sled::Config::new().path(&dir).open().map_err(|source| {
-            let path = dir.display().to_string();
-            // sled holds an exclusive file lock while a process has the store open.
-            match &source {
-                sled::Error::Io(e) if e.to_string().contains("lock") => StoreError::InUse { path },
-                _ => StoreError::Open { path, source },
+        let open = || {
+            sled::Config::new().path(&dir).open().map_err(|source| {
+                let path = dir.display().to_string();
+                // sled holds an exclusive file lock while a process has the store open.
+                match &source {
+                    sled::Error::Io(e) if e.to_string().contains("lock") => {
+                        StoreError::InUse { path }
+                    }
+                    _ => StoreError::Open { path, source },
+                }
+            })
+        };
+        // A handle dropped a moment ago (a restore, a restart) may still hold the lock
+        // until its background flusher has ended; only a lock held longer means in use.
+        let mut waited = std::time::Duration::ZERO;
+        let db = loop {
+            match open() {
+                Err(StoreError::InUse { .. }) if waited < std::time::Duration::from_secs(2) => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    waited += std::time::Duration::from_millis(50);
+                }
+                other => break other?,
             }
-        })?;
+        };
         let keys = Arc::new(KeyRing::new(master, db.open_tree(KEYS_TREE)?));
         let store = Self {
             db,
