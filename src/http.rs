@@ -32,8 +32,9 @@ pub struct ConnInfo {
 
 const MAX_CONNECTIONS: usize = 10_000;
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a new connection may take to send the bytes that say what it is.
-const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a new connection may take to send the bytes that say what it is. Browsers
+/// open connections ahead of need and may leave them idle for some seconds.
+const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Waits for the first bytes of a connection and says what it speaks.
 async fn first_bytes(stream: &tokio::net::TcpStream) -> FirstBytes {

@@ -27,7 +27,16 @@ export async function api(path, { method = 'GET', body, token, headers = {} } = 
     init.headers['content-type'] = 'application/json';
     init.body = JSON.stringify(body);
   }
-  const response = await fetch(`/api${path}`, init);
+  let response;
+  try {
+    response = await fetch(`/api${path}`, init);
+  } catch (e) {
+    // A connection the browser opened ahead of time may have been closed by the
+    // appliance as idle; a read is safe to send once more.
+    if (method !== 'GET') throw e;
+    await new Promise((r) => setTimeout(r, 300));
+    response = await fetch(`/api${path}`, init);
+  }
   if (response.status === 204) return null;
   const text = await response.text();
   let data = null;
@@ -59,12 +68,13 @@ export async function negotiate(pc, url, { token } = {}) {
 // restart (a new offer PATCHed to the connection's WHIP/WHEP resource) finds a new one
 // without the other side doing anything. If the relay no longer knows the connection
 // (it was away too long), `fallback` starts a new one.
-export function keepConnected(pc, { resource, token, fallback, isCurrent }) {
+export function keepConnected(pc, { resource, token, fallback, isCurrent, onRestart }) {
   let timer = null;
   let restarting = false;
   const restart = async () => {
     if (!isCurrent() || restarting || !resource()) return;
     restarting = true;
+    onRestart?.();
     try {
       const offer = await pc.createOffer({ iceRestart: true });
       await pc.setLocalDescription(offer);

@@ -8,6 +8,7 @@ let token = null;
 let signal = null;
 let pc = null;
 let videoSender = null;
+let iceRestarts = 0;
 let camera = null;
 let microphone = null;
 let resource = null;
@@ -31,6 +32,7 @@ window.sightline = {
   get shapes() { return shapes; },
   get frozenDigest() { return frozenDigest; },
   get resource() { return resource; },
+  get iceRestarts() { return iceRestarts; },
 };
 
 // A random id for this browser tab, so that after a reload it takes its own place in
@@ -356,6 +358,7 @@ async function publish() {
     token,
     fallback: republish,
     isCurrent: () => mine === pc && !ended,
+    onRestart: () => { iceRestarts += 1; },
   });
   try {
     resource = await negotiate(pc, '/api/invitation/whip', { token });

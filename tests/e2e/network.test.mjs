@@ -139,7 +139,7 @@ async function selectedPair(page) {
   });
 }
 
-test('when the customer’s network stops passing UDP mid-session, an ICE restart moves the media to TCP', async (t) => {
+test('when the customer’s network stops passing UDP mid-session, the media moves to TCP without a reload', async (t) => {
   if (skip) return t.skip(skip);
   const link = await technicianSession();
   const customer = await confinedCustomer(link);
@@ -149,11 +149,12 @@ test('when the customer’s network stops passing UDP mid-session, an ICE restar
   const cutAt = Date.now();
   blockUdp();
   const frames = (await inboundVideo(tech)).framesDecoded;
-  // Frames stall, then come back on the new path.
-  await waitFor(async () => (await customer.page.evaluate(() => window.sightline.pc.iceConnectionState)) !== 'connected', { timeout: 30000, what: 'the cut noticed' });
-  await waitFor(async () => (await inboundVideo(tech)).framesDecoded > frames + 10 && (await selectedPair(customer.page)).local === 'tcp', { timeout: 40000, interval: 100, what: 'frames over the new path' });
-  console.log(`path cut to the first new decoded frames at the technician: ${Date.now() - cutAt} ms`);
-  assert.equal(await customer.page.evaluate(() => window.sightline.resource), resource, 'the same relay connection, restarted');
+  // Chrome either moves to the TCP pair it already checked, or loses the path and the
+  // page restarts ICE; either way the same relay connection carries on over TCP.
+  await waitFor(async () => (await inboundVideo(tech)).framesDecoded > frames + 10 && (await selectedPair(customer.page)).local === 'tcp', { timeout: 60000, interval: 100, what: 'frames over the new path' });
+  const restarts = await customer.page.evaluate(() => window.sightline.iceRestarts);
+  console.log(`path cut to the first new decoded frames at the technician: ${Date.now() - cutAt} ms (${restarts} ICE restarts)`);
+  assert.equal(await customer.page.evaluate(() => window.sightline.resource), resource, 'the same relay connection');
   assert.equal(await customer.page.isVisible('#live'), true, 'no reload, no new consent');
   await customer.page.click('#end');
   await customer.context.close();
