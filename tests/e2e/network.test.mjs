@@ -61,7 +61,11 @@ before(async () => {
     skip = `network namespaces unavailable here (${String(e.stderr ?? e).trim()})`;
     return;
   }
+  // IPv4 only: IPv6 addresses appearing a moment after the links come up would make
+  // Chromium report a network change and abort requests in flight.
+  sh('ip', 'netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1');
   sh('ip', 'link', 'add', hostIf, 'type', 'veth', 'peer', 'name', nsIf);
+  sh('sysctl', '-qw', `net.ipv6.conf.${hostIf}.disable_ipv6=1`);
   sh('ip', 'link', 'set', nsIf, 'netns', ns);
   sh('ip', 'addr', 'add', `${hostAddr}/30`, 'dev', hostIf);
   sh('ip', 'link', 'set', hostIf, 'up');
@@ -70,7 +74,9 @@ before(async () => {
   sh('ip', 'netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up');
 
   sh('ip', 'netns', 'add', bwNs);
+  sh('ip', 'netns', 'exec', bwNs, 'sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1');
   sh('ip', 'link', 'add', bwHostIf, 'type', 'veth', 'peer', 'name', bwNsIf);
+  sh('sysctl', '-qw', `net.ipv6.conf.${bwHostIf}.disable_ipv6=1`);
   sh('ip', 'link', 'set', bwNsIf, 'netns', bwNs);
   sh('ip', 'addr', 'add', `${bwHostAddr}/30`, 'dev', bwHostIf);
   sh('ip', 'link', 'set', bwHostIf, 'up');
