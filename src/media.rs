@@ -786,9 +786,17 @@ impl Relay {
     /// Advances every peer to `now`, sends what they produce, forwards media between
     /// them, and returns when the loop must wake next.
     fn drive(&mut self, now: Instant) -> Instant {
+        let grace = self.reconnect_grace;
         loop {
             let mut work = Vec::new();
             for (id, peer) in &mut self.peers {
+                // Lost for longer than the grace period: it is not coming back.
+                if peer
+                    .lost_since
+                    .is_some_and(|at| now.duration_since(at) >= grace)
+                {
+                    peer.rtc.disconnect();
+                }
                 if peer.deadline <= now
                     && peer.rtc.is_alive()
                     && let Err(e) = peer.rtc.handle_input(Input::Timeout(now))
@@ -803,15 +811,6 @@ impl Relay {
             }
             for item in work {
                 self.propagate(item, now);
-            }
-        }
-        let grace = self.reconnect_grace;
-        for peer in self.peers.values_mut() {
-            if peer
-                .lost_since
-                .is_some_and(|at| now.duration_since(at) >= grace)
-            {
-                peer.rtc.disconnect();
             }
         }
         self.reap();

@@ -807,7 +807,7 @@ pub(super) async fn invite_colleague(
         invited_ms: state.live.now_ms(),
         invited_by: who.user_id.clone(),
     };
-    Ok(Json(state.live.add_colleague(&who, &id, colleague)?))
+    Ok(Json(state.live.add_colleague(&who, &id, colleague).await?))
 }
 
 pub(super) async fn remove_colleague(
@@ -815,7 +815,9 @@ pub(super) async fn remove_colleague(
     User(who): User,
     Path((id, user_id)): Path<(String, String)>,
 ) -> Result<Json<SessionView>, ApiError> {
-    Ok(Json(state.live.remove_colleague(&who, &id, &user_id)?))
+    Ok(Json(
+        state.live.remove_colleague(&who, &id, &user_id).await?,
+    ))
 }
 
 #[cfg(test)]

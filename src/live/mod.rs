@@ -1083,7 +1083,7 @@ impl Live {
                     ),
                 );
                 if !camera {
-                    self.drop_customer_media(&from.session_id);
+                    self.drop_media_of(&from.session_id, None);
                 }
                 self.store.flush().await?;
                 self.broadcast_state(&session);
@@ -1331,8 +1331,8 @@ impl Live {
         let account_id = session.account_id.clone();
         let session_id = session.id.clone();
         Box::new(move |result| {
-            let summary = match result {
-                Ok(Some(summary)) => summary,
+            let stored = match result {
+                Ok(Some(stored)) => stored,
                 Ok(None) => return,
                 Err(e) => {
                     tracing::error!(error = %e, session_id, "recording could not be stored");
@@ -1343,13 +1343,14 @@ impl Live {
                 id: recording_id.clone(),
                 started_ms,
                 ended_ms: clock.now_ms(),
-                duration_ms: summary.duration_ms,
-                head_len: crate::webm::head(&summary).len() as u64,
-                body_len: summary.body_len,
-                tail_len: crate::webm::tail(&summary).len() as u64,
-                customer_audio: summary.frames[usize::from(crate::webm::CUSTOMER_AUDIO_TRACK - 1)]
+                duration_ms: stored.summary.duration_ms,
+                head_len: stored.head_len,
+                body_len: stored.summary.body_len,
+                tail_len: stored.tail_len,
+                customer_audio: stored.summary.frames
+                    [usize::from(crate::webm::CUSTOMER_AUDIO_TRACK - 1)]
                     > 0,
-                technician_audio: summary.frames
+                technician_audio: stored.summary.frames
                     [usize::from(crate::webm::TECHNICIAN_AUDIO_TRACK - 1)]
                     > 0,
             };
@@ -1388,21 +1389,22 @@ impl Live {
         })
     }
 
-    fn drop_customer_media(&self, session_id: &str) {
+    /// Ends the relay peers a participant owns in a session (`None`: the customer).
+    fn drop_media_of(&self, session_id: &str, owner: Option<&str>) {
         let peers: Vec<PeerId> = self
             .rooms()
             .get_mut(session_id)
             .map(|room| {
-                let mine: Vec<PeerId> = room
+                let theirs: Vec<PeerId> = room
                     .peers
                     .iter()
-                    .filter(|(_, owner)| owner.is_none())
+                    .filter(|(_, o)| o.as_deref() == owner)
                     .map(|(id, _)| *id)
                     .collect();
-                for id in &mine {
+                for id in &theirs {
                     room.peers.remove(id);
                 }
-                mine
+                theirs
             })
             .unwrap_or_default();
         for peer in peers {
@@ -1898,18 +1900,13 @@ impl Live {
 
     /// Invites another technician of the account into a session. Only the session's
     /// technician or an account admin may.
-    pub fn add_colleague(
+    pub async fn add_colleague(
         &self,
         who: &Principal,
         session_id: &str,
         colleague: Colleague,
     ) -> Result<SessionView, LiveError> {
-        let session = self.load_visible(who, session_id)?;
-        if who.user_id != session.technician_id && who.role != Role::AccountAdmin {
-            return Err(LiveError::NotAllowed(
-                "only the session's technician or an account admin can invite colleagues".into(),
-            ));
-        }
+        let session = self.load_manageable(who, session_id)?;
         if colleague.user_id == session.technician_id {
             return Err(LiveError::BadMessage(
                 "the session's own technician is already in it".into(),
@@ -1929,24 +1926,31 @@ impl Live {
                 colleague.user_id, colleague.role
             ),
         );
-        self.store.flush_blocking()?;
+        self.store.flush().await?;
         self.broadcast_state(&session);
         Ok(self.view(&session))
     }
 
+    /// Loads a session whose colleagues this user may manage: its own technician's, or
+    /// any of the account for an admin.
+    fn load_manageable(&self, who: &Principal, id: &str) -> Result<SupportSession, LiveError> {
+        let session = self.load_visible(who, id)?;
+        if who.user_id != session.technician_id && who.role != Role::AccountAdmin {
+            return Err(LiveError::NotAllowed(
+                "only the session's technician or an account admin can manage colleagues".into(),
+            ));
+        }
+        Ok(session)
+    }
+
     /// Takes a colleague out of a session, closing their connection and media.
-    pub fn remove_colleague(
+    pub async fn remove_colleague(
         &self,
         who: &Principal,
         session_id: &str,
         user_id: &str,
     ) -> Result<SessionView, LiveError> {
-        let session = self.load_visible(who, session_id)?;
-        if who.user_id != session.technician_id && who.role != Role::AccountAdmin {
-            return Err(LiveError::NotAllowed(
-                "only the session's technician or an account admin can remove colleagues".into(),
-            ));
-        }
+        let session = self.load_manageable(who, session_id)?;
         if !session.colleagues.iter().any(|c| c.user_id == user_id) {
             return Err(LiveError::NotFound);
         }
@@ -1958,30 +1962,12 @@ impl Live {
                 Some(s)
             })?
             .ok_or(LiveError::NotFound)?;
-        let peers: Vec<PeerId> = {
-            let mut rooms = self.rooms();
-            match rooms.get_mut(session_id) {
-                Some(room) => {
-                    room.technicians
-                        .retain(|c| c.user_id.as_deref() != Some(user_id));
-                    let theirs: Vec<PeerId> = room
-                        .peers
-                        .iter()
-                        .filter(|(_, o)| o.as_deref() == Some(user_id))
-                        .map(|(id, _)| *id)
-                        .collect();
-                    for id in &theirs {
-                        room.peers.remove(id);
-                    }
-                    theirs
-                }
-                None => Vec::new(),
-            }
-        };
-        for peer in peers {
-            self.media.remove_peer(peer);
+        if let Some(room) = self.rooms().get_mut(session_id) {
+            room.technicians
+                .retain(|c| c.user_id.as_deref() != Some(user_id));
         }
-        self.store.flush_blocking()?;
+        self.drop_media_of(session_id, Some(user_id));
+        self.store.flush().await?;
         self.broadcast_state(&session);
         Ok(self.view(&session))
     }

@@ -19,9 +19,16 @@ pub fn part_names(session_id: &str, recording_id: &str) -> [String; 3] {
     ["head", "body", "tail"].map(|part| format!("{session_id}-rec-{recording_id}-{part}"))
 }
 
-/// What the writer reports when the recording is finished: the summary of what was
-/// stored, `None` if nothing was (no keyframe ever arrived).
-pub type Done = Box<dyn FnOnce(Result<Option<Summary>, StoreError>) + Send>;
+/// A recording as stored: what the muxer wrote, and the sizes of the head and tail.
+pub struct Stored {
+    pub summary: Summary,
+    pub head_len: u64,
+    pub tail_len: u64,
+}
+
+/// What the writer reports when the recording is finished: what was stored, `None` if
+/// nothing was (no keyframe ever arrived).
+pub type Done = Box<dyn FnOnce(Result<Option<Stored>, StoreError>) + Send>;
 
 pub struct StoreSink {
     chunks: mpsc::Sender<Chunk>,
@@ -53,7 +60,7 @@ fn write(
     mut writer: crate::store::FileWriter,
     files: &AccountStore,
     [head, body, tail]: [&str; 3],
-) -> Result<Option<Summary>, StoreError> {
+) -> Result<Option<Stored>, StoreError> {
     let io = |source| StoreError::File {
         path: body.into(),
         source,
@@ -88,9 +95,14 @@ fn write(
     writer.finish()?;
     match finished {
         Some(summary) if summary.body_len > 0 => {
-            files.put_file(head, &webm::head(&summary))?;
-            files.put_file(tail, &webm::tail(&summary))?;
-            Ok(Some(summary))
+            let (head_bytes, tail_bytes) = (webm::head(&summary), webm::tail(&summary));
+            files.put_file(head, &head_bytes)?;
+            files.put_file(tail, &tail_bytes)?;
+            Ok(Some(Stored {
+                summary,
+                head_len: head_bytes.len() as u64,
+                tail_len: tail_bytes.len() as u64,
+            }))
         }
         _ => {
             files.remove_file(body)?;
@@ -131,7 +143,7 @@ mod tests {
                 "sess",
                 "rec",
                 Box::new(move |result| {
-                    let _ = tx.send(result.map(|s| s.map(|s| s.body_len)));
+                    let _ = tx.send(result.map(|s| s.map(|s| s.summary.body_len)));
                 }),
             )
             .expect("sink"),

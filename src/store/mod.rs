@@ -243,16 +243,14 @@ impl AccountStore {
     }
 
     pub fn get_file(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let key = self.store.keys.get_or_create(&self.account_id)?;
-        let path = self.store.files_dir(&self.account_id).join(file_name(name));
-        let file = match fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(StoreError::File { path, source }),
+        let Some(mut reader) = self.open_file(name)? else {
+            return Ok(None);
         };
         let mut out = Vec::new();
-        key.decrypt_stream(file, &mut out)
-            .map_err(|source| StoreError::File { path, source })?;
+        std::io::Read::read_to_end(&mut reader, &mut out).map_err(|source| StoreError::File {
+            path: self.store.files_dir(&self.account_id).join(file_name(name)),
+            source,
+        })?;
         Ok(Some(out))
     }
 

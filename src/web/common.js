@@ -142,3 +142,9 @@ export function chatForm(form, input, send) {
     input.value = '';
   });
 }
+
+// SHA-256 of a blob, in hex: lets both sides show that they display the same still.
+export async function digest(blob) {
+  const bytes = await crypto.subtle.digest('SHA-256', await blob.arrayBuffer());
+  return Array.from(new Uint8Array(bytes), (b) => b.toString(16).padStart(2, '0')).join('');
+}

@@ -1,5 +1,5 @@
 // The technician's console: setup, sign-in, sessions, and the live view of one session.
-import { $, show, api, negotiate, signaling, showChat, chatForm, keepConnected } from '/assets/common.js';
+import { $, show, api, negotiate, signaling, showChat, chatForm, keepConnected, digest } from '/assets/common.js';
 import { t, translate, languagePicker, onLanguageChange } from '/assets/i18n.js';
 import { render, normalised } from '/assets/draw.js';
 
@@ -580,11 +580,6 @@ async function showFrozen(stillId) {
   img.hidden = false;
   $('#remote-video').hidden = true;
   redraw();
-}
-
-async function digest(blob) {
-  const bytes = await crypto.subtle.digest('SHA-256', await blob.arrayBuffer());
-  return Array.from(new Uint8Array(bytes), (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
 // A still with its annotations drawn over it.

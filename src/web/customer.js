@@ -1,6 +1,6 @@
 // The customer's page: join by link or PIN, consent, share the camera (and, if chosen,
 // the microphone), follow the technician's drawings and camera requests, pause, end.
-import { $, show, api, negotiate, signaling, showChat, chatForm, keepConnected } from '/assets/common.js';
+import { $, show, api, negotiate, signaling, showChat, chatForm, keepConnected, digest } from '/assets/common.js';
 import { t, translate, languagePicker, onLanguageChange, errorText } from '/assets/i18n.js';
 import { render } from '/assets/draw.js';
 
@@ -286,11 +286,6 @@ async function grabFrame(track) {
   canvas.height = video.videoHeight || settings.height;
   canvas.getContext('2d').drawImage(video, 0, 0, canvas.width, canvas.height);
   return new Promise((resolve) => canvas.toBlob(resolve, 'image/jpeg', 0.92));
-}
-
-async function digest(blob) {
-  const bytes = await crypto.subtle.digest('SHA-256', await blob.arrayBuffer());
-  return Array.from(new Uint8Array(bytes), (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
 async function showFrozen(stillId) {

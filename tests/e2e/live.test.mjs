@@ -4,12 +4,12 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import https from 'node:https';
-import { startAppliance, setUp, launchChromium, newContext, inboundVideo, waitFor } from './appliance.mjs';
+import { ADMIN, startAppliance, setUp, launchChromium, newContext, inboundVideo, waitFor } from './appliance.mjs';
 
 let appliance;
 let browser;
 let technician; // { context, page }
-const admin = { email: 'ada@example.com', password: 'Camera4support', name: 'Ada Lovelace', org: 'Example Utilities' };
+const admin = ADMIN;
 
 before(async () => {
   appliance = await startAppliance();

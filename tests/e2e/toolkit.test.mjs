@@ -3,7 +3,7 @@
 // colleague receiving the picture, the session record, and the German customer page.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startAppliance, setUp, launchChromium, newContext, inboundVideo, inboundAudio, waitFor } from './appliance.mjs';
+import { ADMIN, startAppliance, setUp, launchChromium, newContext, inboundVideo, inboundAudio, waitFor } from './appliance.mjs';
 import { readFileSync } from 'node:fs';
 
 // The pages' own strings (an ES module served to browsers, loaded here as one).
@@ -12,7 +12,7 @@ const { STRINGS } = await import(`data:text/javascript,${encodeURIComponent(read
 let appliance;
 let browser;
 let technician; // { context, page }
-const admin = { email: 'ada@example.com', password: 'Camera4support', name: 'Ada Lovelace', org: 'Example Utilities' };
+const admin = ADMIN;
 
 before(async () => {
   appliance = await startAppliance();
