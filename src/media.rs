@@ -6,8 +6,10 @@
 //! loop runs on its own thread with a single-threaded runtime, so no lock is taken on the
 //! packet path.
 
+mod batch;
 mod layers;
 pub mod tcp;
+mod timers;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -34,7 +36,9 @@ pub enum MediaError {
 }
 
 /// Identifies one WebRTC peer connection in the relay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct PeerId(pub u64);
 
 /// What a peer does in its room.
@@ -112,6 +116,8 @@ pub struct MediaStats {
     pub packets_forwarded: AtomicU64,
     pub bytes_forwarded: AtomicU64,
     pub datagrams_dropped: AtomicU64,
+    /// Datagrams (and ICE-TCP frames) the relay sent: media, RTCP, ICE and DTLS.
+    pub datagrams_sent: AtomicU64,
     /// ICE-TCP connections open now.
     pub tcp_connections: AtomicU64,
     /// Connections to the HTTPS port closed because they were neither TLS nor ICE-TCP,
@@ -310,6 +316,7 @@ pub fn start(
     std::thread::JoinHandle<()>,
 )> {
     socket.set_nonblocking(true)?;
+    batch::enlarge_buffers(&socket);
     let local_addr = socket.local_addr()?;
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
     let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -363,6 +370,10 @@ struct Peer {
     /// The same for the passive TCP candidate on the HTTPS port.
     local_tcp: Option<SocketAddr>,
     deadline: Instant,
+    /// The time of this peer's current entry in the relay's timers (older entries are
+    /// stale), and whether it is queued to be polled.
+    scheduled: Option<Instant>,
+    queued: bool,
     mids: Vec<(Mid, MediaKind)>,
     /// A subscriber gets no video until a keyframe arrives, so its decoder never starts
     /// on a delta frame.
@@ -507,11 +518,28 @@ enum Propagate {
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 /// The loop turns at least this often, which is also its watchdog heartbeat.
 const IDLE_WAKEUP: Duration = Duration::from_millis(100);
+/// Every peer is visited at least this often, even when str0m has nothing due: the
+/// reconnect grace is checked then, and no timer entry lies far in the future.
+const PEER_VISIT: Duration = Duration::from_secs(1);
+/// Datagram batches taken from the socket before forwarding what they produced.
+const RECEIVE_BATCHES: usize = 4;
 
 struct Relay {
     socket: UdpSocket,
     socket_addr: SocketAddr,
     peers: HashMap<PeerId, Peer>,
+    /// Which peer a UDP source belongs to, learned when its peer accepted a datagram;
+    /// a datagram from an unknown source (a new path, ICE restart) is offered to all.
+    routes: HashMap<SocketAddr, PeerId>,
+    timers: timers::Timers<PeerId>,
+    /// Peers to poll in this turn (they got input, were written to, or are due).
+    queued: Vec<PeerId>,
+    polling: Vec<PeerId>,
+    work: Vec<Propagate>,
+    dead: Vec<PeerId>,
+    inbox: Option<Box<batch::Inbox>>,
+    outbox: batch::Outbox,
+    tcp_checked: Instant,
     rooms: HashMap<Arc<str>, Room>,
     events: mpsc::UnboundedSender<MediaEvent>,
     stats: Arc<MediaStats>,
@@ -563,6 +591,15 @@ impl Relay {
             socket,
             socket_addr,
             peers: HashMap::new(),
+            routes: HashMap::new(),
+            timers: timers::Timers::default(),
+            queued: Vec::new(),
+            polling: Vec::new(),
+            work: Vec::new(),
+            dead: Vec::new(),
+            inbox: Some(Box::default()),
+            outbox: batch::Outbox::default(),
+            tcp_checked: Instant::now(),
             rooms: HashMap::new(),
             events,
             stats,
@@ -587,7 +624,6 @@ impl Relay {
         mut commands: mpsc::UnboundedReceiver<Command>,
         mut tcp_events: mpsc::Receiver<tcp::TcpEvent>,
     ) {
-        let mut buf = vec![0u8; 2048];
         loop {
             self.stats.beat();
             let deadline = self.drive(Instant::now());
@@ -626,9 +662,9 @@ impl Relay {
                         self.tcp.remove(&remote);
                     }
                 },
-                received = self.socket.recv_from(&mut buf) => match received {
-                    Ok((len, source)) => self.receive(Protocol::Udp, &buf[..len], source),
-                    Err(e) => tracing::debug!(error = %e, "media socket receive failed"),
+                ready = self.socket.readable() => match ready {
+                    Ok(()) => self.receive_batches(),
+                    Err(e) => tracing::debug!(error = %e, "media socket unusable"),
                 },
                 () = tokio::time::sleep_until(deadline.into()) => {}
             }
@@ -653,7 +689,7 @@ impl Relay {
             .map_err(|e| MediaError::InvalidOffer(e.to_string()))?;
         // Media resumes on the new path with a keyframe for whoever watches.
         peer.awaiting_keyframe = true;
-        peer.deadline = Instant::now();
+        queue(&mut self.queued, id, peer);
         Ok(answer.to_sdp_string())
     }
 
@@ -686,14 +722,17 @@ impl Relay {
         if let Some(sink) = sink {
             entry.recording = Some(Recording::new(sink));
             // The recording starts on a keyframe; ask for one now rather than wait.
-            if let Some(publisher) = entry.publisher.and_then(|p| self.peers.get_mut(&p)) {
+            if let Some(id) = entry.publisher
+                && let Some(publisher) = self.peers.get_mut(&id)
+            {
                 publisher.last_keyframe_requests.clear();
                 let all = [
                     None,
                     Some(layers::Layer::Low.rid()),
                     Some(layers::Layer::High.rid()),
                 ];
-                request_keyframe(Some(publisher), &all, Instant::now());
+                request_keyframe(publisher, &all, Instant::now());
+                queue(&mut self.queued, id, publisher);
             }
         }
     }
@@ -723,6 +762,8 @@ impl Relay {
                 local: new.local,
                 local_tcp: new.local_tcp,
                 deadline: Instant::now(),
+                scheduled: None,
+                queued: false,
                 mids: Vec::new(),
                 awaiting_keyframe: true,
                 video_seen: false,
@@ -735,12 +776,45 @@ impl Relay {
                 last_video_time: None,
             },
         );
+        if let Some(peer) = self.peers.get_mut(&new.id) {
+            queue(&mut self.queued, new.id, peer);
+        }
     }
 
     fn disconnect(&mut self, id: PeerId) {
         if let Some(peer) = self.peers.get_mut(&id) {
             peer.rtc.disconnect();
+            queue(&mut self.queued, id, peer);
         }
+    }
+
+    /// Takes what the socket holds, a batch per system call, and hands each datagram to
+    /// its peer; a few batches at most, so forwarding is not held back by a flood.
+    fn receive_batches(&mut self) {
+        let Some(mut inbox) = self.inbox.take() else {
+            return;
+        };
+        for _ in 0..RECEIVE_BATCHES {
+            let socket = &self.socket;
+            match socket.try_io(tokio::io::Interest::READABLE, || inbox.receive(socket)) {
+                Ok(_) => {
+                    for (bytes, source) in inbox.datagrams() {
+                        match source {
+                            Some(source) => self.receive(Protocol::Udp, bytes, source),
+                            None => {
+                                self.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "media socket receive failed");
+                    break;
+                }
+            }
+        }
+        self.inbox = Some(inbox);
     }
 
     /// Demultiplexes one datagram to the peer it belongs to.
@@ -760,11 +834,25 @@ impl Relay {
                 contents,
             },
         );
-        let Some(peer) = self.peers.values_mut().find(|p| p.rtc.accepts(&input)) else {
+        let known = self
+            .routes
+            .get(&source)
+            .copied()
+            .filter(|id| self.peers.get(id).is_some_and(|p| p.rtc.accepts(&input)));
+        let found = known.or_else(|| {
+            self.peers
+                .iter()
+                .find(|(_, p)| p.rtc.accepts(&input))
+                .map(|(id, _)| *id)
+        });
+        let Some((id, peer)) = found.and_then(|id| Some((id, self.peers.get_mut(&id)?))) else {
             tracing::debug!(%source, "media datagram for no known peer");
             self.junk(source);
             return;
         };
+        if known.is_none() && proto == Protocol::Udp {
+            self.routes.insert(source, id);
+        }
         if let Input::Receive(_, receive) = &mut input {
             receive.destination = match proto {
                 Protocol::Udp => peer.local,
@@ -781,48 +869,90 @@ impl Relay {
             tracing::debug!(error = %e, %source, "peer failed on input");
             peer.rtc.disconnect();
         }
+        queue(&mut self.queued, id, peer);
     }
 
-    /// Advances every peer to `now`, sends what they produce, forwards media between
-    /// them, and returns when the loop must wake next.
+    /// Advances the peers that are due or got something, sends what they produce,
+    /// forwards media between them, and returns when the loop must wake next.
     fn drive(&mut self, now: Instant) -> Instant {
         let grace = self.reconnect_grace;
-        loop {
-            let mut work = Vec::new();
-            for (id, peer) in &mut self.peers {
-                // Lost for longer than the grace period: it is not coming back.
-                if peer
-                    .lost_since
-                    .is_some_and(|at| now.duration_since(at) >= grace)
-                {
-                    peer.rtc.disconnect();
-                }
-                if peer.deadline <= now
-                    && peer.rtc.is_alive()
-                    && let Err(e) = peer.rtc.handle_input(Input::Timeout(now))
-                {
-                    tracing::debug!(error = %e, peer = id.0, "peer failed on timeout");
-                    peer.rtc.disconnect();
-                }
-                poll_peer(*id, peer, &self.socket, &self.tcp, &self.events, &mut work);
+        while let Some((at, id)) = self.timers.pop_due(now) {
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            if peer.scheduled != Some(at) {
+                continue;
             }
-            if work.is_empty() {
-                break;
+            peer.scheduled = None;
+            // Lost for longer than the grace period: it is not coming back.
+            if peer
+                .lost_since
+                .is_some_and(|lost| now.duration_since(lost) >= grace)
+            {
+                peer.rtc.disconnect();
             }
-            for item in work {
+            if peer.rtc.is_alive()
+                && let Err(e) = peer.rtc.handle_input(Input::Timeout(now))
+            {
+                tracing::debug!(error = %e, peer = id.0, "peer failed on timeout");
+                peer.rtc.disconnect();
+            }
+            queue(&mut self.queued, id, peer);
+        }
+        let mut polling = std::mem::take(&mut self.polling);
+        let mut work = std::mem::take(&mut self.work);
+        while !self.queued.is_empty() {
+            std::mem::swap(&mut self.queued, &mut polling);
+            for id in polling.drain(..) {
+                let Some(peer) = self.peers.get_mut(&id) else {
+                    continue;
+                };
+                peer.queued = false;
+                let io = PeerIo {
+                    outbox: &mut self.outbox,
+                    socket: &self.socket,
+                    tcp: &self.tcp,
+                    events: &self.events,
+                    stats: &self.stats,
+                };
+                poll_peer(id, peer, io, &mut work);
+                if !peer.rtc.is_alive() {
+                    self.dead.push(id);
+                    continue;
+                }
+                let visit = peer.deadline.min(now + PEER_VISIT);
+                if peer.scheduled.is_none_or(|at| visit < at) {
+                    peer.scheduled = Some(visit);
+                    self.timers.schedule(visit, id);
+                }
+            }
+            for item in work.drain(..) {
                 self.propagate(item, now);
             }
         }
+        self.polling = polling;
+        self.work = work;
+        if !self.outbox.is_empty() {
+            self.outbox.flush(&self.socket);
+        }
         self.reap();
-        self.tcp
-            .retain(|_, c| c.bound || c.opened.elapsed() < tcp::UNBOUND_TIMEOUT);
-        self.stats
-            .tcp_connections
-            .store(self.tcp.len() as u64, Ordering::Relaxed);
-        self.peers
-            .values()
-            .map(|p| p.deadline)
-            .min()
+        if self.timers.len() > 4 * self.peers.len() + 1024 {
+            self.timers.compact(
+                self.peers
+                    .iter()
+                    .filter_map(|(id, p)| p.scheduled.map(|at| (at, *id))),
+            );
+        }
+        if now.duration_since(self.tcp_checked) >= Duration::from_secs(1) {
+            self.tcp_checked = now;
+            self.tcp
+                .retain(|_, c| c.bound || c.opened.elapsed() < tcp::UNBOUND_TIMEOUT);
+            self.stats
+                .tcp_connections
+                .store(self.tcp.len() as u64, Ordering::Relaxed);
+        }
+        self.timers
+            .next()
             .unwrap_or(now + IDLE_WAKEUP)
             .min(now + IDLE_WAKEUP)
     }
@@ -879,7 +1009,9 @@ impl Relay {
                     let Some(pt) = writer.match_params(data.params) else {
                         continue;
                     };
-                    if let Err(e) = writer.write(pt, data.network_time, time, data.data.clone()) {
+                    let written = writer.write(pt, data.network_time, time, data.data.clone());
+                    queue(&mut self.queued, *target_id, target);
+                    if let Err(e) = written {
                         tracing::debug!(error = %e, peer = target_id.0, "forwarding failed");
                         target.rtc.disconnect();
                     } else {
@@ -891,20 +1023,25 @@ impl Relay {
                     }
                 }
                 if !wants_keyframe.is_empty()
-                    && let Some(publisher) = room.publisher
+                    && let Some(id) = room.publisher
+                    && let Some(publisher) = self.peers.get_mut(&id)
                 {
-                    request_keyframe(self.peers.get_mut(&publisher), &wants_keyframe, now);
+                    request_keyframe(publisher, &wants_keyframe, now);
+                    queue(&mut self.queued, id, publisher);
                 }
             }
             Propagate::KeyframeWanted { room } => {
                 let publisher = self.rooms.get(&room).and_then(|r| r.publisher);
-                if let Some(publisher) = publisher {
+                if let Some(id) = publisher
+                    && let Some(publisher) = self.peers.get_mut(&id)
+                {
                     let all = [
                         None,
                         Some(layers::Layer::Low.rid()),
                         Some(layers::Layer::High.rid()),
                     ];
-                    request_keyframe(self.peers.get_mut(&publisher), &all, now);
+                    request_keyframe(publisher, &all, now);
+                    queue(&mut self.queued, id, publisher);
                 }
             }
         }
@@ -912,12 +1049,11 @@ impl Relay {
 
     /// Drops peers whose connection ended and tells the appliance.
     fn reap(&mut self) {
-        let dead: Vec<PeerId> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| !p.rtc.is_alive())
-            .map(|(id, _)| *id)
-            .collect();
+        if self.dead.is_empty() {
+            return;
+        }
+        let dead = std::mem::take(&mut self.dead);
+        self.routes.retain(|_, id| !dead.contains(id));
         for id in dead {
             let Some(peer) = self.peers.remove(&id) else {
                 continue;
@@ -944,14 +1080,25 @@ impl Relay {
     }
 }
 
-fn poll_peer(
-    id: PeerId,
-    peer: &mut Peer,
-    socket: &UdpSocket,
-    tcp: &HashMap<SocketAddr, tcp::TcpConn>,
-    events: &mpsc::UnboundedSender<MediaEvent>,
-    work: &mut Vec<Propagate>,
-) {
+/// Where a peer's output goes.
+struct PeerIo<'a> {
+    outbox: &'a mut batch::Outbox,
+    socket: &'a UdpSocket,
+    tcp: &'a HashMap<SocketAddr, tcp::TcpConn>,
+    events: &'a mpsc::UnboundedSender<MediaEvent>,
+    stats: &'a MediaStats,
+}
+
+/// Marks a peer to be polled in this turn of the loop.
+fn queue(queued: &mut Vec<PeerId>, id: PeerId, peer: &mut Peer) {
+    if !peer.queued {
+        peer.queued = true;
+        queued.push(id);
+    }
+}
+
+/// Takes everything a peer has to send or report, until it names its next deadline.
+fn poll_peer(id: PeerId, peer: &mut Peer, io: PeerIo, work: &mut Vec<Propagate>) {
     while peer.rtc.is_alive() {
         let output = match peer.rtc.poll_output() {
             Ok(output) => output,
@@ -967,16 +1114,16 @@ fn poll_peer(
                 return;
             }
             Output::Transmit(t) => {
+                io.stats.datagrams_sent.fetch_add(1, Ordering::Relaxed);
                 if t.proto == Protocol::Tcp {
-                    if let Some(conn) = tcp.get(&t.destination) {
+                    if let Some(conn) = io.tcp.get(&t.destination) {
                         conn.send(&t.contents);
                     }
-                } else {
-                    // A full socket buffer drops the datagram, as the network would.
-                    let _ = socket.try_send_to(&t.contents, t.destination);
+                } else if io.outbox.push(&t.contents, t.destination) {
+                    io.outbox.flush(io.socket);
                 }
             }
-            Output::Event(event) => handle_event(id, peer, event, events, work),
+            Output::Event(event) => handle_event(id, peer, event, io.events, work),
         }
     }
 }
@@ -1147,10 +1294,7 @@ fn forward_with_time(
 
 /// Asks the customer's browser for keyframes of these layers (`None`: without simulcast),
 /// at most one per layer every [`KEYFRAME_REQUEST_INTERVAL`].
-fn request_keyframe(publisher: Option<&mut Peer>, rids: &[Option<Rid>], now: Instant) {
-    let Some(publisher) = publisher else {
-        return;
-    };
+fn request_keyframe(publisher: &mut Peer, rids: &[Option<Rid>], now: Instant) {
     let Some(mid) = publisher.mid_of(MediaKind::Video) else {
         return;
     };
