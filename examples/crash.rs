@@ -11,22 +11,13 @@ mod common;
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 use serde_json::json;
-
-fn binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/examples/crash → target/<profile>/sightline
-    exe.parent()
-        .and_then(Path::parent)
-        .map(|p| p.join("sightline"))
-        .expect("binary path")
-}
 
 struct Started {
     child: Child,
@@ -35,7 +26,7 @@ struct Started {
 }
 
 fn start(data_dir: &Path) -> Started {
-    let mut child = Command::new(binary())
+    let mut child = Command::new(common::built_binary())
         .args([
             "serve",
             "--listen",

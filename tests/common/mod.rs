@@ -457,6 +457,16 @@ pub async fn watch_and_join(
     (tech, customer)
 }
 
+/// The `sightline` binary built next to a running example
+/// (target/<profile>/examples/x → target/<profile>/sightline).
+pub fn built_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent()
+        .and_then(std::path::Path::parent)
+        .map(|p| p.join("sightline"))
+        .expect("binary path")
+}
+
 /// Runs the `sightline` binary on a data directory (an offline command).
 pub fn sightline_at(data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     // Set for integration tests; the examples that share this file do not run the CLI.
