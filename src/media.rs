@@ -528,9 +528,6 @@ struct Relay {
     socket: UdpSocket,
     socket_addr: SocketAddr,
     peers: HashMap<PeerId, Peer>,
-    /// Which peer a UDP source belongs to, learned when its peer accepted a datagram;
-    /// a datagram from an unknown source (a new path, ICE restart) is offered to all.
-    routes: HashMap<SocketAddr, PeerId>,
     timers: timers::Timers<PeerId>,
     /// Peers to poll in this turn (they got input, were written to, or are due).
     queued: Vec<PeerId>,
@@ -591,7 +588,6 @@ impl Relay {
             socket,
             socket_addr,
             peers: HashMap::new(),
-            routes: HashMap::new(),
             timers: timers::Timers::default(),
             queued: Vec::new(),
             polling: Vec::new(),
@@ -834,25 +830,11 @@ impl Relay {
                 contents,
             },
         );
-        let known = self
-            .routes
-            .get(&source)
-            .copied()
-            .filter(|id| self.peers.get(id).is_some_and(|p| p.rtc.accepts(&input)));
-        let found = known.or_else(|| {
-            self.peers
-                .iter()
-                .find(|(_, p)| p.rtc.accepts(&input))
-                .map(|(id, _)| *id)
-        });
-        let Some((id, peer)) = found.and_then(|id| Some((id, self.peers.get_mut(&id)?))) else {
+        let Some((&id, peer)) = self.peers.iter_mut().find(|(_, p)| p.rtc.accepts(&input)) else {
             tracing::debug!(%source, "media datagram for no known peer");
             self.junk(source);
             return;
         };
-        if known.is_none() && proto == Protocol::Udp {
-            self.routes.insert(source, id);
-        }
         if let Input::Receive(_, receive) = &mut input {
             receive.destination = match proto {
                 Protocol::Udp => peer.local,
@@ -1053,7 +1035,6 @@ impl Relay {
             return;
         }
         let dead = std::mem::take(&mut self.dead);
-        self.routes.retain(|_, id| !dead.contains(id));
         for id in dead {
             let Some(peer) = self.peers.remove(&id) else {
                 continue;
