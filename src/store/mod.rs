@@ -53,6 +53,9 @@ pub enum StoreError {
 const KEYS_TREE: &str = "keys";
 const APPLIANCE_OWNER: &str = "appliance";
 
+/// The store engine's in-memory page cache.
+const STORE_CACHE_BYTES: u64 = 64 << 20;
+
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
@@ -93,16 +96,23 @@ impl Store {
     pub fn open(data_dir: &Path, master: MasterKey) -> Result<Self, StoreError> {
         let dir = data_dir.join("store");
         let open = || {
-            sled::Config::new().path(&dir).open().map_err(|source| {
-                let path = dir.display().to_string();
-                // sled holds an exclusive file lock while a process has the store open.
-                match &source {
-                    sled::Error::Io(e) if e.to_string().contains("lock") => {
-                        StoreError::InUse { path }
+            // sled's default page cache is 1 GiB and fills with everything written; on a
+            // small appliance that was most of its memory (90 MB resident after 1,000
+            // sessions in the soak, 31 MB with 8 MiB). The working set is far smaller.
+            sled::Config::new()
+                .cache_capacity(STORE_CACHE_BYTES)
+                .path(&dir)
+                .open()
+                .map_err(|source| {
+                    let path = dir.display().to_string();
+                    // sled holds an exclusive file lock while a process has the store open.
+                    match &source {
+                        sled::Error::Io(e) if e.to_string().contains("lock") => {
+                            StoreError::InUse { path }
+                        }
+                        _ => StoreError::Open { path, source },
                     }
-                    _ => StoreError::Open { path, source },
-                }
-            })
+                })
         };
         // A handle dropped a moment ago (a restore, a restart) may still hold the lock
         // until its background flusher has ended; only a lock held longer means in use.
