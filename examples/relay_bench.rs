@@ -51,7 +51,7 @@ const AUDIO_PER_SECOND: u64 = 50;
 const AUDIO_BYTES: usize = 160;
 const KEYFRAME_EVERY: u64 = 60;
 const STAMP_MAGIC: u32 = 0x534c_4231;
-const WARM_UP: Duration = Duration::from_secs(3);
+const WARM_UP: Duration = Duration::from_secs(8);
 
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -156,6 +156,18 @@ impl Tally {
 // ---------------------------------------------------------------------------------------
 // The appliance under test, in its own process.
 
+/// Where the appliance answers and the CA it is trusted through.
+struct Endpoint {
+    https: SocketAddr,
+    ca: String,
+}
+
+impl Endpoint {
+    fn client(&self) -> common::Client {
+        common::Client::for_address(self.https, &self.ca, "127.0.0.1")
+    }
+}
+
 struct Appliance {
     child: Child,
     https: SocketAddr,
@@ -228,8 +240,15 @@ fn start_appliance(dir: &Path) -> (Appliance, Duration) {
 }
 
 impl Appliance {
+    fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            https: self.https,
+            ca: self.ca.clone(),
+        }
+    }
+
     fn client(&self) -> common::Client {
-        common::Client::for_address(self.https, &self.ca, "127.0.0.1")
+        self.endpoint().client()
     }
 
     fn stop(mut self) {
@@ -533,7 +552,7 @@ fn drain(mut ws: common::Ws, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(
 /// A support session as the API makes it: created by the technician, joined and
 /// consented to (camera and microphone) by the customer, then both media connections.
 async fn open_session(
-    app: &Appliance,
+    app: &Endpoint,
     admin: &mut common::Client,
     tally: &Arc<Tally>,
     connected: &Arc<Mutex<Vec<Duration>>>,
@@ -915,7 +934,7 @@ async fn main() {
     for (&level, raw) in levels.iter().zip(raws) {
         while sessions.len() < level {
             let stream = (sessions.len() * 2) as u32;
-            match open_session(&app, &mut admin, &tally, &connected, stream).await {
+            match open_session(&app.endpoint(), &mut admin, &tally, &connected, stream).await {
                 Ok(s) => sessions.push(s),
                 Err(e) => {
                     eprintln!("session {} failed: {e}", sessions.len());
@@ -955,7 +974,7 @@ async fn main() {
     }
 
     if soak > 0 {
-        run_soak(&app, &mut admin, soak).await;
+        run_soak(&app, &admin, soak).await;
     }
     app.stop();
     let _ = std::io::stdout().flush();
@@ -1002,54 +1021,80 @@ fn summarise(results: &[(Step, Step)]) {
     }
 }
 
-async fn run_soak(app: &Appliance, admin: &mut common::Client, cycles: usize) {
+/// Sessions opened and closed at once during the soak.
+const SOAK_PARALLEL: usize = 4;
+
+async fn run_soak(app: &Appliance, admin: &common::Client, cycles: usize) {
     let pid = app.child.id();
     println!(
-        "\nsoak: {cycles} session join/leave cycles (customer and technician connect, then the session ends)"
+        "\nsoak: {cycles} session join/leave cycles, {SOAK_PARALLEL} at a time (customer and technician connect, then the session ends)"
     );
-    let tally = Tally::new();
-    let connected = Arc::new(Mutex::new(Vec::new()));
     let started = Instant::now();
+    let done = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(AtomicU64::new(0));
+    let sample = || {
+        (
+            status_field(pid, "VmRSS:"),
+            descriptors(pid),
+            status_field(pid, "Threads:"),
+        )
+    };
     let mut after_first = None;
-    let mut failures = 0;
-    for cycle in 0..cycles {
-        match open_session(app, admin, &tally, &connected, 0).await {
-            Ok(session) => {
-                // Until both are connected, so every cycle exercises the media path.
-                let deadline = Instant::now() + Duration::from_secs(5);
-                let target = (cycle + 1 - failures) * 2;
-                while connected.lock().map_or(0, |c| c.len()) < target && Instant::now() < deadline
-                {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
+    let workers: Vec<_> = (0..SOAK_PARALLEL)
+        .map(|worker| {
+            let mut client = app.client();
+            client.cookie = admin.cookie.clone();
+            let (done, failures) = (done.clone(), failures.clone());
+            let app = app.endpoint();
+            let share = cycles / SOAK_PARALLEL + usize::from(worker < cycles % SOAK_PARALLEL);
+            tokio::spawn(async move {
+                let tally = Tally::new();
+                let connected = Arc::new(Mutex::new(Vec::new()));
+                let mut ok = 0;
+                for _ in 0..share {
+                    match open_session(&app, &mut client, &tally, &connected, 0).await {
+                        Ok(session) => {
+                            ok += 1;
+                            // Until both are connected, so every cycle exercises the media path.
+                            let deadline = Instant::now() + Duration::from_secs(5);
+                            while connected.lock().map_or(0, |c| c.len()) < ok * 2
+                                && Instant::now() < deadline
+                            {
+                                tokio::time::sleep(Duration::from_millis(2)).await;
+                            }
+                            if let Ok(mut c) = connected.lock() {
+                                c.resize(ok * 2, Duration::ZERO);
+                            }
+                            session.end(&mut client).await;
+                        }
+                        Err(e) => {
+                            failures.fetch_add(1, Ordering::Relaxed);
+                            eprintln!("soak: {e}");
+                        }
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
                 }
-                session.end(admin).await;
-            }
-            Err(e) => {
-                failures += 1;
-                eprintln!("soak cycle {cycle}: {e}");
-            }
+            })
+        })
+        .collect();
+    let first_mark = 1000.min(cycles) as u64;
+    while done.load(Ordering::Relaxed) < cycles as u64 {
+        if after_first.is_none() && done.load(Ordering::Relaxed) >= first_mark {
+            after_first = Some(sample());
         }
-        if cycle + 1 == 1000.min(cycles) {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            after_first = Some((
-                status_field(pid, "VmRSS:"),
-                descriptors(pid),
-                status_field(pid, "Threads:"),
-            ));
-        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for worker in workers {
+        let _ = worker.await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let end = (
-        status_field(pid, "VmRSS:"),
-        descriptors(pid),
-        status_field(pid, "Threads:"),
-    );
+    let end = sample();
     let first = after_first.unwrap_or(end);
     println!(
-        "  {} cycles in {:.0} s ({} failed): resident memory after 1000: {} KiB, at the end: {} KiB ({:+.1} %); descriptors {} → {}; threads {} → {}",
+        "  {} cycles in {:.0} s ({} failed): resident memory after {first_mark}: {} KiB, at the end: {} KiB ({:+.1} %); descriptors {} → {}; threads {} → {}",
         cycles,
         started.elapsed().as_secs_f64(),
-        failures,
+        failures.load(Ordering::Relaxed),
         first.0,
         end.0,
         (end.0 as f64 / first.0.max(1) as f64 - 1.0) * 100.0,

@@ -64,13 +64,12 @@ case "$mode" in
     boot "$ready" "live ($firmware)" -cdrom "$iso" -boot d
     ;;
   install)
-    # A blank disk: a sparse raw file, so nothing beyond QEMU itself is needed.
-    disk="$work/disk.img"
-    truncate -s 8G "$disk"
+    disk="$work/disk.qcow2"
+    qemu-img create -q -f qcow2 "$disk" 8G
     # The medium's own kernel, started with the parameters of an unattended install.
     xorriso -osirrox on -indev "$iso" -extract /live/vmlinuz "$work/vmlinuz" \
       -extract /live/initrd.img "$work/initrd.img" >/dev/null 2>&1
-    boot exit "install" -cdrom "$iso" -drive "file=$disk,if=virtio,format=raw" \
+    boot exit "install" -cdrom "$iso" -drive "file=$disk,if=virtio,format=qcow2" \
       -kernel "$work/vmlinuz" -initrd "$work/initrd.img" \
       -append "boot=live components console=ttyS0,115200 sightline.install=auto sightline.disk=/dev/vda sightline.hostname=sightline-test sightline.timezone=Europe/Berlin sightline.net=10.0.2.20/24,10.0.2.2,10.0.2.3"
     grep -q "Installation complete" "$work/install.log" \
@@ -78,7 +77,7 @@ case "$mode" in
     grep "Installation complete" "$work/install.log" | tr -d '\r' | sed 's/^/  /'
     guest=10.0.2.20
     for firmware in bios uefi; do
-      boot "$ready" "installed system ($firmware)" -drive "file=$disk,if=virtio,format=raw"
+      boot "$ready" "installed system ($firmware)" -drive "file=$disk,if=virtio,format=qcow2"
       grep -q "https://10.0.2.20/" "$work/installed system ($firmware).log" \
         || { echo "the static address was not used"; exit 1; }
       grep -q "Host name: sightline-test" "$work/installed system ($firmware).log" \
