@@ -69,8 +69,8 @@ impl Inbox {
         )
         .map_err(std::io::Error::from)?;
         for (slot, message) in self.received.iter_mut().zip(messages) {
-            // A datagram cut short to the buffer is not valid media; its full length
-            // makes the caller treat it as junk.
+            // A datagram longer than the buffer arrives cut short; str0m then rejects it
+            // as malformed, like any other junk.
             *slot = (message.bytes, message.address.as_ref().and_then(to_std));
             self.count += 1;
         }
