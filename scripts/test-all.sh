@@ -38,6 +38,9 @@ echo "==> systemd units"
 echo "==> Debian package"
 ./scripts/check-deb.sh
 
+echo "==> installer ISO scripts (the ISO itself: iso/build-iso.sh, see README)"
+shellcheck iso/*.sh iso/rootfs/usr/sbin/sightline-install iso/rootfs/usr/lib/sightline/show-console
+
 echo "==> NixOS module"
 ./scripts/check-nix.sh
 
