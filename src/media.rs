@@ -6,10 +6,8 @@
 //! loop runs on its own thread with a single-threaded runtime, so no lock is taken on the
 //! packet path.
 
-mod batch;
 mod layers;
 pub mod tcp;
-mod timers;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -36,9 +34,7 @@ pub enum MediaError {
 }
 
 /// Identifies one WebRTC peer connection in the relay.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct PeerId(pub u64);
 
 /// What a peer does in its room.
@@ -316,7 +312,10 @@ pub fn start(
     std::thread::JoinHandle<()>,
 )> {
     socket.set_nonblocking(true)?;
-    batch::enlarge_buffers(&socket);
+    // Room for bursts (a keyframe to several technicians); the kernel caps this at
+    // net.core.[rw]mem_max. Without it the benchmark's raw loop lost 7–14 % to bursts.
+    let _ = nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::RcvBuf, &(4 << 20));
+    let _ = nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::SndBuf, &(4 << 20));
     let local_addr = socket.local_addr()?;
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
     let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -370,10 +369,6 @@ struct Peer {
     /// The same for the passive TCP candidate on the HTTPS port.
     local_tcp: Option<SocketAddr>,
     deadline: Instant,
-    /// The time of this peer's current entry in the relay's timers (older entries are
-    /// stale), and whether it is queued to be polled.
-    scheduled: Option<Instant>,
-    queued: bool,
     mids: Vec<(Mid, MediaKind)>,
     /// A subscriber gets no video until a keyframe arrives, so its decoder never starts
     /// on a delta frame.
@@ -518,25 +513,11 @@ enum Propagate {
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 /// The loop turns at least this often, which is also its watchdog heartbeat.
 const IDLE_WAKEUP: Duration = Duration::from_millis(100);
-/// Every peer is visited at least this often, even when str0m has nothing due: the
-/// reconnect grace is checked then, and no timer entry lies far in the future.
-const PEER_VISIT: Duration = Duration::from_secs(1);
-/// Datagram batches taken from the socket before forwarding what they produced.
-const RECEIVE_BATCHES: usize = 4;
 
 struct Relay {
     socket: UdpSocket,
     socket_addr: SocketAddr,
     peers: HashMap<PeerId, Peer>,
-    timers: timers::Timers<PeerId>,
-    /// Peers to poll in this turn (they got input, were written to, or are due).
-    queued: Vec<PeerId>,
-    polling: Vec<PeerId>,
-    work: Vec<Propagate>,
-    dead: Vec<PeerId>,
-    inbox: Option<Box<batch::Inbox>>,
-    outbox: batch::Outbox,
-    tcp_checked: Instant,
     rooms: HashMap<Arc<str>, Room>,
     events: mpsc::UnboundedSender<MediaEvent>,
     stats: Arc<MediaStats>,
@@ -588,14 +569,6 @@ impl Relay {
             socket,
             socket_addr,
             peers: HashMap::new(),
-            timers: timers::Timers::default(),
-            queued: Vec::new(),
-            polling: Vec::new(),
-            work: Vec::new(),
-            dead: Vec::new(),
-            inbox: Some(Box::default()),
-            outbox: batch::Outbox::default(),
-            tcp_checked: Instant::now(),
             rooms: HashMap::new(),
             events,
             stats,
@@ -620,6 +593,7 @@ impl Relay {
         mut commands: mpsc::UnboundedReceiver<Command>,
         mut tcp_events: mpsc::Receiver<tcp::TcpEvent>,
     ) {
+        let mut buf = vec![0u8; 2048];
         loop {
             self.stats.beat();
             let deadline = self.drive(Instant::now());
@@ -658,9 +632,9 @@ impl Relay {
                         self.tcp.remove(&remote);
                     }
                 },
-                ready = self.socket.readable() => match ready {
-                    Ok(()) => self.receive_batches(),
-                    Err(e) => tracing::debug!(error = %e, "media socket unusable"),
+                received = self.socket.recv_from(&mut buf) => match received {
+                    Ok((len, source)) => self.receive(Protocol::Udp, &buf[..len], source),
+                    Err(e) => tracing::debug!(error = %e, "media socket receive failed"),
                 },
                 () = tokio::time::sleep_until(deadline.into()) => {}
             }
@@ -685,7 +659,7 @@ impl Relay {
             .map_err(|e| MediaError::InvalidOffer(e.to_string()))?;
         // Media resumes on the new path with a keyframe for whoever watches.
         peer.awaiting_keyframe = true;
-        queue(&mut self.queued, id, peer);
+        peer.deadline = Instant::now();
         Ok(answer.to_sdp_string())
     }
 
@@ -718,17 +692,14 @@ impl Relay {
         if let Some(sink) = sink {
             entry.recording = Some(Recording::new(sink));
             // The recording starts on a keyframe; ask for one now rather than wait.
-            if let Some(id) = entry.publisher
-                && let Some(publisher) = self.peers.get_mut(&id)
-            {
+            if let Some(publisher) = entry.publisher.and_then(|p| self.peers.get_mut(&p)) {
                 publisher.last_keyframe_requests.clear();
                 let all = [
                     None,
                     Some(layers::Layer::Low.rid()),
                     Some(layers::Layer::High.rid()),
                 ];
-                request_keyframe(publisher, &all, Instant::now());
-                queue(&mut self.queued, id, publisher);
+                request_keyframe(Some(publisher), &all, Instant::now());
             }
         }
     }
@@ -758,8 +729,6 @@ impl Relay {
                 local: new.local,
                 local_tcp: new.local_tcp,
                 deadline: Instant::now(),
-                scheduled: None,
-                queued: false,
                 mids: Vec::new(),
                 awaiting_keyframe: true,
                 video_seen: false,
@@ -772,45 +741,12 @@ impl Relay {
                 last_video_time: None,
             },
         );
-        if let Some(peer) = self.peers.get_mut(&new.id) {
-            queue(&mut self.queued, new.id, peer);
-        }
     }
 
     fn disconnect(&mut self, id: PeerId) {
         if let Some(peer) = self.peers.get_mut(&id) {
             peer.rtc.disconnect();
-            queue(&mut self.queued, id, peer);
         }
-    }
-
-    /// Takes what the socket holds, a batch per system call, and hands each datagram to
-    /// its peer; a few batches at most, so forwarding is not held back by a flood.
-    fn receive_batches(&mut self) {
-        let Some(mut inbox) = self.inbox.take() else {
-            return;
-        };
-        for _ in 0..RECEIVE_BATCHES {
-            let socket = &self.socket;
-            match socket.try_io(tokio::io::Interest::READABLE, || inbox.receive(socket)) {
-                Ok(_) => {
-                    for (bytes, source) in inbox.datagrams() {
-                        match source {
-                            Some(source) => self.receive(Protocol::Udp, bytes, source),
-                            None => {
-                                self.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    tracing::debug!(error = %e, "media socket receive failed");
-                    break;
-                }
-            }
-        }
-        self.inbox = Some(inbox);
     }
 
     /// Demultiplexes one datagram to the peer it belongs to.
@@ -830,7 +766,7 @@ impl Relay {
                 contents,
             },
         );
-        let Some((&id, peer)) = self.peers.iter_mut().find(|(_, p)| p.rtc.accepts(&input)) else {
+        let Some(peer) = self.peers.values_mut().find(|p| p.rtc.accepts(&input)) else {
             tracing::debug!(%source, "media datagram for no known peer");
             self.junk(source);
             return;
@@ -851,90 +787,56 @@ impl Relay {
             tracing::debug!(error = %e, %source, "peer failed on input");
             peer.rtc.disconnect();
         }
-        queue(&mut self.queued, id, peer);
     }
 
-    /// Advances the peers that are due or got something, sends what they produce,
-    /// forwards media between them, and returns when the loop must wake next.
+    /// Advances every peer to `now`, sends what they produce, forwards media between
+    /// them, and returns when the loop must wake next.
     fn drive(&mut self, now: Instant) -> Instant {
         let grace = self.reconnect_grace;
-        while let Some((at, id)) = self.timers.pop_due(now) {
-            let Some(peer) = self.peers.get_mut(&id) else {
-                continue;
-            };
-            if peer.scheduled != Some(at) {
-                continue;
-            }
-            peer.scheduled = None;
-            // Lost for longer than the grace period: it is not coming back.
-            if peer
-                .lost_since
-                .is_some_and(|lost| now.duration_since(lost) >= grace)
-            {
-                peer.rtc.disconnect();
-            }
-            if peer.rtc.is_alive()
-                && let Err(e) = peer.rtc.handle_input(Input::Timeout(now))
-            {
-                tracing::debug!(error = %e, peer = id.0, "peer failed on timeout");
-                peer.rtc.disconnect();
-            }
-            queue(&mut self.queued, id, peer);
-        }
-        let mut polling = std::mem::take(&mut self.polling);
-        let mut work = std::mem::take(&mut self.work);
-        while !self.queued.is_empty() {
-            std::mem::swap(&mut self.queued, &mut polling);
-            for id in polling.drain(..) {
-                let Some(peer) = self.peers.get_mut(&id) else {
-                    continue;
-                };
-                peer.queued = false;
-                let io = PeerIo {
-                    outbox: &mut self.outbox,
-                    socket: &self.socket,
-                    tcp: &self.tcp,
-                    events: &self.events,
-                    stats: &self.stats,
-                };
-                poll_peer(id, peer, io, &mut work);
-                if !peer.rtc.is_alive() {
-                    self.dead.push(id);
-                    continue;
+        loop {
+            let mut work = Vec::new();
+            for (id, peer) in &mut self.peers {
+                // Lost for longer than the grace period: it is not coming back.
+                if peer
+                    .lost_since
+                    .is_some_and(|at| now.duration_since(at) >= grace)
+                {
+                    peer.rtc.disconnect();
                 }
-                let visit = peer.deadline.min(now + PEER_VISIT);
-                if peer.scheduled.is_none_or(|at| visit < at) {
-                    peer.scheduled = Some(visit);
-                    self.timers.schedule(visit, id);
+                if peer.deadline <= now
+                    && peer.rtc.is_alive()
+                    && let Err(e) = peer.rtc.handle_input(Input::Timeout(now))
+                {
+                    tracing::debug!(error = %e, peer = id.0, "peer failed on timeout");
+                    peer.rtc.disconnect();
                 }
+                poll_peer(
+                    *id,
+                    peer,
+                    &self.socket,
+                    &self.tcp,
+                    &self.events,
+                    &self.stats,
+                    &mut work,
+                );
             }
-            for item in work.drain(..) {
+            if work.is_empty() {
+                break;
+            }
+            for item in work {
                 self.propagate(item, now);
             }
         }
-        self.polling = polling;
-        self.work = work;
-        if !self.outbox.is_empty() {
-            self.outbox.flush(&self.socket);
-        }
         self.reap();
-        if self.timers.len() > 4 * self.peers.len() + 1024 {
-            self.timers.compact(
-                self.peers
-                    .iter()
-                    .filter_map(|(id, p)| p.scheduled.map(|at| (at, *id))),
-            );
-        }
-        if now.duration_since(self.tcp_checked) >= Duration::from_secs(1) {
-            self.tcp_checked = now;
-            self.tcp
-                .retain(|_, c| c.bound || c.opened.elapsed() < tcp::UNBOUND_TIMEOUT);
-            self.stats
-                .tcp_connections
-                .store(self.tcp.len() as u64, Ordering::Relaxed);
-        }
-        self.timers
-            .next()
+        self.tcp
+            .retain(|_, c| c.bound || c.opened.elapsed() < tcp::UNBOUND_TIMEOUT);
+        self.stats
+            .tcp_connections
+            .store(self.tcp.len() as u64, Ordering::Relaxed);
+        self.peers
+            .values()
+            .map(|p| p.deadline)
+            .min()
             .unwrap_or(now + IDLE_WAKEUP)
             .min(now + IDLE_WAKEUP)
     }
@@ -991,9 +893,7 @@ impl Relay {
                     let Some(pt) = writer.match_params(data.params) else {
                         continue;
                     };
-                    let written = writer.write(pt, data.network_time, time, data.data.clone());
-                    queue(&mut self.queued, *target_id, target);
-                    if let Err(e) = written {
+                    if let Err(e) = writer.write(pt, data.network_time, time, data.data.clone()) {
                         tracing::debug!(error = %e, peer = target_id.0, "forwarding failed");
                         target.rtc.disconnect();
                     } else {
@@ -1005,25 +905,20 @@ impl Relay {
                     }
                 }
                 if !wants_keyframe.is_empty()
-                    && let Some(id) = room.publisher
-                    && let Some(publisher) = self.peers.get_mut(&id)
+                    && let Some(publisher) = room.publisher
                 {
-                    request_keyframe(publisher, &wants_keyframe, now);
-                    queue(&mut self.queued, id, publisher);
+                    request_keyframe(self.peers.get_mut(&publisher), &wants_keyframe, now);
                 }
             }
             Propagate::KeyframeWanted { room } => {
                 let publisher = self.rooms.get(&room).and_then(|r| r.publisher);
-                if let Some(id) = publisher
-                    && let Some(publisher) = self.peers.get_mut(&id)
-                {
+                if let Some(publisher) = publisher {
                     let all = [
                         None,
                         Some(layers::Layer::Low.rid()),
                         Some(layers::Layer::High.rid()),
                     ];
-                    request_keyframe(publisher, &all, now);
-                    queue(&mut self.queued, id, publisher);
+                    request_keyframe(self.peers.get_mut(&publisher), &all, now);
                 }
             }
         }
@@ -1031,10 +926,12 @@ impl Relay {
 
     /// Drops peers whose connection ended and tells the appliance.
     fn reap(&mut self) {
-        if self.dead.is_empty() {
-            return;
-        }
-        let dead = std::mem::take(&mut self.dead);
+        let dead: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.rtc.is_alive())
+            .map(|(id, _)| *id)
+            .collect();
         for id in dead {
             let Some(peer) = self.peers.remove(&id) else {
                 continue;
@@ -1061,25 +958,15 @@ impl Relay {
     }
 }
 
-/// Where a peer's output goes.
-struct PeerIo<'a> {
-    outbox: &'a mut batch::Outbox,
-    socket: &'a UdpSocket,
-    tcp: &'a HashMap<SocketAddr, tcp::TcpConn>,
-    events: &'a mpsc::UnboundedSender<MediaEvent>,
-    stats: &'a MediaStats,
-}
-
-/// Marks a peer to be polled in this turn of the loop.
-fn queue(queued: &mut Vec<PeerId>, id: PeerId, peer: &mut Peer) {
-    if !peer.queued {
-        peer.queued = true;
-        queued.push(id);
-    }
-}
-
-/// Takes everything a peer has to send or report, until it names its next deadline.
-fn poll_peer(id: PeerId, peer: &mut Peer, io: PeerIo, work: &mut Vec<Propagate>) {
+fn poll_peer(
+    id: PeerId,
+    peer: &mut Peer,
+    socket: &UdpSocket,
+    tcp: &HashMap<SocketAddr, tcp::TcpConn>,
+    events: &mpsc::UnboundedSender<MediaEvent>,
+    stats: &MediaStats,
+    work: &mut Vec<Propagate>,
+) {
     while peer.rtc.is_alive() {
         let output = match peer.rtc.poll_output() {
             Ok(output) => output,
@@ -1095,16 +982,17 @@ fn poll_peer(id: PeerId, peer: &mut Peer, io: PeerIo, work: &mut Vec<Propagate>)
                 return;
             }
             Output::Transmit(t) => {
-                io.stats.datagrams_sent.fetch_add(1, Ordering::Relaxed);
+                stats.datagrams_sent.fetch_add(1, Ordering::Relaxed);
                 if t.proto == Protocol::Tcp {
-                    if let Some(conn) = io.tcp.get(&t.destination) {
+                    if let Some(conn) = tcp.get(&t.destination) {
                         conn.send(&t.contents);
                     }
-                } else if io.outbox.push(&t.contents, t.destination) {
-                    io.outbox.flush(io.socket);
+                } else {
+                    // A full socket buffer drops the datagram, as the network would.
+                    let _ = socket.try_send_to(&t.contents, t.destination);
                 }
             }
-            Output::Event(event) => handle_event(id, peer, event, io.events, work),
+            Output::Event(event) => handle_event(id, peer, event, events, work),
         }
     }
 }
@@ -1275,7 +1163,10 @@ fn forward_with_time(
 
 /// Asks the customer's browser for keyframes of these layers (`None`: without simulcast),
 /// at most one per layer every [`KEYFRAME_REQUEST_INTERVAL`].
-fn request_keyframe(publisher: &mut Peer, rids: &[Option<Rid>], now: Instant) {
+fn request_keyframe(publisher: Option<&mut Peer>, rids: &[Option<Rid>], now: Instant) {
+    let Some(publisher) = publisher else {
+        return;
+    };
     let Some(mid) = publisher.mid_of(MediaKind::Video) else {
         return;
     };
