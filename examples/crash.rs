@@ -9,7 +9,6 @@
 mod common;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -41,33 +40,11 @@ fn start(data_dir: &Path) -> Started {
         .stderr(Stdio::null())
         .spawn()
         .expect("start sightline (build it first: cargo build --release)");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let mut addr = None;
-    let mut setup_code = None;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        let Some(Ok(line)) = lines.next() else { break };
-        if let Some(url) = line.trim().strip_prefix("Console:") {
-            let url = url
-                .trim()
-                .trim_start_matches("https://")
-                .trim_end_matches('/');
-            addr = url.parse().ok();
-        }
-        if let Some(code) = line.trim().strip_prefix("Setup code:") {
-            setup_code = Some(code.trim().to_owned());
-        }
-        if line.starts_with("Stop it with") {
-            break;
-        }
-    }
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    let banner = common::read_banner(child.stdout.take().expect("stdout"));
     Started {
         child,
-        addr: addr.expect("console address"),
-        setup_code,
+        addr: banner.https.expect("console address"),
+        setup_code: banner.setup_code,
     }
 }
 

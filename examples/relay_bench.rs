@@ -22,7 +22,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, IoSlice, IoSliceMut, Write};
+use std::io::{IoSlice, IoSliceMut, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -196,43 +196,15 @@ fn start_appliance(dir: &Path) -> (Appliance, Duration) {
         .stderr(Stdio::null())
         .spawn()
         .expect("start sightline (build it first: cargo build --release)");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let (mut https, mut metrics, mut setup_code) = (None, None, None);
-    for line in lines.by_ref() {
-        let Ok(line) = line else { break };
-        let line = line.trim();
-        if let Some(url) = line.strip_prefix("Console:") {
-            https = url
-                .trim()
-                .trim_start_matches("https://")
-                .trim_end_matches('/')
-                .parse()
-                .ok();
-        }
-        if let Some(url) = line.strip_prefix("Metrics:") {
-            metrics = url
-                .trim()
-                .trim_start_matches("http://")
-                .trim_end_matches("/metrics")
-                .parse()
-                .ok();
-        }
-        if let Some(code) = line.strip_prefix("Setup code:") {
-            setup_code = Some(code.trim().to_owned());
-        }
-        if line.starts_with("Stop it with") {
-            break;
-        }
-    }
+    let banner = common::read_banner(child.stdout.take().expect("stdout"));
     let ready = started.elapsed();
-    std::thread::spawn(move || for _ in lines {});
     let ca = std::fs::read_to_string(dir.join("data/tls/ca.pem")).expect("ca");
     (
         Appliance {
             child,
-            https: https.expect("console address"),
-            metrics: metrics.expect("metrics address"),
-            setup_code,
+            https: banner.https.expect("console address"),
+            metrics: banner.metrics.expect("metrics address"),
+            setup_code: banner.setup_code,
             ca,
         },
         ready,

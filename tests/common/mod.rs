@@ -467,6 +467,48 @@ pub fn built_binary() -> std::path::PathBuf {
         .expect("binary path")
 }
 
+/// What `sightline serve` prints on stdout before it says how to stop it.
+#[derive(Default)]
+pub struct Banner {
+    pub https: Option<SocketAddr>,
+    pub metrics: Option<SocketAddr>,
+    pub setup_code: Option<String>,
+}
+
+/// Reads a serving appliance's stdout up to "Stop it with", then keeps draining it on a
+/// thread so the child never blocks on a full pipe.
+pub fn read_banner(stdout: std::process::ChildStdout) -> Banner {
+    use std::io::BufRead;
+    let address = |value: &str, scheme: &str, suffix: &str| {
+        value
+            .trim()
+            .trim_start_matches(scheme)
+            .trim_end_matches(suffix)
+            .parse()
+            .ok()
+    };
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let mut banner = Banner::default();
+    for line in lines.by_ref() {
+        let Ok(line) = line else { break };
+        let line = line.trim();
+        if let Some(url) = line.strip_prefix("Console:") {
+            banner.https = address(url, "https://", "/");
+        }
+        if let Some(url) = line.strip_prefix("Metrics:") {
+            banner.metrics = address(url, "http://", "/metrics");
+        }
+        if let Some(code) = line.strip_prefix("Setup code:") {
+            banner.setup_code = Some(code.trim().to_owned());
+        }
+        if line.starts_with("Stop it with") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    banner
+}
+
 /// Runs the `sightline` binary on a data directory (an offline command).
 pub fn sightline_at(data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     // Set for integration tests; the examples that share this file do not run the CLI.
