@@ -916,14 +916,9 @@ async fn main() {
         }
         tokio::time::sleep(WARM_UP).await;
         let rss = status_field(pid, "VmRSS:");
-        let relay = measure(
-            pid,
-            "sightline-media",
-            sessions.len(),
-            seconds,
-            &tally,
-            || metric(app.metrics, "sightline_media_datagrams_sent_total"),
-        )
+        let relay = measure(pid, "media-", sessions.len(), seconds, &tally, || {
+            metric(app.metrics, "sightline_media_datagrams_sent_total")
+        })
         .await;
         print_step("relay", &relay);
         println!(

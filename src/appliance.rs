@@ -148,11 +148,12 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
             addr: config.http.listen,
             source,
         })?;
-    let udp =
-        std::net::UdpSocket::bind(config.media.listen).map_err(|source| StartError::BindMedia {
+    let udp = media::bind(config.media.listen, config.media.workers).map_err(|source| {
+        StartError::BindMedia {
             addr: config.media.listen,
             source,
-        })?;
+        }
+    })?;
     let (media, mut media_events, media_thread) = media::start(
         udp,
         Some(https_addr.port()),

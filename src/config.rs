@@ -162,6 +162,8 @@ pub struct MediaConfig {
     /// How long a participant whose connection was lost (network change, drop) may take
     /// to come back with an ICE restart before the relay drops it and the others are told.
     pub reconnect_grace_secs: u64,
+    /// Threads forwarding media, each owning whole rooms; 0: one per processor core.
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -211,6 +213,7 @@ impl Default for MediaConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 15000)),
             public_address: None,
             reconnect_grace_secs: 20,
+            workers: 0,
         }
     }
 }
