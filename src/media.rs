@@ -146,6 +146,9 @@ pub struct MediaStats {
     pub datagrams_dropped: AtomicU64,
     /// Datagrams (and ICE-TCP frames) the relay sent: media, RTCP, ICE and DTLS.
     pub datagrams_sent: AtomicU64,
+    /// Datagrams that reached another worker's socket than their peer's and were handed
+    /// over (the kernel spreads remote addresses over the group's sockets by a hash).
+    pub datagrams_handed_over: AtomicU64,
     /// ICE-TCP connections open now.
     pub tcp_connections: AtomicU64,
     /// Connections to the HTTPS port closed because they were neither TLS nor ICE-TCP,
@@ -892,6 +895,7 @@ impl Relay {
                 .try_recv()
                 .unwrap_or_else(|_| Batch::new(self.index));
             let batch = std::mem::replace(&mut self.pending[worker], spare);
+            let count = batch.len() as u64;
             if let Err(e) = queue.try_send(batch) {
                 // That worker is overloaded (or stopping): drop, as a full socket would.
                 let (mpsc::error::TrySendError::Full(mut batch)
@@ -901,6 +905,10 @@ impl Relay {
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 batch.clear();
                 self.pending[worker] = batch;
+            } else {
+                self.stats
+                    .datagrams_handed_over
+                    .fetch_add(count, Ordering::Relaxed);
             }
         }
     }
@@ -1514,6 +1522,143 @@ fn request_keyframe(publisher: Option<&mut Peer>, rids: &[Option<Rid>], now: Ins
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A str0m peer standing in for a browser, on its own loopback socket.
+    struct Client {
+        rtc: Rtc,
+        socket: std::net::UdpSocket,
+        local: SocketAddr,
+        mid: Mid,
+        connected: bool,
+        received: usize,
+    }
+
+    impl Client {
+        fn offer(
+            direction: str0m::media::Direction,
+        ) -> (Self, str0m::change::SdpPendingOffer, String) {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            socket.set_nonblocking(true).expect("nonblocking");
+            let local = socket.local_addr().expect("addr");
+            let mut rtc = Rtc::builder()
+                .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()))
+                .build(Instant::now());
+            rtc.add_local_candidate(Candidate::host(local, "udp").expect("candidate"));
+            let mut api = rtc.sdp_api();
+            let mid = api.add_media(MediaKind::Audio, direction, None, None, None);
+            let (offer, pending) = api.apply().expect("offer");
+            let client = Self {
+                rtc,
+                socket,
+                local,
+                mid,
+                connected: false,
+                received: 0,
+            };
+            (client, pending, offer.to_sdp_string())
+        }
+
+        /// Feeds what arrived, sends what str0m wants sent, notes events.
+        fn turn(&mut self, now: Instant) {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, source)) = self.socket.recv_from(&mut buf) {
+                if let Ok(contents) = buf[..n].try_into() {
+                    let receive = Receive {
+                        proto: Protocol::Udp,
+                        source,
+                        destination: self.local,
+                        contents,
+                    };
+                    let _ = self.rtc.handle_input(Input::Receive(now, receive));
+                }
+            }
+            let _ = self.rtc.handle_input(Input::Timeout(now));
+            while let Ok(output) = self.rtc.poll_output() {
+                match output {
+                    Output::Timeout(_) => break,
+                    Output::Transmit(t) => drop(self.socket.send_to(&t.contents, t.destination)),
+                    Output::Event(Event::Connected) => self.connected = true,
+                    Output::Event(Event::MediaData(_)) => self.received += 1,
+                    Output::Event(_) => {}
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn media_reaches_technicians_whichever_socket_of_the_group_it_arrives_on() {
+        use str0m::change::SdpAnswer;
+        use str0m::media::Direction;
+        // Eight workers: a peer's source address hashes to its room's worker's socket only
+        // one time in eight, so with six peers some datagrams are all but certainly
+        // handed over (all six landing home: (1/8)^6).
+        let sockets = bind("127.0.0.1:0".parse().expect("addr"), 8).expect("bind");
+        assert_eq!(sockets.len(), 8);
+        let (handle, _events, thread) =
+            start(sockets, None, 1000, Duration::from_secs(5)).expect("start");
+        let relay = handle.local_addr();
+        let mut rooms = Vec::new();
+        for room in ["a", "b", "c"] {
+            let mut pair = Vec::new();
+            for (role, direction) in [
+                (PeerRole::Publisher, Direction::SendOnly),
+                (PeerRole::Subscriber, Direction::RecvOnly),
+            ] {
+                let (mut client, pending, offer) = Client::offer(direction);
+                let (_, answer) = handle
+                    .negotiate(room, role, true, &offer, relay)
+                    .expect("negotiated");
+                let answer = SdpAnswer::from_sdp_string(&answer).expect("answer");
+                client
+                    .rtc
+                    .sdp_api()
+                    .accept_answer(pending, answer)
+                    .expect("accepted");
+                pair.push(client);
+            }
+            rooms.push(pair);
+        }
+        let started = Instant::now();
+        let mut sequence = 0u64;
+        while started.elapsed() < Duration::from_secs(20)
+            && rooms.iter().any(|pair| pair[1].received < 50)
+        {
+            let now = Instant::now();
+            for pair in &mut rooms {
+                let publisher = &mut pair[0];
+                let pt = publisher
+                    .rtc
+                    .writer(publisher.mid)
+                    .and_then(|w| w.payload_params().next().map(|p| p.pt()));
+                if publisher.connected
+                    && let Some(pt) = pt
+                    && let Some(writer) = publisher.rtc.writer(publisher.mid)
+                {
+                    let time =
+                        MediaTime::new(sequence * 960, str0m::media::Frequency::FORTY_EIGHT_KHZ);
+                    let _ = writer.write(pt, now, time, vec![0x55; 120]);
+                }
+                for client in pair.iter_mut() {
+                    client.turn(now);
+                }
+            }
+            sequence += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for pair in &rooms {
+            assert!(
+                pair[1].received >= 50,
+                "room's technician got {} packets",
+                pair[1].received
+            );
+        }
+        assert!(
+            handle.stats().datagrams_handed_over.load(Ordering::Relaxed) > 0,
+            "no datagram crossed between workers"
+        );
+        handle.shutdown();
+        thread.join().expect("relay threads end");
+    }
 
     #[test]
     fn junk_is_flagged_once_per_source_and_window() {
