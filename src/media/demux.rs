@@ -16,9 +16,12 @@ use str0m::net::Protocol;
 
 use super::PeerId;
 
-/// Source addresses remembered per peer; a browser uses a handful (one per candidate it
-/// checks), and the cap bounds what forged STUN requests can make the table hold.
-const SOURCES_PER_PEER: usize = 8;
+/// Source addresses remembered per peer, least recently checked forgotten first. A browser
+/// checks from each of its candidates — one per interface, and a machine with bridges or
+/// VPNs has many (with 8 the e2e customer, on a host with the tests' veth interfaces, lost
+/// the address it was using) — then keeps checking the one in use. The cap bounds what
+/// forged STUN requests can make the table hold.
+const SOURCES_PER_PEER: usize = 32;
 /// Batches waiting for one worker; beyond that the worker is overloaded and datagrams are
 /// dropped, as a full socket buffer would drop them.
 pub(super) const HANDOVER_QUEUE: usize = 256;
@@ -89,7 +92,16 @@ impl Routes {
 
     fn learn(&mut self, source: SocketAddr, peer: PeerId) {
         match self.by_source.insert(source, peer) {
-            Some(old) if old == peer => return,
+            Some(old) if old == peer => {
+                // Checked again: the most recently used now.
+                if let Some(routes) = self.of_peer.get_mut(&peer)
+                    && routes.sources.back() != Some(&source)
+                {
+                    routes.sources.retain(|s| *s != source);
+                    routes.sources.push_back(source);
+                }
+                return;
+            }
             Some(old) => {
                 if let Some(routes) = self.of_peer.get_mut(&old) {
                     routes.sources.retain(|s| *s != source);
@@ -349,6 +361,24 @@ mod tests {
             routes.route(&[0x80; 40], SocketAddr::from(([198, 18, 0, 1], 1))),
             None
         );
+    }
+
+    #[test]
+    fn the_path_in_use_is_kept_while_others_are_checked() {
+        let mut routes = Routes::default();
+        let peer = PeerId(4 << 8);
+        routes.add("u", peer);
+        let in_use = addr("198.18.0.1:4000");
+        routes.route(&binding_request("u:x"), in_use);
+        // Many other candidates are checked, and the one in use keeps being checked too.
+        for port in 1..=(3 * SOURCES_PER_PEER as u16) {
+            let other = SocketAddr::from(([198, 18, 0, 2], port));
+            routes.route(&binding_request("u:x"), other);
+            if port % 8 == 0 {
+                routes.route(&binding_request("u:x"), in_use);
+            }
+        }
+        assert_eq!(routes.route(&[0x80; 40], in_use), Some(peer));
     }
 
     #[test]
