@@ -1070,6 +1070,12 @@ impl Relay {
             };
         }
         peer.remote = Some(source);
+        // A frame accepted without a route (routed ones were marked on arrival).
+        if proto == Protocol::Tcp
+            && let Some(conn) = self.tcp.get_mut(&source)
+        {
+            conn.bound = true;
+        }
         if let Err(e) = peer.rtc.handle_input(input) {
             tracing::debug!(error = %e, %source, "peer failed on input");
             peer.rtc.disconnect();
