@@ -232,7 +232,7 @@ impl Appliance {
 }
 
 /// CPU time (ns) of a process's threads, from /proc/PID/task/*/schedstat: (all threads,
-/// the thread named `thread`).
+/// the threads whose names start with `thread`).
 fn cpu_ns(pid: u32, thread: &str) -> (u64, u64) {
     let mut total = 0;
     let mut named = 0;

@@ -317,9 +317,7 @@ impl MediaHandle {
             .join(room);
         let id = PeerId::new(self.next_peer.fetch_add(1, Ordering::Relaxed), worker);
         // Routed before the worker has it: the browser sends nothing before the answer.
-        for worker in self.workers.iter() {
-            let _ = worker.send(Command::Route(ufrag.as_str().into(), id));
-        }
+        tell_all(&self.workers, || Command::Route(ufrag.as_str().into(), id));
         let added = self.workers[worker].send(Command::Add(Box::new(NewPeer {
             id,
             room: room.to_owned(),
@@ -424,7 +422,12 @@ pub fn start(
     mpsc::UnboundedReceiver<MediaEvent>,
     std::thread::JoinHandle<()>,
 )> {
-    let count = sockets.len().clamp(1, MAX_WORKERS);
+    let count = sockets.len();
+    if count > MAX_WORKERS {
+        return Err(std::io::Error::other(
+            "more media sockets than workers can be",
+        ));
+    }
     let local_addr = sockets
         .first()
         .ok_or_else(|| std::io::Error::other("no media socket"))?
@@ -433,38 +436,25 @@ pub fn start(
     let stats = Arc::new(MediaStats::new(count));
     let placement = Arc::new(Mutex::new(Placement::new(count)));
     let junk = Arc::new(Mutex::new(JunkCounter::new(malformed_per_minute)));
-    let mut commands = Vec::new();
-    let mut command_queues = Vec::new();
-    let mut handover = Vec::new();
-    let mut handover_queues = Vec::new();
-    let mut recycle = Vec::new();
-    let mut recycled = Vec::new();
+    // Each worker's queues: commands, datagrams handed over to it, and batches coming back
+    // to it; every worker gets all the senders, each its own receivers.
+    let (mut commands, mut handover, mut recycle, mut receivers) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..count {
-        let (tx, rx) = mpsc::unbounded_channel();
-        commands.push(tx);
-        command_queues.push(rx);
-        let (tx, rx) = mpsc::channel(demux::HANDOVER_QUEUE);
-        handover.push(tx);
-        handover_queues.push(rx);
-        let (tx, rx) = std::sync::mpsc::channel();
-        recycle.push(tx);
-        recycled.push(rx);
+        let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+        let (handover_tx, handover_rx) = mpsc::channel(demux::HANDOVER_QUEUE);
+        let (recycle_tx, recycled_rx) = std::sync::mpsc::channel();
+        commands.push(commands_tx);
+        handover.push(handover_tx);
+        recycle.push(recycle_tx);
+        receivers.push((commands_rx, handover_rx, recycled_rx));
     }
     let commands: Arc<[mpsc::UnboundedSender<Command>]> = commands.into();
     let mut threads: Vec<std::thread::JoinHandle<()>> = Vec::new();
-    let queues = command_queues
-        .into_iter()
-        .zip(handover_queues)
-        .zip(recycled);
-    let workers: Vec<_> = sockets
-        .into_iter()
-        .zip(queues)
-        .enumerate()
-        .take(count)
-        .collect();
+    let workers: Vec<_> = sockets.into_iter().zip(receivers).enumerate().collect();
     // Worker 0 starts last, so that its thread can wait for the others at the end.
     let mut worker_zero = None;
-    for (index, (socket, ((commands_rx, handover_rx), recycled))) in workers.into_iter().rev() {
+    for (index, (socket, (commands_rx, handover_rx, recycled))) in workers.into_iter().rev() {
         // Room for bursts (a keyframe to several technicians); the kernel caps this at
         // net.core.[rw]mem_max. Without it the benchmark's raw loop lost 7–14 % to bursts.
         sockets::enlarge_buffers(&socket);
@@ -821,8 +811,8 @@ impl Relay {
                     }
                 },
                 Some(mut batch) = handed_over.recv() => {
-                    for (datagram, bytes) in batch.iter() {
-                        self.receive(datagram, bytes);
+                    for (proto, source, routed, bytes) in batch.iter() {
+                        self.receive(proto, source, routed, bytes);
                     }
                     batch.clear();
                     if let Some(home) = self.recycle.get(batch.origin) {
@@ -861,7 +851,7 @@ impl Relay {
         let Some(peer) = self.routes.route(bytes, source) else {
             // Not routable: perhaps one of this worker's peers takes it anyway (str0m
             // accepts traffic on any path it has a viable candidate pair for).
-            self.receive(demux::Datagram::new(proto, source, UNROUTED), bytes);
+            self.receive(proto, source, UNROUTED, bytes);
             return;
         };
         if proto == Protocol::Tcp
@@ -870,8 +860,7 @@ impl Relay {
             conn.bound = true;
         }
         if peer.worker() == self.index {
-            let datagram = demux::Datagram::new(proto, source, peer);
-            self.receive(datagram, bytes);
+            self.receive(proto, source, peer, bytes);
         } else if let Some(batch) = self.pending.get_mut(peer.worker()) {
             batch.push(proto, source, peer, bytes);
         } else {
@@ -938,12 +927,7 @@ impl Relay {
             .map_err(|e| MediaError::InvalidOffer(e.to_string()))?;
         // An ICE restart brings a new ufrag; the new path's checks must reach this worker.
         let ufrag = peer.rtc.direct_api().local_ice_credentials().ufrag;
-        self.routes.add(&ufrag, id);
-        for (index, worker) in self.workers.iter().enumerate() {
-            if index != self.index {
-                let _ = worker.send(Command::Route(ufrag.as_str().into(), id));
-            }
-        }
+        tell_all(&self.workers, || Command::Route(ufrag.as_str().into(), id));
         // Media resumes on the new path with a keyframe for whoever watches.
         peer.awaiting_keyframe = true;
         peer.deadline = Instant::now();
@@ -1028,13 +1012,7 @@ impl Relay {
     /// Hands one datagram to its peer: the one the routes point to, or
     /// (when that one does not take it, e.g. on a path it has not confirmed yet) whichever
     /// of this worker's peers does.
-    fn receive(&mut self, datagram: demux::Datagram, bytes: &[u8]) {
-        let demux::Datagram {
-            proto,
-            source,
-            peer: routed,
-            ..
-        } = datagram;
+    fn receive(&mut self, proto: Protocol, source: SocketAddr, routed: PeerId, bytes: &[u8]) {
         let Ok(contents) = bytes.try_into() else {
             tracing::debug!(%source, len = bytes.len(), "unrecognised media datagram");
             self.junk(source);
@@ -1248,12 +1226,7 @@ impl Relay {
                     recording.finish();
                 }
             }
-            self.routes.forget(id);
-            for (index, worker) in self.workers.iter().enumerate() {
-                if index != self.index {
-                    let _ = worker.send(Command::Forget(id));
-                }
-            }
+            tell_all(&self.workers, || Command::Forget(id));
             self.placement
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -1265,6 +1238,14 @@ impl Relay {
                 role: peer.role,
             });
         }
+    }
+}
+
+/// Sends a command to every worker (the sender's own queue included, so that each applies
+/// routes the same way, in its next turn).
+fn tell_all(workers: &[mpsc::UnboundedSender<Command>], command: impl Fn() -> Command) {
+    for worker in workers {
+        let _ = worker.send(command());
     }
 }
 

@@ -168,28 +168,14 @@ fn stun_ufrag(datagram: &[u8]) -> Stun<'_> {
     Stun::Anonymous
 }
 
-/// One datagram in a [`Batch`].
-#[derive(Clone, Copy)]
-pub(super) struct Datagram {
-    pub proto: Protocol,
-    pub source: SocketAddr,
-    /// The peer the routes point to; the worker checks that it accepts the datagram.
-    pub peer: PeerId,
+/// One datagram in a [`Batch`]: where it came from, the peer the routes point to (the
+/// worker checks that it accepts the datagram), and its place in the batch's buffer.
+struct Datagram {
+    proto: Protocol,
+    source: SocketAddr,
+    peer: PeerId,
     start: usize,
     len: usize,
-}
-
-impl Datagram {
-    /// One not in a batch (read by the worker it is for).
-    pub fn new(proto: Protocol, source: SocketAddr, peer: PeerId) -> Self {
-        Self {
-            proto,
-            source,
-            peer,
-            start: 0,
-            len: 0,
-        }
-    }
 }
 
 /// Datagrams for one worker, in one buffer that keeps its capacity: batches travel back
@@ -226,10 +212,16 @@ impl Batch {
         self.datagrams.len()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (Datagram, &[u8])> {
-        self.datagrams
-            .iter()
-            .map(|d| (*d, &self.bytes[d.start..d.start + d.len]))
+    /// Each datagram: protocol, source, routed peer, bytes.
+    pub fn iter(&self) -> impl Iterator<Item = (Protocol, SocketAddr, PeerId, &[u8])> {
+        self.datagrams.iter().map(|d| {
+            (
+                d.proto,
+                d.source,
+                d.peer,
+                &self.bytes[d.start..d.start + d.len],
+            )
+        })
     }
 
     pub fn clear(&mut self) {
@@ -394,9 +386,9 @@ mod tests {
             );
         }
         assert_eq!(batch.len(), 50);
-        for (i, (datagram, bytes)) in batch.iter().enumerate() {
+        for (i, (_, _, routed, bytes)) in batch.iter().enumerate() {
             assert_eq!(bytes, vec![i as u8; i + 1]);
-            assert_eq!(datagram.peer, peer);
+            assert_eq!(routed, peer);
         }
         let capacity = batch.bytes.capacity();
         batch.clear();
