@@ -5,6 +5,8 @@
 //!   --levels 5,10,20,40   concurrent sessions per load step
 //!   --seconds 10          measured window per step (after 3 s of warm-up)
 //!   --soak 10000          join/leave cycles for the soak (0: none)
+//!   --idle 0              sessions kept connected without media during the load steps
+//!                         (customers waiting, cameras paused): what they cost the others
 //!
 //! The relay under test is the real `sightline` binary in its own process, so its CPU,
 //! memory, threads and descriptors are read from /proc for that process alone. Sessions
@@ -361,6 +363,7 @@ async fn run_sim(
     negotiated_at: Instant,
     connected: Arc<Mutex<Vec<Duration>>>,
     stream: u32,
+    media: bool,
 ) {
     let far = Instant::now() + Duration::from_secs(3600 * 24);
     let (mut next_video, mut next_audio) = (far, far);
@@ -391,8 +394,10 @@ async fn run_sim(
                         c.push(negotiated_at.elapsed());
                     }
                     let now = Instant::now();
-                    next_audio = now;
-                    if sim.sends_video {
+                    if media {
+                        next_audio = now;
+                    }
+                    if media && sim.sends_video {
                         next_video = now;
                     }
                 }
@@ -529,6 +534,7 @@ async fn open_session(
     tally: &Arc<Tally>,
     connected: &Arc<Mutex<Vec<Duration>>>,
     stream: u32,
+    media: bool,
 ) -> Result<Session, String> {
     let (id, token, _pin) = common::create_session(admin).await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -565,6 +571,7 @@ async fn open_session(
             started,
             connected,
             stream + n as u32,
+            media,
         )));
     }
     Ok(Session { id, tasks, stop })
@@ -844,6 +851,7 @@ async fn main() {
         .collect();
     let seconds: u64 = arg("--seconds").unwrap_or(10);
     let soak: usize = arg("--soak").unwrap_or(10_000);
+    let idle: usize = arg("--idle").unwrap_or(0);
     let dir = tempfile::tempdir().expect("tempdir");
 
     println!(
@@ -886,7 +894,6 @@ async fn main() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let idle_rss = status_field(pid, "VmRSS:");
 
     println!(
         "\nload steps ({seconds} s each after {} s warm-up); egress = datagrams sent by the forwarder",
@@ -902,11 +909,27 @@ async fn main() {
         print_step("raw", &raw);
         raws.push(raw);
     }
+    let mut idlers = Vec::new();
+    for _ in 0..idle {
+        match open_session(&app.endpoint(), &mut admin, &tally, &connected, 0, false).await {
+            Ok(s) => idlers.push(s),
+            Err(e) => eprintln!("idle session {} failed: {e}", idlers.len()),
+        }
+    }
+    if idle > 0 {
+        println!(
+            "  ({} idle sessions connected without media throughout the relay steps; their CPU counts)",
+            idlers.len()
+        );
+    }
+    // Per-session memory below is that of the loaded sessions alone (idle ones excluded).
+    let idle_rss = status_field(pid, "VmRSS:");
     let mut results = Vec::new();
     for (&level, raw) in levels.iter().zip(raws) {
         while sessions.len() < level {
             let stream = (sessions.len() * 2) as u32;
-            match open_session(&app.endpoint(), &mut admin, &tally, &connected, stream).await {
+            let endpoint = app.endpoint();
+            match open_session(&endpoint, &mut admin, &tally, &connected, stream, true).await {
                 Ok(s) => sessions.push(s),
                 Err(e) => {
                     eprintln!("session {} failed: {e}", sessions.len());
@@ -936,7 +959,7 @@ async fn main() {
         percentile(&mut connect, 0.99).as_secs_f64() * 1000.0
     );
     summarise(&results);
-    for session in sessions.drain(..) {
+    for session in sessions.drain(..).chain(idlers) {
         session.end(&mut admin).await;
     }
 
@@ -1019,7 +1042,7 @@ async fn run_soak(app: &Appliance, admin: &common::Client, cycles: usize) {
                 let connected = Arc::new(Mutex::new(Vec::new()));
                 let mut ok = 0;
                 for _ in 0..share {
-                    match open_session(&app, &mut client, &tally, &connected, 0).await {
+                    match open_session(&app, &mut client, &tally, &connected, 0, true).await {
                         Ok(session) => {
                             ok += 1;
                             // Until both are connected, so every cycle exercises the media path.
