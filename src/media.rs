@@ -14,6 +14,7 @@ mod layers;
 mod placement;
 mod sockets;
 pub mod tcp;
+mod timers;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -42,7 +43,9 @@ pub enum MediaError {
 }
 
 /// Identifies one WebRTC peer connection in the relay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct PeerId(pub u64);
 
 /// Stands for "no peer" where a datagram's routes named none.
@@ -479,6 +482,11 @@ pub fn start(
             tcp: HashMap::new(),
             next_sweep: Instant::now(),
             placement: placement.clone(),
+            timers: timers::Timers::default(),
+            queued: Vec::new(),
+            polling: Vec::new(),
+            work: Vec::new(),
+            dead: Vec::new(),
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -525,6 +533,10 @@ struct Peer {
     /// The same for the passive TCP candidate on the HTTPS port.
     local_tcp: Option<SocketAddr>,
     deadline: Instant,
+    /// Its entry in the worker's timers (entries with another time are stale), and
+    /// whether it is queued to be polled in this turn.
+    scheduled: Option<Instant>,
+    queued: bool,
     mids: Vec<(Mid, MediaKind)>,
     /// A subscriber gets no video until a keyframe arrives, so its decoder never starts
     /// on a delta frame.
@@ -669,6 +681,8 @@ enum Propagate {
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 /// The loop turns at least this often, which is also its watchdog heartbeat.
 const IDLE_WAKEUP: Duration = Duration::from_millis(100);
+/// Every peer is visited at least this often, whatever its own deadline.
+const PEER_VISIT: Duration = Duration::from_secs(1);
 
 /// One worker: owns its peers and rooms, reads its socket of the group and sends on it.
 struct Relay {
@@ -700,6 +714,14 @@ struct Relay {
     tcp: HashMap<SocketAddr, tcp::TcpConn>,
     next_sweep: Instant,
     placement: Arc<Mutex<Placement>>,
+    /// When each peer next needs a visit, and the peers to poll in this turn (they got
+    /// input, were written to, or are due): a turn touches only those, not every peer.
+    timers: timers::Timers<PeerId>,
+    queued: Vec<PeerId>,
+    /// Kept between turns for their capacity.
+    polling: Vec<PeerId>,
+    work: Vec<Propagate>,
+    dead: Vec<PeerId>,
 }
 
 /// Counts malformed or unsolicited datagrams per source within a minute.
@@ -930,7 +952,7 @@ impl Relay {
         tell_all(&self.workers, || Command::Route(ufrag.as_str().into(), id));
         // Media resumes on the new path with a keyframe for whoever watches.
         peer.awaiting_keyframe = true;
-        peer.deadline = Instant::now();
+        queue(&mut self.queued, id, peer);
         Ok(answer.to_sdp_string())
     }
 
@@ -951,14 +973,17 @@ impl Relay {
         if let Some(sink) = sink {
             entry.recording = Some(Recording::new(sink));
             // The recording starts on a keyframe; ask for one now rather than wait.
-            if let Some(publisher) = entry.publisher.and_then(|p| self.peers.get_mut(&p)) {
+            if let Some(id) = entry.publisher
+                && let Some(publisher) = self.peers.get_mut(&id)
+            {
                 publisher.last_keyframe_requests.clear();
                 let all = [
                     None,
                     Some(layers::Layer::Low.rid()),
                     Some(layers::Layer::High.rid()),
                 ];
-                request_keyframe(Some(publisher), &all, Instant::now());
+                request_keyframe(publisher, &all, Instant::now());
+                queue(&mut self.queued, id, publisher);
             }
         }
     }
@@ -989,6 +1014,8 @@ impl Relay {
                 local: new.local,
                 local_tcp: new.local_tcp,
                 deadline: Instant::now(),
+                scheduled: None,
+                queued: false,
                 mids: Vec::new(),
                 awaiting_keyframe: true,
                 video_seen: false,
@@ -1001,11 +1028,15 @@ impl Relay {
                 last_video_time: None,
             },
         );
+        if let Some(peer) = self.peers.get_mut(&new.id) {
+            queue(&mut self.queued, new.id, peer);
+        }
     }
 
     fn disconnect(&mut self, id: PeerId) {
         if let Some(peer) = self.peers.get_mut(&id) {
             peer.rtc.disconnect();
+            queue(&mut self.queued, id, peer);
         }
     }
 
@@ -1036,7 +1067,7 @@ impl Relay {
                 .find(|(_, p)| p.rtc.accepts(&input))
                 .map(|(id, _)| *id),
         };
-        let Some(peer) = id.and_then(|id| self.peers.get_mut(&id)) else {
+        let Some((id, peer)) = id.and_then(|id| Some((id, self.peers.get_mut(&id)?))) else {
             tracing::debug!(%source, "media datagram for no known peer");
             self.junk(source);
             return;
@@ -1058,22 +1089,48 @@ impl Relay {
             tracing::debug!(error = %e, %source, "peer failed on input");
             peer.rtc.disconnect();
         }
+        queue(&mut self.queued, id, peer);
     }
 
     /// Advances every peer to `now`, sends what they produce, forwards media between
     /// them, and returns when the loop must wake next.
     fn drive(&mut self, now: Instant) -> Instant {
         let grace = self.reconnect_grace;
-        loop {
-            let mut work = Vec::new();
-            for (id, peer) in &mut self.peers {
-                // Lost for longer than the grace period: it is not coming back.
-                if peer
-                    .lost_since
-                    .is_some_and(|at| now.duration_since(at) >= grace)
-                {
-                    peer.rtc.disconnect();
-                }
+        while let Some((at, id)) = self.timers.pop_due(now) {
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            if peer.scheduled != Some(at) {
+                continue;
+            }
+            peer.scheduled = None;
+            // Lost for longer than the grace period: it is not coming back.
+            if peer
+                .lost_since
+                .is_some_and(|lost| now.duration_since(lost) >= grace)
+            {
+                peer.rtc.disconnect();
+            }
+            queue(&mut self.queued, id, peer);
+        }
+        let mut polling = std::mem::take(&mut self.polling);
+        let mut work = std::mem::take(&mut self.work);
+        while !self.queued.is_empty() {
+            std::mem::swap(&mut self.queued, &mut polling);
+            for id in polling.drain(..) {
+                let Some(peer) = self.peers.get_mut(&id) else {
+                    continue;
+                };
+                peer.queued = false;
+                let out = Out {
+                    socket: &self.socket,
+                    tcp: match self.workers.first() {
+                        Some(first) if self.index != 0 => TcpOut::Worker0(first),
+                        _ => TcpOut::Own(&self.tcp),
+                    },
+                };
+                // Due now: the timeout first (also for a peer polled again in this turn
+                // because it was written to, as str0m packetises on a timeout).
                 if peer.deadline <= now
                     && peer.rtc.is_alive()
                     && let Err(e) = peer.rtc.handle_input(Input::Timeout(now))
@@ -1081,27 +1138,32 @@ impl Relay {
                     tracing::debug!(error = %e, peer = id.0, "peer failed on timeout");
                     peer.rtc.disconnect();
                 }
-                poll_peer(
-                    *id,
-                    peer,
-                    &self.socket,
-                    match self.workers.first() {
-                        Some(first) if self.index != 0 => TcpOut::Worker0(first),
-                        _ => TcpOut::Own(&self.tcp),
-                    },
-                    &self.events,
-                    &self.stats,
-                    &mut work,
-                );
+                poll_peer(id, peer, out, &self.events, &self.stats, &mut work);
+                if !peer.rtc.is_alive() {
+                    self.dead.push(id);
+                    continue;
+                }
+                // Visited at least once a second, for the grace period's expiry.
+                let visit = peer.deadline.min(now + PEER_VISIT);
+                if peer.scheduled.is_none_or(|at| visit < at) {
+                    peer.scheduled = Some(visit);
+                    self.timers.schedule(visit, id);
+                }
             }
-            if work.is_empty() {
-                break;
-            }
-            for item in work {
+            for item in work.drain(..) {
                 self.propagate(item, now);
             }
         }
+        self.polling = polling;
+        self.work = work;
         self.reap();
+        if self.timers.len() > 4 * self.peers.len() + 1024 {
+            self.timers.compact(
+                self.peers
+                    .iter()
+                    .filter_map(|(id, p)| p.scheduled.map(|at| (at, *id))),
+            );
+        }
         if self.index == 0 && now >= self.next_sweep {
             self.next_sweep = now + Duration::from_secs(1);
             self.tcp
@@ -1110,10 +1172,8 @@ impl Relay {
                 .tcp_connections
                 .store(self.tcp.len() as u64, Ordering::Relaxed);
         }
-        self.peers
-            .values()
-            .map(|p| p.deadline)
-            .min()
+        self.timers
+            .next()
             .unwrap_or(now + IDLE_WAKEUP)
             .min(now + IDLE_WAKEUP)
     }
@@ -1170,7 +1230,9 @@ impl Relay {
                     let Some(pt) = writer.match_params(data.params) else {
                         continue;
                     };
-                    if let Err(e) = writer.write(pt, data.network_time, time, data.data.clone()) {
+                    let written = writer.write(pt, data.network_time, time, data.data.clone());
+                    queue(&mut self.queued, *target_id, target);
+                    if let Err(e) = written {
                         tracing::debug!(error = %e, peer = target_id.0, "forwarding failed");
                         target.rtc.disconnect();
                     } else {
@@ -1182,20 +1244,25 @@ impl Relay {
                     }
                 }
                 if !wants_keyframe.is_empty()
-                    && let Some(publisher) = room.publisher
+                    && let Some(id) = room.publisher
+                    && let Some(publisher) = self.peers.get_mut(&id)
                 {
-                    request_keyframe(self.peers.get_mut(&publisher), &wants_keyframe, now);
+                    request_keyframe(publisher, &wants_keyframe, now);
+                    queue(&mut self.queued, id, publisher);
                 }
             }
             Propagate::KeyframeWanted { room } => {
                 let publisher = self.rooms.get(&room).and_then(|r| r.publisher);
-                if let Some(publisher) = publisher {
+                if let Some(id) = publisher
+                    && let Some(publisher) = self.peers.get_mut(&id)
+                {
                     let all = [
                         None,
                         Some(layers::Layer::Low.rid()),
                         Some(layers::Layer::High.rid()),
                     ];
-                    request_keyframe(self.peers.get_mut(&publisher), &all, now);
+                    request_keyframe(publisher, &all, now);
+                    queue(&mut self.queued, id, publisher);
                 }
             }
         }
@@ -1203,13 +1270,10 @@ impl Relay {
 
     /// Drops peers whose connection ended and tells the appliance.
     fn reap(&mut self) {
-        let dead: Vec<PeerId> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| !p.rtc.is_alive())
-            .map(|(id, _)| *id)
-            .collect();
-        for id in dead {
+        if self.dead.is_empty() {
+            return;
+        }
+        for id in std::mem::take(&mut self.dead) {
             let Some(peer) = self.peers.remove(&id) else {
                 continue;
             };
@@ -1249,6 +1313,14 @@ fn tell_all(workers: &[mpsc::UnboundedSender<Command>], command: impl Fn() -> Co
     }
 }
 
+/// Marks a peer to be polled in this turn of the loop.
+fn queue(queued: &mut Vec<PeerId>, id: PeerId, peer: &mut Peer) {
+    if !peer.queued {
+        peer.queued = true;
+        queued.push(id);
+    }
+}
+
 /// Where a worker's ICE-TCP frames go: worker 0 owns the connections.
 #[derive(Clone, Copy)]
 enum TcpOut<'a> {
@@ -1256,15 +1328,23 @@ enum TcpOut<'a> {
     Worker0(&'a mpsc::UnboundedSender<Command>),
 }
 
+/// Where a worker's output goes: datagrams to its socket, ICE-TCP frames as [`TcpOut`]
+/// says.
+struct Out<'a> {
+    socket: &'a std::net::UdpSocket,
+    tcp: TcpOut<'a>,
+}
+
+/// Takes everything a peer has to send or report, until it names its next deadline.
 fn poll_peer(
     id: PeerId,
     peer: &mut Peer,
-    socket: &std::net::UdpSocket,
-    tcp: TcpOut<'_>,
+    out: Out<'_>,
     events: &mpsc::UnboundedSender<MediaEvent>,
     stats: &MediaStats,
     work: &mut Vec<Propagate>,
 ) {
+    let Out { socket, tcp } = out;
     while peer.rtc.is_alive() {
         let output = match peer.rtc.poll_output() {
             Ok(output) => output,
@@ -1470,10 +1550,7 @@ fn forward_with_time(
 
 /// Asks the customer's browser for keyframes of these layers (`None`: without simulcast),
 /// at most one per layer every [`KEYFRAME_REQUEST_INTERVAL`].
-fn request_keyframe(publisher: Option<&mut Peer>, rids: &[Option<Rid>], now: Instant) {
-    let Some(publisher) = publisher else {
-        return;
-    };
+fn request_keyframe(publisher: &mut Peer, rids: &[Option<Rid>], now: Instant) {
     let Some(mid) = publisher.mid_of(MediaKind::Video) else {
         return;
     };
