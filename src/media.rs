@@ -1186,7 +1186,7 @@ impl Relay {
                 role,
                 room,
                 kind,
-                data,
+                mut data,
             } => {
                 let Some(room) = self.rooms.get_mut(&room) else {
                     return;
@@ -1198,13 +1198,14 @@ impl Relay {
                     .and_then(|recording| recording.push(from, role, kind, &data, now));
                 // Video goes from the customer to the technicians; audio from anyone to
                 // everyone else in the room.
-                let targets = room
+                let mut targets = room
                     .subscribers
                     .iter()
                     .chain(room.publisher.iter().filter(|_| kind == MediaKind::Audio))
-                    .filter(|id| **id != from);
+                    .filter(|id| **id != from)
+                    .peekable();
                 let mut wants_keyframe: Vec<Option<Rid>> = recording_waits.into_iter().collect();
-                for target_id in targets {
+                while let Some(target_id) = targets.next() {
                     let Some(target) = self.peers.get_mut(target_id) else {
                         continue;
                     };
@@ -1231,7 +1232,13 @@ impl Relay {
                     let Some(pt) = writer.match_params(data.params) else {
                         continue;
                     };
-                    let written = writer.write(pt, data.network_time, time, data.data.clone());
+                    let bytes = data.data.len() as u64;
+                    // The last technician takes the frame itself; only the others need a copy.
+                    let frame = match targets.peek() {
+                        Some(_) => data.data.clone(),
+                        None => std::mem::take(&mut data.data),
+                    };
+                    let written = writer.write(pt, data.network_time, time, frame);
                     queue(&mut self.queued, *target_id, target);
                     if let Err(e) = written {
                         tracing::debug!(error = %e, peer = target_id.0, "forwarding failed");
@@ -1241,7 +1248,7 @@ impl Relay {
                         self.stats.packets_forwarded.fetch_add(1, Ordering::Relaxed);
                         self.stats
                             .bytes_forwarded
-                            .fetch_add(data.data.len() as u64, Ordering::Relaxed);
+                            .fetch_add(bytes, Ordering::Relaxed);
                     }
                 }
                 if !wants_keyframe.is_empty()
@@ -1657,7 +1664,12 @@ mod tests {
                     Output::Timeout(_) => break,
                     Output::Transmit(t) => drop(self.socket.send_to(&t.contents, t.destination)),
                     Output::Event(Event::Connected) => self.connected = true,
-                    Output::Event(Event::MediaData(_)) => self.received += 1,
+                    // Only frames as the tests' publishers send them count.
+                    Output::Event(Event::MediaData(data))
+                        if !data.data.is_empty() && data.data.iter().all(|b| *b == 0x55) =>
+                    {
+                        self.received += 1
+                    }
                     Output::Event(_) => {}
                 }
             }
@@ -1668,31 +1680,31 @@ mod tests {
     fn media_reaches_technicians_whichever_socket_of_the_group_it_arrives_on() {
         use str0m::media::Direction;
         // Eight workers: a peer's source address hashes to its room's worker's socket only
-        // one time in eight, so with six peers some datagrams are all but certainly
-        // handed over (all six landing home: (1/8)^6).
+        // one time in eight, so with seven peers some datagrams are all but certainly
+        // handed over (all seven landing home: (1/8)^7). Room "c" has two technicians:
+        // each must get every frame whole (the last one is given the frame, not a copy).
         let sockets = bind("127.0.0.1:0".parse().expect("addr"), 8).expect("bind");
         assert_eq!(sockets.len(), 8);
         let (handle, _events, thread) =
             start(sockets, None, 1000, Duration::from_secs(5)).expect("start");
         let mut rooms = Vec::new();
-        for room in ["a", "b", "c"] {
-            let mut pair = Vec::new();
-            for (role, direction) in [
-                (PeerRole::Publisher, Direction::SendOnly),
-                (PeerRole::Subscriber, Direction::RecvOnly),
-            ] {
-                pair.push(Client::join(&handle, room, role, direction).0);
+        for (room, technicians) in [("a", 1), ("b", 1), ("c", 2)] {
+            let mut peers =
+                vec![Client::join(&handle, room, PeerRole::Publisher, Direction::SendOnly).0];
+            for _ in 0..technicians {
+                let role = PeerRole::Subscriber;
+                peers.push(Client::join(&handle, room, role, Direction::RecvOnly).0);
             }
-            rooms.push(pair);
+            rooms.push(peers);
         }
+        let technicians_short =
+            |rooms: &[Vec<Client>]| rooms.iter().flat_map(|r| &r[1..]).any(|t| t.received < 50);
         let started = Instant::now();
         let mut sequence = 0u64;
-        while started.elapsed() < Duration::from_secs(20)
-            && rooms.iter().any(|pair| pair[1].received < 50)
-        {
+        while started.elapsed() < Duration::from_secs(20) && technicians_short(&rooms) {
             let now = Instant::now();
-            for pair in &mut rooms {
-                let publisher = &mut pair[0];
+            for peers in &mut rooms {
+                let publisher = &mut peers[0];
                 let pt = publisher
                     .rtc
                     .writer(publisher.mid)
@@ -1705,18 +1717,18 @@ mod tests {
                         MediaTime::new(sequence * 960, str0m::media::Frequency::FORTY_EIGHT_KHZ);
                     let _ = writer.write(pt, now, time, vec![0x55; 120]);
                 }
-                for client in pair.iter_mut() {
+                for client in peers.iter_mut() {
                     client.turn(now);
                 }
             }
             sequence += 1;
             std::thread::sleep(Duration::from_millis(20));
         }
-        for pair in &rooms {
+        for technician in rooms.iter().flat_map(|r| &r[1..]) {
             assert!(
-                pair[1].received >= 50,
-                "room's technician got {} packets",
-                pair[1].received
+                technician.received >= 50,
+                "a technician got {} whole frames",
+                technician.received
             );
         }
         assert!(
