@@ -160,8 +160,23 @@ pub fn verify_chain(entries: &[AuditEntry]) -> Result<usize, ChainBreak> {
     Ok(entries.len())
 }
 
+/// The log's last entry, noted with it in one transaction: start-up reads it instead of
+/// decrypting the whole log, which grows with every session.
+#[derive(Serialize, Deserialize)]
+struct NotedHead {
+    seq: u64,
+}
+
+const HEAD_KEY: &str = "head";
+
+/// Zero-padded so that keys sort in the log's order.
+fn entry_key(seq: u64) -> String {
+    format!("{seq:016}")
+}
+
 pub struct Audit {
     log: Collection<AuditEntry>,
+    noted_head: Collection<NotedHead>,
     clock: SharedClock,
     alarm: std::sync::OnceLock<(crate::firewall::BlocklistClient, u32)>,
     syslog: std::sync::OnceLock<Syslog>,
@@ -172,13 +187,27 @@ pub struct Audit {
 impl Audit {
     pub fn open(store: &Store, clock: SharedClock) -> Result<Self, StoreError> {
         let log = store.global::<AuditEntry>("audit")?;
-        let head = log
-            .values()?
-            .into_iter()
-            .max_by_key(|e| e.seq)
-            .map_or((0, GENESIS.to_owned()), |e| (e.seq + 1, e.hash));
+        let noted_head = store.global::<NotedHead>("audit_head")?;
+        let last = match noted_head.get(HEAD_KEY)? {
+            Some(noted) => Self::last_from(&log, noted.seq)?,
+            None => None,
+        };
+        let last = match last {
+            Some(last) => Some(last),
+            // No note (a log from before notes, or none yet), or it names an entry that
+            // is not there: the whole log, once; the note makes the next start quick.
+            None => {
+                let last = log.values()?.into_iter().max_by_key(|e| e.seq);
+                if let Some(last) = &last {
+                    noted_head.put(HEAD_KEY, &NotedHead { seq: last.seq })?;
+                }
+                last
+            }
+        };
+        let head = last.map_or((0, GENESIS.to_owned()), |e| (e.seq + 1, e.hash));
         Ok(Self {
             log,
+            noted_head,
             clock,
             alarm: std::sync::OnceLock::new(),
             syslog: std::sync::OnceLock::new(),
@@ -209,8 +238,7 @@ impl Audit {
         };
         entry.hash = entry.compute_hash();
         *head = (entry.seq + 1, entry.hash.clone());
-        // Zero-padded so the store's key order is the log's order.
-        let key = format!("{:016}", entry.seq);
+        let key = entry_key(entry.seq);
         tracing::info!(
             target: "sightline::audit",
             kind = ?entry.kind,
@@ -219,8 +247,18 @@ impl Audit {
             source = ?entry.source,
             detail = %entry.detail,
         );
-        if let Err(e) = self.log.put(&key, &entry) {
-            tracing::error!(error = %e, "audit entry could not be stored");
+        // Never over an existing entry: a stored entry is not lost to a wrong head.
+        let noted = NotedHead { seq: entry.seq };
+        match self
+            .log
+            .insert_new_with(&key, &entry, &self.noted_head, HEAD_KEY, &noted)
+        {
+            Ok(true) => {}
+            Ok(false) => tracing::error!(
+                seq = entry.seq,
+                "audit entry not stored: its number is taken"
+            ),
+            Err(e) => tracing::error!(error = %e, "audit entry could not be stored"),
         }
         if let Some(syslog) = self.syslog.get() {
             syslog.send(&entry);
@@ -278,6 +316,19 @@ impl Audit {
             Some(source),
             format!("{why}; {outcome}"),
         );
+    }
+
+    /// The last entry of the log, read forward from entry `seq` (one read when the note is
+    /// current, as it always is unless the store was tampered with); `None` when `seq`
+    /// itself is missing.
+    fn last_from(log: &Collection<AuditEntry>, seq: u64) -> Result<Option<AuditEntry>, StoreError> {
+        let Some(mut last) = log.get(&entry_key(seq))? else {
+            return Ok(None);
+        };
+        while let Some(next) = log.get(&entry_key(last.seq + 1))? {
+            last = next;
+        }
+        Ok(Some(last))
     }
 
     /// Every entry, oldest first.
@@ -473,6 +524,45 @@ mod tests {
         let audit = Audit::open(&store, Arc::new(ManualClock::new(2))).expect("audit");
         audit.record(AuditKind::Logout, None, None, None, "second run");
         assert_eq!(verify_chain(&audit.entries().expect("entries")), Ok(2));
+    }
+
+    /// What a start-up finds as the next entry's number and previous hash.
+    fn reopened_head(store: &Store) -> (u64, String) {
+        let audit = Audit::open(store, Arc::new(ManualClock::new(2_000))).expect("audit");
+        audit.head.into_inner().expect("head")
+    }
+
+    #[test]
+    fn start_up_reads_the_noted_head_not_the_whole_log() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (store, audit) = log_with_entries(dir.path());
+        let expected = audit.head.lock().expect("head").clone();
+        assert_eq!(expected.0, 5);
+        // An old entry that no longer decodes: reading the whole log would fail on it.
+        let raw = store.global::<String>("audit").expect("log");
+        raw.put(&entry_key(1), &"not an entry".to_owned())
+            .expect("put");
+        assert_eq!(reopened_head(&store), expected);
+    }
+
+    #[test]
+    fn a_stale_or_missing_note_still_finds_the_last_entry() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (store, audit) = log_with_entries(dir.path());
+        let expected = audit.head.lock().expect("head").clone();
+        let notes = store.global::<NotedHead>("audit_head").expect("notes");
+        notes.put(HEAD_KEY, &NotedHead { seq: 2 }).expect("put");
+        assert_eq!(
+            reopened_head(&store),
+            expected,
+            "read forward from a stale note"
+        );
+        notes.remove(HEAD_KEY).expect("remove");
+        assert_eq!(reopened_head(&store), expected, "a log from before notes");
+        let noted = notes.get(HEAD_KEY).expect("get").expect("noted again");
+        assert_eq!(noted.seq, 4);
+        notes.put(HEAD_KEY, &NotedHead { seq: 99 }).expect("put");
+        assert_eq!(reopened_head(&store), expected, "a note naming no entry");
     }
 
     #[test]
