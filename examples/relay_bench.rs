@@ -3,7 +3,7 @@
 //!
 //! `cargo build --release && cargo run --release --example relay_bench -- [options]`
 //!   --levels 5,10,20,40   concurrent sessions per load step
-//!   --seconds 10          measured window per step (after 3 s of warm-up)
+//!   --seconds 10          measured window per step (after 8 s of warm-up)
 //!   --soak 10000          join/leave cycles for the soak (0: none)
 //!   --idle 0              sessions kept connected without media during the load steps
 //!                         (customers waiting, cameras paused): what they cost the others

@@ -201,10 +201,10 @@ impl Audit {
                 if let Some(last) = &last {
                     noted_head.put(HEAD_KEY, &NotedHead { seq: last.seq })?;
                 }
-                last
+                last.map(|e| (e.seq, e))
             }
         };
-        let head = last.map_or((0, GENESIS.to_owned()), |e| (e.seq + 1, e.hash));
+        let head = last.map_or((0, GENESIS.to_owned()), |(seq, e)| (seq + 1, e.hash));
         Ok(Self {
             log,
             noted_head,
@@ -318,17 +318,23 @@ impl Audit {
         );
     }
 
-    /// The last entry of the log, read forward from entry `seq` (one read when the note is
-    /// current, as it always is unless the store was tampered with); `None` when `seq`
-    /// itself is missing.
-    fn last_from(log: &Collection<AuditEntry>, seq: u64) -> Result<Option<AuditEntry>, StoreError> {
+    /// The number and entry of the log's last key, read forward from key `seq` (one read
+    /// when the note is current, as it always is unless the store was tampered with);
+    /// `None` when `seq` itself is missing. Walks by key, not by the entries' own numbers,
+    /// so entries moved between keys cannot send it round in circles.
+    fn last_from(
+        log: &Collection<AuditEntry>,
+        seq: u64,
+    ) -> Result<Option<(u64, AuditEntry)>, StoreError> {
         let Some(mut last) = log.get(&entry_key(seq))? else {
             return Ok(None);
         };
-        while let Some(next) = log.get(&entry_key(last.seq + 1))? {
+        let mut at = seq;
+        while let Some(next) = log.get(&entry_key(at + 1))? {
             last = next;
+            at += 1;
         }
-        Ok(Some(last))
+        Ok(Some((at, last)))
     }
 
     /// Every entry, oldest first.
@@ -563,6 +569,28 @@ mod tests {
         assert_eq!(noted.seq, 4);
         notes.put(HEAD_KEY, &NotedHead { seq: 99 }).expect("put");
         assert_eq!(reopened_head(&store), expected, "a note naming no entry");
+    }
+
+    #[test]
+    fn an_entry_moved_to_another_key_does_not_stall_start_up() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (store, _audit) = log_with_entries(dir.path());
+        // Key 4 now holds entry 1: reading forward by the entries' own numbers would go
+        // 2, 3, 4 → 1 → 2 … for ever.
+        let raw = store.global::<AuditEntry>("audit").expect("log");
+        let one = raw.get(&entry_key(1)).expect("get").expect("1");
+        raw.put(&entry_key(4), &one).expect("put");
+        let notes = store.global::<NotedHead>("audit_head").expect("notes");
+        notes.put(HEAD_KEY, &NotedHead { seq: 2 }).expect("put");
+        let (done, opened) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(reopened_head(&store));
+        });
+        // Only a guard against hanging the test run; start-up takes microseconds.
+        let (next, previous) = opened
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("start-up finished");
+        assert_eq!((next, previous), (5, one.hash));
     }
 
     #[test]
