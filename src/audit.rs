@@ -337,6 +337,16 @@ impl Audit {
         Ok(Some((at, last)))
     }
 
+    /// Entries newest first, read one at a time as the caller goes: a page of the log
+    /// costs what it shows (and what its filter skips), not the whole history in memory.
+    /// Numbers without an entry (one that could not be stored) are passed over.
+    pub fn newest_first(&self) -> impl Iterator<Item = Result<AuditEntry, StoreError>> + '_ {
+        let next = self.head.lock().unwrap_or_else(|p| p.into_inner()).0;
+        (0..next)
+            .rev()
+            .filter_map(|seq| self.log.get(&entry_key(seq)).transpose())
+    }
+
     /// Every entry, oldest first.
     pub fn entries(&self) -> Result<Vec<AuditEntry>, StoreError> {
         let mut entries = self.log.values()?;
@@ -569,6 +579,25 @@ mod tests {
         assert_eq!(noted.seq, 4);
         notes.put(HEAD_KEY, &NotedHead { seq: 99 }).expect("put");
         assert_eq!(reopened_head(&store), expected, "a note naming no entry");
+    }
+
+    #[test]
+    fn newest_first_reads_back_from_the_head_over_gaps() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (store, audit) = log_with_entries(dir.path());
+        let raw = store.global::<AuditEntry>("audit").expect("log");
+        raw.remove(&entry_key(3)).expect("remove");
+        let seqs: Vec<u64> = audit
+            .newest_first()
+            .map(|e| e.expect("entry").seq)
+            .collect();
+        assert_eq!(seqs, vec![4, 2, 1, 0]);
+        let newest_two: Vec<String> = audit
+            .newest_first()
+            .take(2)
+            .map(|e| e.expect("entry").detail)
+            .collect();
+        assert_eq!(newest_two, vec!["attempt 4", "attempt 2"]);
     }
 
     #[test]

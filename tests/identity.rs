@@ -443,6 +443,21 @@ async fn the_identity_audit_log_is_filterable() {
     try_login(&app, ADMIN.0, "Wrong4pass").await;
     let all = admin.get("/api/audit").await;
     assert_eq!(all.status, 200);
+    let seqs: Vec<u64> = all
+        .json()
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|e| e["seq"].as_u64())
+        .collect();
+    assert!(
+        seqs.len() >= 2,
+        "setup and a failed login at least: {seqs:?}"
+    );
+    assert!(
+        seqs.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {seqs:?}"
+    );
     let failed = admin.get("/api/audit?kind=login_failed").await.json();
     let failed = failed.as_array().expect("array");
     assert_eq!(failed.len(), 1);

@@ -379,29 +379,31 @@ pub(super) async fn audit_log(
     query: Result<Query<AuditFilter>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<AuditEntry>>, ApiError> {
     let Query(filter) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let mut entries: Vec<AuditEntry> = state
-        .audit
-        .entries()
-        .map_err(|_| ApiError::internal())?
-        .into_iter()
-        .filter(|e| e.account_id.as_deref() == Some(admin.account_id.as_str()))
-        .filter(|e| e.kind.is_identity())
-        .filter(|e| {
-            filter
+    let shown = |e: &AuditEntry| {
+        e.account_id.as_deref() == Some(admin.account_id.as_str())
+            && e.kind.is_identity()
+            && filter
                 .kind
                 .as_deref()
                 .is_none_or(|k| serde_json::to_value(&e.kind).is_ok_and(|v| v.as_str() == Some(k)))
-        })
-        .filter(|e| {
-            filter
+            && filter
                 .user_id
                 .as_deref()
                 .is_none_or(|u| e.actor.as_deref() == Some(u))
-        })
-        .filter(|e| filter.since_ms.is_none_or(|t| e.at_ms >= t))
-        .filter(|e| filter.until_ms.is_none_or(|t| e.at_ms < t))
-        .collect();
-    entries.reverse();
-    entries.truncate(1000);
-    Ok(Json(entries))
+            && filter.since_ms.is_none_or(|t| e.at_ms >= t)
+            && filter.until_ms.is_none_or(|t| e.at_ms < t)
+    };
+    // The newest 1,000 that match, read back from the log's head one at a time: the log
+    // is the whole appliance's history, and grows with every session.
+    let mut page = Vec::new();
+    for entry in state.audit.newest_first() {
+        let entry = entry.map_err(|_| ApiError::internal())?;
+        if shown(&entry) {
+            page.push(entry);
+            if page.len() == 1000 {
+                break;
+            }
+        }
+    }
+    Ok(Json(page))
 }
