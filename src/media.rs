@@ -732,6 +732,14 @@ struct JunkCounter {
 }
 
 impl JunkCounter {
+    fn new(limit: u32) -> Self {
+        Self {
+            limit: limit.max(1),
+            window_start: Instant::now(),
+            counts: HashMap::new(),
+        }
+    }
+
     /// Counts one datagram; true exactly when the source reaches the limit.
     fn count(&mut self, source: std::net::IpAddr, now: Instant) -> bool {
         if now.duration_since(self.window_start) >= Duration::from_secs(60) {
@@ -745,16 +753,6 @@ impl JunkCounter {
         let count = self.counts.entry(source).or_insert(0);
         *count += 1;
         *count == self.limit
-    }
-}
-
-impl JunkCounter {
-    fn new(limit: u32) -> Self {
-        Self {
-            limit: limit.max(1),
-            window_start: Instant::now(),
-            counts: HashMap::new(),
-        }
     }
 }
 

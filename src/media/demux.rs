@@ -257,6 +257,14 @@ mod tests {
         s.parse().expect("address")
     }
 
+    /// Routes that know one peer (worker 0's fifth) by `ufrag`.
+    fn one_peer(ufrag: &str) -> (Routes, PeerId) {
+        let mut routes = Routes::default();
+        let peer = PeerId(5 << 8);
+        routes.add(ufrag, peer);
+        (routes, peer)
+    }
+
     #[test]
     fn the_username_names_the_recipient() {
         assert_eq!(
@@ -318,9 +326,7 @@ mod tests {
 
     #[test]
     fn an_ice_restart_keeps_the_old_path_until_the_peer_goes() {
-        let mut routes = Routes::default();
-        let peer = PeerId(5 << 8);
-        routes.add("before", peer);
+        let (mut routes, peer) = one_peer("before");
         let old_path = addr("198.18.0.1:5000");
         routes.route(&binding_request("before:x"), old_path);
         routes.add("after", peer);
@@ -336,9 +342,7 @@ mod tests {
 
     #[test]
     fn forged_requests_cannot_grow_the_table_without_bound() {
-        let mut routes = Routes::default();
-        let peer = PeerId(9 << 8);
-        routes.add("u", peer);
+        let (mut routes, peer) = one_peer("u");
         for port in 1..=1000u16 {
             let source = SocketAddr::from(([198, 18, 0, 1], port));
             assert_eq!(routes.route(&binding_request("u:x"), source), Some(peer));
@@ -357,9 +361,7 @@ mod tests {
 
     #[test]
     fn the_path_in_use_is_kept_while_others_are_checked() {
-        let mut routes = Routes::default();
-        let peer = PeerId(4 << 8);
-        routes.add("u", peer);
+        let (mut routes, peer) = one_peer("u");
         let in_use = addr("198.18.0.1:4000");
         routes.route(&binding_request("u:x"), in_use);
         // Many other candidates are checked, and the one in use keeps being checked too.
