@@ -118,7 +118,7 @@ impl Core {
 pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartError> {
     let data_dir = config.data_dir.clone();
     create_private_dir(&data_dir)?;
-    let store = Store::open_data_dir(&data_dir)?;
+    let store = Store::open_data_dir(&data_dir, config.store.cache_bytes())?;
     let Core {
         audit,
         throttle,
@@ -277,6 +277,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         live: live.clone(),
         audit: audit.clone(),
         lifecycle: lifecycle.clone(),
+        store: store.clone(),
         ca_pem: tls.ca_pem.clone(),
         public_url: config.http.public_url.clone(),
         media_public_ip: config.media.public_address,
@@ -424,6 +425,11 @@ impl Running {
     }
 
     /// The relay's handle (diagnostics and tests).
+    /// The open store (tests write through it to check the durability boundary).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     pub fn media(&self) -> &media::MediaHandle {
         &self.media
     }

@@ -328,13 +328,13 @@ struct Offline {
 
 impl Offline {
     fn open(config: &Config) -> anyhow::Result<Self> {
-        if !config.data_dir.join("store").exists() {
+        if !Store::exists_in(&config.data_dir) {
             anyhow::bail!(
                 "no appliance data in {}; run `sightline serve` once first",
                 config.data_dir.display()
             );
         }
-        let store = Store::open_data_dir(&config.data_dir)?;
+        let store = Store::open_data_dir(&config.data_dir, config.store.cache_bytes())?;
         let clock: crate::clock::SharedClock = Arc::new(SystemClock);
         let appliance::Core {
             audit,
@@ -407,8 +407,8 @@ fn check(config: &Config) -> anyhow::Result<()> {
     );
     report(
         "store",
-        if config.data_dir.join("store").exists() {
-            match Store::open_data_dir(&config.data_dir) {
+        if Store::exists_in(&config.data_dir) {
+            match Store::open_data_dir(&config.data_dir, config.store.cache_bytes()) {
                 Ok(_) => Ok("opens with the master key".into()),
                 Err(crate::store::StoreError::InUse { .. }) => {
                     Ok("in use by the running appliance".into())
@@ -516,6 +516,7 @@ async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
         } => {
             let (account, user, password) =
                 auth.create_account(&organisation, &admin_email, &admin_name)?;
+            offline.store.flush().await?;
             println!("account {} ({})", account.id, account.organisation);
             println!("admin {} <{}>", user.id, user.email);
             println!("temporary password: {password}");
@@ -561,6 +562,7 @@ async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
                 let user = auth.operator_user(&email)?;
                 let operator = auth.operator_for(&user.account_id)?;
                 auth.unlock(&operator, &user.user_id, operator_ip)?;
+                offline.store.flush().await?;
                 println!("unlocked {}", user.email);
             }
             UserCommand::List => {

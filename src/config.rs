@@ -25,6 +25,7 @@ pub enum ConfigError {
 pub struct Config {
     /// Where the store, the appliance CA and the server certificate live.
     pub data_dir: PathBuf,
+    pub store: StoreConfig,
     pub http: HttpConfig,
     pub media: MediaConfig,
     pub sessions: SessionConfig,
@@ -36,6 +37,28 @@ pub struct Config {
     /// systemd notification settings; from the environment, never from the file.
     #[serde(skip)]
     pub systemd: Option<crate::systemd::SystemdNotify>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// The engine's page cache in MiB. The appliance's working set is small; more cache
+    /// only holds more of the history in memory.
+    pub cache_mib: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            cache_mib: crate::store::DEFAULT_CACHE_BYTES >> 20,
+        }
+    }
+}
+
+impl StoreConfig {
+    pub fn cache_bytes(&self) -> usize {
+        self.cache_mib << 20
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -189,6 +212,7 @@ impl Default for Config {
             sessions: SessionConfig::default(),
             backup: BackupConfig::default(),
             retention: RetentionConfig::default(),
+            store: StoreConfig::default(),
             metrics: MetricsConfig::default(),
             firewall: FirewallConfig::default(),
             audit: AuditConfig::default(),
@@ -269,6 +293,12 @@ impl Config {
                     message: "must be greater than zero".into(),
                 });
             }
+        }
+        if !(1..=4096).contains(&self.store.cache_mib) {
+            return Err(ConfigError::Value {
+                key: "store.cache_mib",
+                message: format!("{} MiB; choose 1 to 4096", self.store.cache_mib),
+            });
         }
         if self.retention.deletion_delay_days > 30 {
             return Err(ConfigError::Value {

@@ -33,6 +33,8 @@ pub struct ApiState {
     pub live: Arc<Live>,
     pub audit: Arc<Audit>,
     pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
+    /// Flushed before any answer leaves (see [`durable_answers`]).
+    pub store: crate::store::Store,
     pub ca_pem: String,
     pub public_url: Option<String>,
     pub media_public_ip: Option<IpAddr>,
@@ -185,7 +187,31 @@ pub fn router(state: AppState) -> Router {
         .route("/ca.pem", get(ca_pem))
         .route("/healthz", get(|| async { "ok" }))
         .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            durable_answers,
+        ))
         .with_state(state)
+}
+
+/// No answer leaves before every write made so far is durable: whatever a handler
+/// changed, and the audit entries it wrote with it, survive a crash once the caller has
+/// the answer. Handlers need not remember to flush, and a new route cannot forget. A flush
+/// with nothing pending costs nothing; concurrent answers share one fsync.
+async fn durable_answers(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    match state.store.flush().await {
+        Ok(()) => response,
+        Err(e) => {
+            tracing::error!(error = %e, "a change could not be made durable; answering 503");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the appliance could not store the change durably; it may not have been kept",
+            )
+            .into_response()
+        }
+    }
 }
 
 /// Checks the route's declared access and hands the principal to the handler.

@@ -20,6 +20,7 @@ use crate::live::{
     SessionFilter, SessionRecord, SessionView, Still,
 };
 use crate::media::PeerId;
+use crate::store::Store;
 
 // ---------------------------------------------------------------------------------------
 // Support sessions (technician side)
@@ -452,7 +453,14 @@ pub(super) async fn websocket(
         .on_upgrade(move |socket| signaling(state, socket, principal, user_agent, source))
 }
 
-async fn send(socket: &mut WebSocket, message: &ServerMessage) -> bool {
+/// Sends one signaling message, once every write made so far is durable: a message may
+/// acknowledge a change (joined, consented, paused, a chat line), and what the other side
+/// has seen must survive a crash. `false`: the socket (or the store) failed.
+async fn send(store: &Store, socket: &mut WebSocket, message: &ServerMessage) -> bool {
+    if let Err(e) = store.flush().await {
+        tracing::error!(error = %e, "a change could not be made durable; closing the socket");
+        return false;
+    }
     match serde_json::to_string(message) {
         Ok(json) => socket.send(Message::Text(json.into())).await.is_ok(),
         Err(_) => false,
@@ -505,7 +513,7 @@ async fn signaling(
     let (attachment, mut outbox) = match attached {
         Ok(pair) => pair,
         Err(message) => {
-            send(&mut socket, &message).await;
+            send(&state.store, &mut socket, &message).await;
             let _ = socket.send(Message::Close(None)).await;
             return;
         }
@@ -527,14 +535,14 @@ async fn converse(
             // Participants are told by `Live::shutdown` first; this only ends the task.
             () = stopped(state.shutdown.clone()) => {
                 while let Ok(message) = outbox.try_recv() {
-                    send(socket, &message).await;
+                    send(&state.store, socket, &message).await;
                 }
                 return;
             }
             outgoing = outbox.recv() => {
                 let Some(message) = outgoing else { return };
                 let ended = matches!(message, ServerMessage::Ended { .. });
-                if !send(socket, &message).await || ended {
+                if !send(&state.store, socket, &message).await || ended {
                     return;
                 }
             }
@@ -544,7 +552,7 @@ async fn converse(
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     Some(Ok(Message::Binary(_))) => {
                         bad_messages += 1;
-                        if !send(socket, &ServerMessage::error(ErrorCode::BadMessage, "messages are JSON text")).await {
+                        if !send(&state.store, socket, &ServerMessage::error(ErrorCode::BadMessage, "messages are JSON text")).await {
                             return;
                         }
                         continue;
@@ -570,7 +578,7 @@ async fn converse(
                         Some(ServerMessage::error(ErrorCode::BadMessage, e.to_string()))
                     }
                 };
-                if let Some(reply) = reply && !send(socket, &reply).await {
+                if let Some(reply) = reply && !send(&state.store, socket, &reply).await {
                     return;
                 }
                 if bad_messages > MAX_BAD_MESSAGES {

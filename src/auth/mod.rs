@@ -469,7 +469,6 @@ impl Auth {
             true,
             Vec::new(),
         )?;
-        self.store.flush_blocking()?;
         self.audit.record(
             AuditKind::AccountCreated,
             Some(&account.id),
@@ -477,6 +476,7 @@ impl Auth {
             None,
             format!("account created by the operator with admin {}", user.id),
         );
+        self.store.flush_blocking()?;
         Ok((account, user, temporary))
     }
 
@@ -719,12 +719,24 @@ impl Auth {
         });
         let recovery = totp::normalise_recovery_code(code);
         let recovery_hash = sha256_hex(recovery.as_bytes());
+        // The step is claimed in the same transaction that checks it is newer than the last
+        // one used, so two requests racing with one code cannot both get in.
+        let mut claimed = false;
         if let Some((_, step)) = accepted {
-            user = self.change_user(&user.account_id, &user.id, |u| {
-                if let Some(t) = u.totp.as_mut() {
+            let updated = self.change_user(&user.account_id, &user.id, |u| {
+                if let Some(t) = u.totp.as_mut()
+                    && t.last_step.is_none_or(|last| step > last)
+                {
                     t.last_step = Some(step);
+                    claimed = true;
                 }
             })?;
+            if claimed {
+                user = updated;
+            }
+        }
+        if claimed {
+            // A fresh TOTP code: nothing more to check.
         } else if recovery.len() == 10 && user.recovery_codes.contains(&recovery_hash) {
             user = self.change_user(&user.account_id, &user.id, |u| {
                 u.recovery_codes.retain(|c| *c != recovery_hash)
@@ -1464,7 +1476,8 @@ impl Auth {
         );
     }
 
-    /// Makes a change durable, then audits it: the answer that follows promises both.
+    /// Audits a change just made, then makes both durable together: the answer that
+    /// follows promises both.
     async fn committed(
         &self,
         who: &Principal,
@@ -1472,8 +1485,8 @@ impl Auth {
         source: IpAddr,
         detail: impl Into<String>,
     ) -> Result<(), AuthError> {
-        self.store.flush().await?;
         self.record_by(who, kind, source, detail);
+        self.store.flush().await?;
         Ok(())
     }
 

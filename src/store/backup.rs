@@ -17,6 +17,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::engine::{RawRecord, TreeRecord};
 use super::keys::{MasterKey, write_private};
 use super::{KEYS_TREE, Store, StoreError};
 
@@ -160,28 +161,32 @@ pub fn run(
         Kind::Incremental
     };
 
-    store.flush_blocking()?;
+    // One read transaction: the records and the keys that open them as of one moment,
+    // however busy the appliance is meanwhile.
+    let (wrapped_keys, records_now): (Vec<_>, Vec<_>) = store
+        .engine()
+        .snapshot()?
+        .into_iter()
+        .partition(|r| r.tree == KEYS_TREE);
+    let wrapped_keys = wrapped_keys.into_iter().map(|r| r.record).collect();
+    let keys_now = store.keyring().unwrap_with_master(wrapped_keys)?;
     let mut lines = Vec::new();
     let mut records = BTreeMap::new();
-    for name in store.db().tree_names() {
-        if name.as_ref() == KEYS_TREE.as_bytes() || name.as_ref() == b"__sled__default" {
-            continue;
+    for TreeRecord {
+        tree: tree_name,
+        record: RawRecord { key: k, value: v },
+    } in records_now
+    {
+        let id = format!("{tree_name}\0{}", B64.encode(&k));
+        let hash = digest_hex(&v);
+        if kind == Kind::Full || state.records.get(&id) != Some(&hash) {
+            lines.push(Line::Record {
+                tree: tree_name.clone(),
+                k: B64.encode(&k),
+                v: B64.encode(&v),
+            });
         }
-        let tree_name = String::from_utf8_lossy(&name).into_owned();
-        let tree = store.db().open_tree(&name).map_err(StoreError::from)?;
-        for entry in tree.iter() {
-            let (k, v) = entry.map_err(StoreError::from)?;
-            let id = format!("{tree_name}\0{}", B64.encode(&k));
-            let hash = digest_hex(&v);
-            if kind == Kind::Full || state.records.get(&id) != Some(&hash) {
-                lines.push(Line::Record {
-                    tree: tree_name.clone(),
-                    k: B64.encode(&k),
-                    v: B64.encode(&v),
-                });
-            }
-            records.insert(id, hash);
-        }
+        records.insert(id, hash);
     }
     if kind == Kind::Incremental {
         for id in state.records.keys().filter(|id| !records.contains_key(*id)) {
@@ -249,7 +254,7 @@ pub fn run(
         source: std::io::Error::other(e.to_string()),
     })?;
     write_durably(&archive, &encrypted)?;
-    write_vault(store, policy.directory, policy.recipient)?;
+    write_vault_of(keys_now, policy.directory, policy.recipient)?;
 
     state = State {
         vault: Some((policy.directory.to_owned(), policy.recipient.to_owned())),
@@ -281,10 +286,16 @@ pub fn write_vault(
     directory: &Path,
     recipient_text: &str,
 ) -> Result<(), BackupError> {
+    write_vault_of(store.keyring().all()?, directory, recipient_text)
+}
+
+fn write_vault_of(
+    keys: Vec<(String, Vec<u8>)>,
+    directory: &Path,
+    recipient_text: &str,
+) -> Result<(), BackupError> {
     let to = recipient(recipient_text)?;
-    let keys: BTreeMap<String, String> = store
-        .keyring()
-        .all()?
+    let keys: BTreeMap<String, String> = keys
         .into_iter()
         .map(|(owner, material)| (owner, B64.encode(material)))
         .collect();
@@ -312,7 +323,7 @@ pub fn rewrite_known_vault(store: &Store, data_dir: &Path) -> Result<(), BackupE
 
 fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), BackupError> {
     let tmp = path.with_extension("partial");
-    let mut file = fs::File::create(&tmp).map_err(io(&tmp))?;
+    let mut file = crate::files::create_private(&tmp).map_err(io(&tmp))?;
     file.write_all(bytes).map_err(io(&tmp))?;
     file.sync_all().map_err(io(&tmp))?;
     fs::rename(&tmp, path).map_err(io(path))
@@ -546,28 +557,36 @@ fn apply(
             .map_err(|_| BackupError::Damaged(staging.to_owned(), "bad encoding".into()))
     };
     for lines in chain {
-        for line in lines {
+        // (tree, key, value; `None`: removed), decoded before anything is written.
+        let mut changes = Vec::new();
+        for line in &lines {
             match line {
                 Line::Record { tree, k, v } => {
-                    if !vault.contains_key(&owner_of(&tree)) {
+                    if !vault.contains_key(&owner_of(tree)) {
                         report.skipped_without_key += 1;
                         continue;
                     }
-                    let t = store
-                        .db()
-                        .open_tree(tree.as_bytes())
-                        .map_err(StoreError::from)?;
-                    t.insert(decode(&k)?, decode(&v)?)
-                        .map_err(StoreError::from)?;
+                    changes.push((tree, decode(k)?, Some(decode(v)?)));
                     report.records += 1;
                 }
-                Line::Removed { tree, k } => {
-                    let t = store
-                        .db()
-                        .open_tree(tree.as_bytes())
-                        .map_err(StoreError::from)?;
-                    t.remove(decode(&k)?).map_err(StoreError::from)?;
+                Line::Removed { tree, k } => changes.push((tree, decode(k)?, None)),
+                _ => {}
+            }
+        }
+        // One transaction per archive: a restore of many records is not many commits.
+        store.engine().write(|w| {
+            for (tree, k, v) in &changes {
+                match v {
+                    Some(v) => w.insert(tree, k, v)?,
+                    None => {
+                        w.remove(tree, k)?;
+                    }
                 }
+            }
+            Ok(())
+        })?;
+        for line in lines {
+            match line {
                 Line::File { path, v } => {
                     let relative = Path::new(&path);
                     if relative.is_absolute()
@@ -595,7 +614,7 @@ fn apply(
                 Line::FileRemoved { path } => {
                     let _ = fs::remove_file(staging.join(path));
                 }
-                Line::End { .. } => {}
+                _ => {}
             }
         }
     }

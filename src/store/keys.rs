@@ -19,6 +19,9 @@ use rand::rngs::OsRng;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use super::KEYS_TREE;
+use super::engine::RawRecord;
+
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error(
@@ -304,15 +307,15 @@ fn unreachable_mac() -> HmacSha256 {
 /// unwrapped in memory.
 pub struct KeyRing {
     master: RwLock<MasterKey>,
-    tree: sled::Tree,
+    engine: Arc<super::engine::Engine>,
     cache: RwLock<HashMap<String, Arc<AccountKey>>>,
 }
 
 impl KeyRing {
-    pub fn new(master: MasterKey, tree: sled::Tree) -> Self {
+    pub fn new(master: MasterKey, engine: Arc<super::engine::Engine>) -> Self {
         Self {
             master: RwLock::new(master),
-            tree,
+            engine,
             cache: RwLock::new(HashMap::new()),
         }
     }
@@ -328,21 +331,22 @@ impl KeyRing {
             return Ok(key.clone());
         }
         let master = self.master.read().unwrap_or_else(|p| p.into_inner());
-        let key = match self.tree.get(owner.as_bytes())? {
+        let key = match self.engine.get(KEYS_TREE, owner.as_bytes())? {
             Some(wrapped) => AccountKey::from_material(&master.unwrap(&wrapped)?)?,
             None => {
                 let key = AccountKey::generate();
                 let wrapped = master.wrap(key.material())?;
-                match self
-                    .tree
-                    .compare_and_swap(owner.as_bytes(), None::<&[u8]>, Some(wrapped))?
-                {
-                    Ok(()) => key,
+                let existing = self.engine.write(|w| {
+                    let existing = w.get(KEYS_TREE, owner.as_bytes())?;
+                    if existing.is_none() {
+                        w.insert(KEYS_TREE, owner.as_bytes(), &wrapped)?;
+                    }
+                    Ok(existing)
+                })?;
+                match existing {
                     // Someone else created it first: use theirs.
-                    Err(existing) => match existing.current {
-                        Some(wrapped) => AccountKey::from_material(&master.unwrap(&wrapped)?)?,
-                        None => key,
-                    },
+                    Some(wrapped) => AccountKey::from_material(&master.unwrap(&wrapped)?)?,
+                    None => key,
                 }
             }
         };
@@ -356,8 +360,9 @@ impl KeyRing {
 
     /// Destroys the owner's key: everything sealed with it becomes unreadable.
     pub fn destroy(&self, owner: &str) -> Result<(), super::StoreError> {
-        self.tree.remove(owner.as_bytes())?;
-        self.tree.flush()?;
+        self.engine
+            .write(|w| w.remove(KEYS_TREE, owner.as_bytes()))?;
+        self.engine.sync()?;
         self.cache
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -368,34 +373,57 @@ impl KeyRing {
     /// Every owner's key material (for the backup key vault).
     pub fn all(&self) -> Result<Vec<(String, Vec<u8>)>, super::StoreError> {
         let master = self.master.read().unwrap_or_else(|p| p.into_inner());
-        let mut out = Vec::new();
-        for entry in self.tree.iter() {
-            let (owner, wrapped) = entry?;
-            out.push((
-                String::from_utf8_lossy(&owner).into_owned(),
-                master.unwrap(&wrapped)?,
-            ));
-        }
-        Ok(out)
+        self.unwrap_all(&master, self.engine.scan(KEYS_TREE)?)
+    }
+
+    fn unwrap_all(
+        &self,
+        master: &MasterKey,
+        wrapped: Vec<RawRecord>,
+    ) -> Result<Vec<(String, Vec<u8>)>, super::StoreError> {
+        wrapped
+            .into_iter()
+            .map(|r| {
+                Ok((
+                    String::from_utf8_lossy(&r.key).into_owned(),
+                    master.unwrap(&r.value)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// The key material of (owner, wrapped key) pairs read elsewhere (a backup's snapshot).
+    pub fn unwrap_with_master(
+        &self,
+        wrapped: Vec<RawRecord>,
+    ) -> Result<Vec<(String, Vec<u8>)>, super::StoreError> {
+        let master = self.master.read().unwrap_or_else(|p| p.into_inner());
+        self.unwrap_all(&master, wrapped)
     }
 
     /// Installs key material as-is (restore).
     pub fn install(&self, owner: &str, material: &[u8]) -> Result<(), super::StoreError> {
         let master = self.master.read().unwrap_or_else(|p| p.into_inner());
         AccountKey::from_material(material)?;
-        self.tree.insert(owner.as_bytes(), master.wrap(material)?)?;
-        Ok(())
+        let wrapped = master.wrap(material)?;
+        self.engine
+            .write(|w| w.insert(KEYS_TREE, owner.as_bytes(), &wrapped))
     }
 
     /// Re-wraps every account key under a new master key.
     pub fn rewrap(&self, new_master: MasterKey) -> Result<(), super::StoreError> {
         let all = self.all()?;
-        let mut batch = sled::Batch::default();
+        let mut rewrapped = Vec::new();
         for (owner, material) in &all {
-            batch.insert(owner.as_bytes(), new_master.wrap(material)?);
+            rewrapped.push((owner, new_master.wrap(material)?));
         }
-        self.tree.apply_batch(batch)?;
-        self.tree.flush()?;
+        self.engine.write(|w| {
+            for (owner, wrapped) in &rewrapped {
+                w.insert(KEYS_TREE, owner.as_bytes(), wrapped)?;
+            }
+            Ok(())
+        })?;
+        self.engine.sync()?;
         *self.master.write().unwrap_or_else(|p| p.into_inner()) = new_master;
         Ok(())
     }

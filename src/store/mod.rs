@@ -1,5 +1,5 @@
-//! The appliance's persistent state, behind a narrow interface so that the engine (sled
-//! today) could be replaced without touching callers.
+//! The appliance's persistent state, behind a narrow interface so that the engine (redb,
+//! see [`engine`]; PostgreSQL for several nodes) can change without touching callers.
 //!
 //! Records are typed: a [`Collection`] stores one serde type under string keys. Global
 //! collections hold what must be found before an account is known (users by email,
@@ -11,11 +11,14 @@
 //! or PINs used as keys never reach the disk either. Files (snapshots, recordings) are
 //! age streams to the owning account. Deleting an account destroys its key first.
 //!
-//! Durability: [`Store::flush`] makes every earlier write durable. API handlers flush
-//! before they answer a request that changed state, so an acknowledged write survives a
-//! crash.
+//! Durability: a write is visible at once and durable after the next [`Store::flush`],
+//! which returns only once every earlier write is fsync'd; concurrent flushes share one
+//! fsync. Nothing leaves the appliance before the flush: the HTTP layer flushes before
+//! every response and the signaling socket before every message it sends, so an
+//! acknowledged write, and the audit entry written with it, survive a crash.
 
 pub mod backup;
+pub mod engine;
 pub mod keys;
 
 use std::fs;
@@ -27,16 +30,27 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use engine::{Engine, STORE_FILE};
 use keys::{AccountKey, KeyError, KeyRing, MasterKey};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the store in {path}: {source}")]
-    Open { path: String, source: sled::Error },
     #[error("the store in {path} is in use by a running appliance; stop it first")]
     InUse { path: String },
+    #[error(
+        "the store file {path} is damaged ({reason}). It was left as it is: restore the newest \
+         backup into an empty data directory (`sightline restore`, see the README) and point \
+         data_dir at it"
+    )]
+    Damaged { path: PathBuf, reason: String },
+    #[error(
+        "{path} holds a store written by Sightline 0.1 (the sled engine), which this release \
+         cannot read. Nothing was changed. Upgrade through a backup: see \"Upgrading from 0.1\" \
+         in the README"
+    )]
+    LegacyEngine { path: PathBuf },
     #[error("store I/O failed: {0}")]
-    Engine(#[from] sled::Error),
+    Engine(#[from] redb::Error),
     #[error("a record in {collection} cannot be read (damaged, or sealed under another key)")]
     Corrupt { collection: String },
     #[error("cannot encode record: {0}")]
@@ -53,12 +67,13 @@ pub enum StoreError {
 const KEYS_TREE: &str = "keys";
 const APPLIANCE_OWNER: &str = "appliance";
 
-/// The store engine's in-memory page cache.
-const STORE_CACHE_BYTES: u64 = 64 << 20;
+/// The engine's page cache when the config does not say (`[store] cache_mib`): the
+/// working set of an appliance is far smaller than redb's 1 GiB default.
+pub const DEFAULT_CACHE_BYTES: usize = 32 << 20;
 
 #[derive(Clone)]
 pub struct Store {
-    db: sled::Db,
+    engine: Arc<Engine>,
     keys: Arc<KeyRing>,
     data_dir: PathBuf,
 }
@@ -66,15 +81,16 @@ pub struct Store {
 impl Store {
     /// Opens the store under `data_dir` with the master key from a systemd credential or
     /// `data_dir/master.key` (created on first start).
-    pub fn open_data_dir(data_dir: &Path) -> Result<Self, StoreError> {
-        let opened = Self::open(data_dir, MasterKey::load_or_create(data_dir)?);
+    pub fn open_data_dir(data_dir: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
+        refuse_legacy(data_dir)?;
+        let opened = Self::open_with(data_dir, MasterKey::load_or_create(data_dir)?, cache_bytes);
         let path = data_dir.join(keys::MASTER_KEY_FILE);
         let pending = path.with_extension("key.new");
         match opened {
             // A rotation re-wrapped the keys but stopped before replacing the key file:
             // the new key is the right one, so finish the rotation.
             Err(StoreError::Key(KeyError::Unwrap)) if pending.exists() => {
-                let store = Self::open(data_dir, MasterKey::read(&pending)?)?;
+                let store = Self::open_with(data_dir, MasterKey::read(&pending)?, cache_bytes)?;
                 fs::rename(&pending, &path).map_err(|source| StoreError::File {
                     path: path.clone(),
                     source,
@@ -92,49 +108,48 @@ impl Store {
         }
     }
 
-    /// Opens the store under `data_dir` (the sled engine lives in `data_dir/store`).
+    /// Opens the store under `data_dir` with the default cache.
     pub fn open(data_dir: &Path, master: MasterKey) -> Result<Self, StoreError> {
-        let dir = data_dir.join("store");
-        let open = || {
-            // sled's default page cache is 1 GiB and fills with everything written; on a
-            // small appliance that was most of its memory (90 MB resident after 1,000
-            // sessions in the soak, 31 MB with 8 MiB). The working set is far smaller.
-            sled::Config::new()
-                .cache_capacity(STORE_CACHE_BYTES)
-                .path(&dir)
-                .open()
-                .map_err(|source| {
-                    let path = dir.display().to_string();
-                    // sled holds an exclusive file lock while a process has the store open.
-                    match &source {
-                        sled::Error::Io(e) if e.to_string().contains("lock") => {
-                            StoreError::InUse { path }
-                        }
-                        _ => StoreError::Open { path, source },
-                    }
-                })
-        };
-        // A handle dropped a moment ago (a restore, a restart) may still hold the lock
-        // until its background flusher has ended; only a lock held longer means in use.
+        Self::open_with(data_dir, master, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens the store in `data_dir/store.redb`, refusing a data directory that still
+    /// holds the 0.1 release's sled store (its `store/` folder) rather than starting empty
+    /// beside it.
+    pub fn open_with(
+        data_dir: &Path,
+        master: MasterKey,
+        cache_bytes: usize,
+    ) -> Result<Self, StoreError> {
+        refuse_legacy(data_dir)?;
+        let path = data_dir.join(STORE_FILE);
+        // A handle dropped a moment ago (a restart, a restore) may still be held by a task
+        // that is ending; only a lock held longer means another appliance has it.
         let mut waited = std::time::Duration::ZERO;
-        let db = loop {
-            match open() {
+        let engine = loop {
+            match Engine::open(&path, cache_bytes) {
                 Err(StoreError::InUse { .. }) if waited < std::time::Duration::from_secs(2) => {
                     std::thread::sleep(std::time::Duration::from_millis(50));
                     waited += std::time::Duration::from_millis(50);
                 }
-                other => break other?,
+                other => break Arc::new(other?),
             }
         };
-        let keys = Arc::new(KeyRing::new(master, db.open_tree(KEYS_TREE)?));
+        let keys = Arc::new(KeyRing::new(master, engine.clone()));
         let store = Self {
-            db,
+            engine,
             keys,
             data_dir: data_dir.to_owned(),
         };
         // Proves the master key matches the store before anything else runs.
         store.keys.get_or_create(APPLIANCE_OWNER)?;
+        store.flush_blocking()?;
         Ok(store)
+    }
+
+    /// Whether `data_dir` holds a store (of this release or the legacy one).
+    pub fn exists_in(data_dir: &Path) -> bool {
+        data_dir.join(STORE_FILE).exists() || data_dir.join("store").exists()
     }
 
     /// A collection shared by the whole appliance.
@@ -152,7 +167,7 @@ impl Store {
 
     fn collection<T>(&self, owner: &str, tree_name: String) -> Result<Collection<T>, StoreError> {
         Ok(Collection {
-            tree: self.db.open_tree(tree_name.as_bytes())?,
+            engine: self.engine.clone(),
             key: self.keys.get_or_create(owner)?,
             name: tree_name,
             _record: PhantomData,
@@ -163,12 +178,7 @@ impl Store {
     /// unreadable everywhere, backups included), then removing them physically.
     pub async fn destroy_account(&self, account_id: &str) -> Result<(), StoreError> {
         self.keys.destroy(account_id)?;
-        let prefix = format!("account/{account_id}/");
-        for name in self.db.tree_names() {
-            if name.starts_with(prefix.as_bytes()) {
-                self.db.drop_tree(&name)?;
-            }
-        }
+        self.engine.drop_trees(&format!("account/{account_id}/"))?;
         let files = self.files_dir(account_id);
         if files.exists() {
             fs::remove_dir_all(&files).map_err(|source| StoreError::File {
@@ -179,21 +189,33 @@ impl Store {
         self.flush().await
     }
 
-    /// Makes every acknowledged write durable. Called before an answer that promises
-    /// durability and on shutdown.
+    /// Makes every earlier write durable (one fsync shared by everyone waiting at the
+    /// time). Called before anything that acknowledges a write leaves the appliance, and
+    /// on shutdown; free when nothing is pending.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
-        Ok(())
+        if self.engine.is_synced() {
+            return Ok(());
+        }
+        let engine = self.engine.clone();
+        match tokio::task::spawn_blocking(move || engine.sync()).await {
+            Ok(result) => result,
+            // The sync itself panicked or the runtime is going away: do it here.
+            Err(_) => self.engine.sync(),
+        }
     }
 
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
+        self.engine.sync()
+    }
+
+    /// (writes so far, writes durable so far); see [`Engine::marks`].
+    pub fn durability_marks(&self) -> (u64, u64) {
+        self.engine.marks()
     }
 
     /// Bytes used on disk by the engine.
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.engine.size_on_disk()
     }
 
     /// Re-wraps every account key under `new_master`; the caller then replaces the key file.
@@ -209,13 +231,23 @@ impl Store {
         &self.data_dir
     }
 
-    pub(crate) fn db(&self) -> &sled::Db {
-        &self.db
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     pub(crate) fn keyring(&self) -> &KeyRing {
         &self.keys
     }
+}
+
+/// A data directory of the 0.1 release holds its sled store in `store/`; starting an
+/// empty store beside it would look like lost data.
+fn refuse_legacy(data_dir: &Path) -> Result<(), StoreError> {
+    let legacy = data_dir.join("store");
+    if legacy.join("conf").exists() || legacy.join("db").exists() {
+        return Err(StoreError::LegacyEngine { path: legacy });
+    }
+    Ok(())
 }
 
 /// The collections and files of one account; names are scoped so that no key of one
@@ -245,7 +277,7 @@ impl AccountStore {
         };
         fs::create_dir_all(&dir).map_err(io)?;
         let tmp = path.with_extension("tmp");
-        let mut file = fs::File::create(&tmp).map_err(io)?;
+        let mut file = crate::files::create_private(&tmp).map_err(io)?;
         key.encrypt_stream(content, &mut file).map_err(io)?;
         file.flush().map_err(io)?;
         file.sync_all().map_err(io)?;
@@ -276,7 +308,7 @@ impl AccountStore {
             source,
         };
         fs::create_dir_all(&dir).map_err(io)?;
-        let file = fs::File::create(&tmp).map_err(io)?;
+        let file = crate::files::create_private(&tmp).map_err(io)?;
         let writer = key
             .encrypting_writer(std::io::BufWriter::new(file))
             .map_err(io)?;
@@ -399,7 +431,7 @@ struct Envelope<T> {
 }
 
 pub struct Collection<T> {
-    tree: sled::Tree,
+    engine: Arc<Engine>,
     name: String,
     key: Arc<AccountKey>,
     _record: PhantomData<fn() -> T>,
@@ -407,10 +439,9 @@ pub struct Collection<T> {
 
 impl<T: Serialize + DeserializeOwned> Collection<T> {
     pub fn get(&self, key: &str) -> Result<Option<T>, StoreError> {
-        match self.tree.get(self.physical(key))? {
-            Some(bytes) => self
-                .decode(&self.physical(key), &bytes)
-                .map(|(_, v)| Some(v)),
+        let pk = self.physical(key);
+        match self.engine.get(&self.name, &pk)? {
+            Some(bytes) => self.decode(&pk, &bytes).map(|(_, v)| Some(v)),
             None => Ok(None),
         }
     }
@@ -418,18 +449,20 @@ impl<T: Serialize + DeserializeOwned> Collection<T> {
     pub fn put(&self, key: &str, value: &T) -> Result<(), StoreError> {
         let pk = self.physical(key);
         let sealed = self.encode(&pk, key, value)?;
-        self.tree.insert(pk, sealed)?;
-        Ok(())
+        self.engine.write(|w| w.insert(&self.name, &pk, &sealed))
     }
 
     /// Inserts only if the key is free; returns whether it was inserted.
     pub fn insert_new(&self, key: &str, value: &T) -> Result<bool, StoreError> {
         let pk = self.physical(key);
         let sealed = self.encode(&pk, key, value)?;
-        let swapped = self
-            .tree
-            .compare_and_swap(&pk, None::<&[u8]>, Some(sealed))?;
-        Ok(swapped.is_ok())
+        self.engine.write(|w| {
+            if w.get(&self.name, &pk)?.is_some() {
+                return Ok(false);
+            }
+            w.insert(&self.name, &pk, &sealed)?;
+            Ok(true)
+        })
     }
 
     /// Inserts `value` under a free `key` and, in the same transaction, `other_value`
@@ -443,63 +476,50 @@ impl<T: Serialize + DeserializeOwned> Collection<T> {
         other_key: &str,
         other_value: &U,
     ) -> Result<bool, StoreError> {
-        use sled::Transactional;
-        use sled::transaction::{ConflictableTransactionError, TransactionError};
         let pk = self.physical(key);
         let sealed = self.encode(&pk, key, value)?;
         let other_pk = other.physical(other_key);
         let other_sealed = other.encode(&other_pk, other_key, other_value)?;
-        let result = (&self.tree, &other.tree).transaction(|(mine, theirs)| {
-            if mine.get(&pk)?.is_some() {
+        self.engine.write(|w| {
+            if w.get(&self.name, &pk)?.is_some() {
                 return Ok(false);
             }
-            mine.insert(pk.as_slice(), sealed.as_slice())?;
-            theirs.insert(other_pk.as_slice(), other_sealed.as_slice())?;
-            Ok::<_, ConflictableTransactionError<()>>(true)
-        });
-        match result {
-            Ok(inserted) => Ok(inserted),
-            Err(TransactionError::Storage(e)) => Err(e.into()),
-            Err(TransactionError::Abort(())) => Ok(false),
-        }
+            w.insert(&self.name, &pk, &sealed)?;
+            w.insert(&other.name, &other_pk, &other_sealed)?;
+            Ok(true)
+        })
     }
 
     pub fn remove(&self, key: &str) -> Result<Option<T>, StoreError> {
         let pk = self.physical(key);
-        match self.tree.remove(&pk)? {
+        match self.engine.write(|w| w.remove(&self.name, &pk))? {
             Some(bytes) => self.decode(&pk, &bytes).map(|(_, v)| Some(v)),
             None => Ok(None),
         }
     }
 
     /// Atomically replaces the record with what `change` returns from the current one
-    /// (`None` removes it). `change` may run more than once under contention, so it must
-    /// not have side effects. Returns the new record.
+    /// (`None` removes it), in one write transaction. Returns the new record.
     pub fn update(
         &self,
         key: &str,
-        mut change: impl FnMut(Option<T>) -> Option<T>,
+        change: impl FnOnce(Option<T>) -> Option<T>,
     ) -> Result<Option<T>, StoreError> {
         let pk = self.physical(key);
-        loop {
-            let old_bytes = self.tree.get(&pk)?;
-            let old = match &old_bytes {
-                Some(bytes) => Some(self.decode(&pk, bytes)?.1),
+        self.engine.write(|w| {
+            let old = match w.get(&self.name, &pk)? {
+                Some(bytes) => Some(self.decode(&pk, &bytes)?.1),
                 None => None,
             };
             let new = change(old);
-            let new_bytes = match &new {
-                Some(value) => Some(self.encode(&pk, key, value)?),
-                None => None,
-            };
-            if self
-                .tree
-                .compare_and_swap(&pk, old_bytes, new_bytes)?
-                .is_ok()
-            {
-                return Ok(new);
+            match &new {
+                Some(value) => w.insert(&self.name, &pk, &self.encode(&pk, key, value)?)?,
+                None => {
+                    w.remove(&self.name, &pk)?;
+                }
             }
-        }
+            Ok(new)
+        })
     }
 
     /// Every record (in no particular order: keys are stored as HMACs).
@@ -509,29 +529,34 @@ impl<T: Serialize + DeserializeOwned> Collection<T> {
 
     /// Every record with its key.
     pub fn entries(&self) -> Result<Vec<(String, T)>, StoreError> {
-        self.tree
-            .iter()
-            .map(|entry| {
-                let (pk, bytes) = entry?;
-                self.decode(&pk, &bytes)
-            })
+        self.engine
+            .scan(&self.name)?
+            .into_iter()
+            .map(|r| self.decode(&r.key, &r.value))
             .collect()
     }
 
-    /// Removes every record for which `keep` is false.
+    /// Removes every record for which `keep` is false, in one transaction; a record that
+    /// cannot be read stops it with nothing removed.
     pub fn retain(&self, mut keep: impl FnMut(&T) -> bool) -> Result<(), StoreError> {
-        for entry in self.tree.iter() {
-            let (pk, bytes) = entry?;
-            let (_, value) = self.decode(&pk, &bytes)?;
-            if !keep(&value) {
-                self.tree.remove(&pk)?;
+        let mut failure = None;
+        self.engine.write(|w| {
+            w.retain(&self.name, |pk, bytes| match self.decode(pk, bytes) {
+                Ok((_, value)) => keep(&value),
+                Err(e) => {
+                    failure.get_or_insert(e);
+                    true
+                }
+            })?;
+            match failure.take() {
+                Some(e) => Err(e),
+                None => Ok(()),
             }
-        }
-        Ok(())
+        })
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tree.is_empty()
+        self.engine.tree_is_empty(&self.name).unwrap_or(true)
     }
 
     fn physical(&self, key: &str) -> Vec<u8> {
@@ -636,14 +661,22 @@ mod tests {
         let b = store.account("b").collection::<String>("notes").expect("b");
         a.put("one", &"first".to_owned()).expect("put");
         a.put("two", &"second".to_owned()).expect("put");
-        let raw_one = a.tree.get(a.physical("one")).expect("get").expect("raw");
+        let raw_one = store
+            .engine()
+            .get(&a.name, &a.physical("one"))
+            .expect("get")
+            .expect("raw");
         // Copy the sealed bytes of "one" over "two" in the same collection…
-        a.tree
-            .insert(a.physical("two"), raw_one.clone())
+        store
+            .engine()
+            .write(|w| w.insert(&a.name, &a.physical("two"), &raw_one))
             .expect("insert");
         assert!(matches!(a.get("two"), Err(StoreError::Corrupt { .. })));
         // …and into another account's collection under the same name.
-        b.tree.insert(b.physical("one"), raw_one).expect("insert");
+        store
+            .engine()
+            .write(|w| w.insert(&b.name, &b.physical("one"), &raw_one))
+            .expect("insert");
         assert!(matches!(b.get("one"), Err(StoreError::Corrupt { .. })));
         assert_eq!(a.get("one").expect("get").as_deref(), Some("first"));
     }
