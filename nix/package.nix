@@ -8,7 +8,7 @@
 
 rustPlatform.buildRustPackage {
   pname = "sightline";
-  version = "0.1.0";
+  version = "0.2.0";
 
   src = lib.cleanSourceWith {
     src = ../.;

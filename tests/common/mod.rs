@@ -161,6 +161,7 @@ impl Response {
     }
 }
 
+#[derive(Clone)]
 pub struct Client {
     addr: SocketAddr,
     tls: TlsConnector,
