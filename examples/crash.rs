@@ -279,15 +279,18 @@ async fn main() {
         )
         .await;
     losses += verify(&mut admin, &acknowledged, &chat_acknowledged, &sessions).await;
-    let total =
-        acknowledged.lock().expect("lock").len() + chat_acknowledged.lock().expect("lock").len();
+    let groups_kept = acknowledged.lock().expect("lock").len();
+    let lines_kept = chat_acknowledged.lock().expect("lock").len();
     let _ = last.child.kill();
     let _ = last.child.wait();
     println!(
         "crash test: {cycles} SIGKILL cycles in {:.0} s",
         started.elapsed().as_secs_f64()
     );
-    println!("  acknowledged writes present at the end: {total}");
+    println!(
+        "  acknowledged writes present at the end: {} ({groups_kept} groups, {lines_kept} chat lines with pauses between them)",
+        groups_kept + lines_kept
+    );
     println!("  acknowledged writes lost: {losses}");
     println!("  audit entries of acknowledged writes lost: {audit_losses}");
     println!("  restarts where `sightline audit verify` failed: {chain_breaks}");

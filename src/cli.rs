@@ -284,7 +284,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let entries = offline.audit.entries()?;
             match command {
                 AuditCommand::Verify => {
-                    let checked = crate::audit::verify_chain(&entries)
+                    let checked = offline
+                        .audit
+                        .verify()?
                         .map_err(|e| anyhow::anyhow!("the security log was tampered with: {e}"))?;
                     println!("{checked} entries; the hash chain is intact");
                 }

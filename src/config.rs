@@ -152,6 +152,9 @@ pub struct RetentionConfig {
     pub deletion_delay_days: u64,
     /// Days after a subscription's end date when the account's content is deleted.
     pub after_subscription_days: u64,
+    /// Days the security log keeps an entry; older entries are cut, and the chain goes
+    /// on verifiably from a checkpoint at the cut.
+    pub audit_log_days: u64,
 }
 
 impl Default for RetentionConfig {
@@ -159,6 +162,7 @@ impl Default for RetentionConfig {
         Self {
             deletion_delay_days: 0,
             after_subscription_days: 90,
+            audit_log_days: 400,
         }
     }
 }
@@ -298,6 +302,15 @@ impl Config {
             return Err(ConfigError::Value {
                 key: "store.cache_mib",
                 message: format!("{} MiB; choose 1 to 4096", self.store.cache_mib),
+            });
+        }
+        if !(30..=36_500).contains(&self.retention.audit_log_days) {
+            return Err(ConfigError::Value {
+                key: "retention.audit_log_days",
+                message: format!(
+                    "{} days; keep the security log 30 to 36500 days",
+                    self.retention.audit_log_days
+                ),
             });
         }
         if self.retention.deletion_delay_days > 30 {

@@ -78,9 +78,12 @@ pub struct Lifecycle {
     clock: SharedClock,
     retention: RetentionConfig,
     backup: BackupConfig,
+    /// When the retention periods were last applied; they are applied hourly.
+    last_expiry_ms: std::sync::Mutex<Option<UnixMillis>>,
 }
 
-const DAY_MS: u64 = 24 * 3_600_000;
+const HOUR_MS: u64 = 3_600_000;
+const DAY_MS: u64 = 24 * HOUR_MS;
 
 impl Lifecycle {
     pub fn new(
@@ -100,6 +103,7 @@ impl Lifecycle {
             clock,
             retention,
             backup,
+            last_expiry_ms: std::sync::Mutex::new(None),
         }
     }
 
@@ -264,13 +268,8 @@ impl Lifecycle {
             request.scope.session_id.as_deref(),
             request.scope.customer_reference.as_deref(),
         )?;
-        let files = self.store.account(account_id);
-        let names = files.file_names()?;
         for session in &sessions {
-            for name in names.iter().filter(|n| n.starts_with(&session.id)) {
-                files.remove_file(name)?;
-            }
-            self.live.delete_record(account_id, &session.id)?;
+            self.delete_session(account_id, &session.id)?;
         }
         self.requests(account_id)?.remove(&request.id)?;
         self.audit.record(
@@ -287,6 +286,73 @@ impl Lifecycle {
             ),
         );
         Ok(())
+    }
+
+    /// A session's record, chat, stills and recordings, and any other file of it.
+    fn delete_session(&self, account_id: &str, session_id: &str) -> Result<(), LifecycleError> {
+        let files = self.store.account(account_id);
+        for name in files.file_names()? {
+            if name.starts_with(session_id) {
+                files.remove_file(&name)?;
+            }
+        }
+        self.live.delete_record(account_id, session_id)?;
+        Ok(())
+    }
+
+    /// Deletes the account's sessions that ended longer ago than its retention period
+    /// allows, each with an audit entry saying which and why (never what it held).
+    fn expire_sessions(
+        &self,
+        account: &crate::auth::Account,
+        now: UnixMillis,
+    ) -> Result<usize, LifecycleError> {
+        let days = u64::from(account.policy.session_retention_days);
+        let mut deleted = 0;
+        for session in self.live.records(&account.id, None, None)? {
+            let Some(ended) = session.ended_ms else {
+                continue;
+            };
+            if now < ended + days * DAY_MS {
+                continue;
+            }
+            self.delete_session(&account.id, &session.id)?;
+            self.audit.record(
+                AuditKind::ContentDeleted,
+                Some(&account.id),
+                None,
+                None,
+                format!(
+                    "session {} deleted by retention: ended at {ended}, kept {days} days",
+                    session.id
+                ),
+            );
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
+    /// Applies the retention periods (ended sessions per account, the security log) if
+    /// an hour has passed since they were last applied. Returns the sessions deleted.
+    async fn expire(&self, now: UnixMillis) -> Result<usize, LifecycleError> {
+        {
+            let mut last = self
+                .last_expiry_ms
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|at| now < at + HOUR_MS) {
+                return Ok(0);
+            }
+            *last = Some(now);
+        }
+        let mut deleted = 0;
+        for account in self.auth.accounts()? {
+            deleted += self.expire_sessions(&account, now)?;
+        }
+        let cutoff = now.saturating_sub(self.retention.audit_log_days * DAY_MS);
+        self.audit.cut_before(cutoff)?;
+        self.store.flush().await?;
+        Ok(deleted)
     }
 
     /// Carries out due deletion requests and deletes accounts whose subscription ended
@@ -310,6 +376,7 @@ impl Lifecycle {
                 deleted += 1;
             }
         }
+        self.expire(now).await?;
         self.store.flush().await?;
         Ok(deleted)
     }

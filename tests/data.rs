@@ -590,3 +590,134 @@ async fn the_offline_cli_rotates_the_master_key_backs_up_restores_and_exports() 
         "CLI-REF"
     );
 }
+
+#[tokio::test]
+async fn ended_sessions_are_kept_for_the_accounts_retention_period_then_deleted() {
+    let app = TestAppliance::start().await;
+    let mut admin = app.set_up().await;
+    let policy = admin.get("/api/account").await.json()["policy"].clone();
+    assert_eq!(policy["session_retention_days"], 365, "the default");
+    for bad in [0, 3651] {
+        let mut p = policy.clone();
+        p["session_retention_days"] = json!(bad);
+        let r = admin
+            .json("PATCH", "/api/account", &json!({"policy": p}))
+            .await;
+        assert_eq!(r.status, 422, "{bad} days: {}", r.text());
+        assert_eq!(r.json()["error"], "invalid");
+    }
+
+    // A session with a chat line and a still, ended now.
+    let (id, token, _) = create_session(&mut admin).await;
+    let (mut tech, mut customer) = watch_and_join(&app, &admin, &id, &token).await;
+    recv_state(&mut customer, "joined").await;
+    send(
+        &mut customer,
+        json!({"type": "consent", "camera": true, "microphone": false}),
+    )
+    .await;
+    recv_state(&mut tech, "consented").await;
+    send(
+        &mut customer,
+        json!({"type": "chat", "text": "meter 4711 is broken"}),
+    )
+    .await;
+    recv_type(&mut tech, "chat").await;
+    send(&mut tech, json!({"type": "snapshot"})).await;
+    let request = recv_type(&mut customer, "capture").await["request"]
+        .as_str()
+        .expect("request")
+        .to_owned();
+    assert_eq!(
+        upload(&app, &token, &request, png(64, 48)).await.status,
+        201
+    );
+    send(&mut tech, json!({"type": "end"})).await;
+    recv_type(&mut customer, "ended").await;
+    let session_files = || {
+        files_under(&app.config.data_dir.join("files"))
+            .into_iter()
+            .filter(|p| p.to_string_lossy().contains(&id))
+            .count()
+    };
+    assert_eq!(session_files(), 1, "the still is on disk");
+
+    // Day 364 (and 23 hours): kept.
+    app.clock.advance_secs(364 * 24 * 3600 + 23 * 3600);
+    app.running().retention_sweep().await.expect("sweep");
+    let (mut admin, _) = login(&app, "ada@example.com", "Camera4support").await;
+    assert_eq!(admin.get(&format!("/api/sessions/{id}")).await.status, 200);
+    // Day 365: gone, with its chat and still, and the deletion is audited without content.
+    app.clock.advance_secs(3600);
+    app.running().retention_sweep().await.expect("sweep");
+    let (mut admin, _) = login(&app, "ada@example.com", "Camera4support").await;
+    assert_eq!(admin.get(&format!("/api/sessions/{id}")).await.status, 404);
+    assert_eq!(
+        admin
+            .get(&format!("/api/sessions/{id}/transcript"))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(session_files(), 0, "the still is gone from disk");
+    let entries = app.running().audit_entries().expect("audit");
+    let deletion = entries
+        .iter()
+        .find(|e| e.detail.contains(&id) && e.detail.contains("retention"))
+        .expect("the deletion is audited");
+    assert!(!deletion.detail.contains("4711"), "{}", deletion.detail);
+
+    // A shorter period applies to what is there.
+    let mut shorter = policy.clone();
+    shorter["session_retention_days"] = json!(30);
+    let r = admin
+        .json("PATCH", "/api/account", &json!({"policy": shorter}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["policy"]["session_retention_days"], 30);
+    let (second, ..) = create_session(&mut admin).await;
+    admin
+        .post_empty(&format!("/api/sessions/{second}/end"))
+        .await;
+    app.clock.advance_secs(30 * 24 * 3600);
+    app.running().retention_sweep().await.expect("sweep");
+    let (mut admin, _) = login(&app, "ada@example.com", "Camera4support").await;
+    assert_eq!(
+        admin.get(&format!("/api/sessions/{second}")).await.status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn the_security_log_is_cut_after_its_retention_period_and_still_verifies() {
+    let mut app = TestAppliance::start().await;
+    let mut admin = app.set_up().await;
+    admin
+        .json("POST", "/api/groups", &json!({"name": "Old"}))
+        .await;
+    let before = app.running().audit_entries().expect("audit").len();
+    // Day 399: nothing is old enough.
+    app.clock.advance_secs(399 * 24 * 3600);
+    app.running().retention_sweep().await.expect("sweep");
+    assert_eq!(app.running().audit_entries().expect("audit").len(), before);
+    let (mut admin, _) = login(&app, "ada@example.com", "Camera4support").await;
+    admin
+        .json("POST", "/api/groups", &json!({"name": "New"}))
+        .await;
+    // Day 401: the first day's entries go, the later ones stay.
+    app.clock.advance_secs(2 * 24 * 3600);
+    app.running().retention_sweep().await.expect("sweep");
+    let kinds = app.audit_kinds();
+    assert!(!kinds.contains(&"setup_completed".to_owned()), "{kinds:?}");
+    assert!(kinds.contains(&"login_succeeded".to_owned()), "{kinds:?}");
+    assert!(kinds.contains(&"group_changed".to_owned()), "{kinds:?}");
+    assert!(kinds.contains(&"audit_log_trimmed".to_owned()), "{kinds:?}");
+    app.stop().await;
+    let verify = sightline_at(&app.config.data_dir, &["audit", "verify"]);
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}

@@ -73,7 +73,14 @@ pub struct AccountPolicy {
     pub absolute_timeout_hours: u64,
     /// Technicians may record sessions whose customer agreed to it.
     pub allow_recording: bool,
+    /// Days an ended session (its record, chat, stills and recordings) is kept before
+    /// the hourly retention sweep deletes it.
+    pub session_retention_days: u32,
 }
+
+/// The longest an account may keep ended sessions: ten years, the longest retention
+/// period commercial record-keeping rules ask for.
+pub const MAX_SESSION_RETENTION_DAYS: u32 = 3650;
 
 impl Default for AccountPolicy {
     fn default() -> Self {
@@ -82,6 +89,7 @@ impl Default for AccountPolicy {
             idle_timeout_mins: 30,
             absolute_timeout_hours: 12,
             allow_recording: false,
+            session_retention_days: 365,
         }
     }
 }
@@ -1345,6 +1353,11 @@ impl Auth {
                 return Err(AuthError::Invalid(
                     "idle timeout must be 1–1440 minutes and absolute timeout 1–168 hours".into(),
                 ));
+            }
+            if !(1..=MAX_SESSION_RETENTION_DAYS).contains(&p.session_retention_days) {
+                return Err(AuthError::Invalid(format!(
+                    "ended sessions may be kept 1–{MAX_SESSION_RETENTION_DAYS} days"
+                )));
             }
         }
         let account = self

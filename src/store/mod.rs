@@ -147,6 +147,15 @@ impl Store {
         Ok(store)
     }
 
+    /// Runs `change` as one transaction over any collections of this store: all of its
+    /// writes or none (e.g. a checkpoint and the entries it replaces).
+    pub fn batch<R>(
+        &self,
+        change: impl FnOnce(&mut Batch<'_, '_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        self.engine.write(|writes| change(&mut Batch { writes }))
+    }
+
     /// Whether `data_dir` holds a store (of this release or the legacy one).
     pub fn exists_in(data_dir: &Path) -> bool {
         data_dir.join(STORE_FILE).exists() || data_dir.join("store").exists()
@@ -428,6 +437,34 @@ struct EnvelopeRef<'a, T> {
 struct Envelope<T> {
     k: String,
     v: T,
+}
+
+/// Writes to several collections in one transaction; see [`Store::batch`].
+pub struct Batch<'b, 't> {
+    writes: &'b mut engine::Writes<'t>,
+}
+
+impl Batch<'_, '_> {
+    pub fn put<T: Serialize + DeserializeOwned>(
+        &mut self,
+        collection: &Collection<T>,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let pk = collection.physical(key);
+        let sealed = collection.encode(&pk, key, value)?;
+        self.writes.insert(&collection.name, &pk, &sealed)
+    }
+
+    pub fn remove<T: Serialize + DeserializeOwned>(
+        &mut self,
+        collection: &Collection<T>,
+        key: &str,
+    ) -> Result<(), StoreError> {
+        self.writes
+            .remove(&collection.name, &collection.physical(key))
+            .map(|_| ())
+    }
 }
 
 pub struct Collection<T> {

@@ -351,6 +351,7 @@ async function account() {
   $('#pol-idle').value = a.policy.idle_timeout_mins;
   $('#pol-abs').value = a.policy.absolute_timeout_hours;
   $('#pol-recording').checked = a.policy.allow_recording;
+  $('#pol-retention').value = a.policy.session_retention_days;
   $('#sub-seats').value = a.subscription.seats;
   $('#sub-end').value = a.subscription.ends_ms ? new Date(a.subscription.ends_ms).toISOString().slice(0, 10) : '';
 }
@@ -368,7 +369,7 @@ async function saveAccount(body) {
 
 $('#policy-form').addEventListener('submit', (event) => {
   event.preventDefault();
-  saveAccount({ policy: { password_min_length: Number($('#pol-min').value), idle_timeout_mins: Number($('#pol-idle').value), absolute_timeout_hours: Number($('#pol-abs').value), allow_recording: $('#pol-recording').checked } });
+  saveAccount({ policy: { password_min_length: Number($('#pol-min').value), idle_timeout_mins: Number($('#pol-idle').value), absolute_timeout_hours: Number($('#pol-abs').value), allow_recording: $('#pol-recording').checked, session_retention_days: Number($('#pol-retention').value) } });
 });
 
 $('#subscription-form').addEventListener('submit', (event) => {

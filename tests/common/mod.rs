@@ -601,3 +601,30 @@ pub async fn first_login(app: &TestAppliance, email: &str) -> Client {
     assert_eq!(changed.status, 200, "{}", changed.text());
     client
 }
+
+/// The first bytes of a PNG file of the given size: enough for the appliance to know
+/// what it is and how large, which is all it checks.
+pub fn png(width: u32, height: u32) -> Vec<u8> {
+    let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+    bytes.extend_from_slice(&13u32.to_be_bytes());
+    bytes.extend_from_slice(b"IHDR");
+    bytes.extend_from_slice(&width.to_be_bytes());
+    bytes.extend_from_slice(&height.to_be_bytes());
+    bytes.extend_from_slice(&[8, 2, 0, 0, 0, 0, 0, 0, 0]);
+    bytes.extend_from_slice(&[0x5a; 64]);
+    bytes
+}
+
+pub async fn upload(app: &TestAppliance, token: &str, request: &str, body: Vec<u8>) -> Response {
+    app.client()
+        .request(
+            "POST",
+            &format!("/api/invitation/stills/{request}"),
+            &[
+                ("authorization", &format!("Bearer {token}")),
+                ("content-type", "image/png"),
+            ],
+            body,
+        )
+        .await
+}

@@ -129,6 +129,22 @@ test('admin adds a technician to a 2FA group; the technician enrols and signs in
   await admin.click('#audit-form button[type=submit]');
   await admin.waitForFunction(() => [...document.querySelectorAll('#audit-rows tr')].every((r) => r.dataset.kind === 'two_factor_enrolled'));
   assert.equal(await admin.locator('#audit-rows tr').count(), 1);
+
+  // How long ended sessions are kept: 365 days until the admin chooses; the choice is
+  // saved with the other settings and shown again after a reload.
+  await admin.click('[data-nav=account]');
+  await admin.waitForFunction(() => document.querySelector('#pol-retention').value !== '');
+  assert.equal(await admin.inputValue('#pol-retention'), '365');
+  await admin.fill('#pol-retention', '90');
+  await admin.click('#policy-form button[type=submit]');
+  await admin.waitForFunction(() => document.querySelector('#account-saved').textContent !== '');
+  await admin.reload();
+  await admin.waitForSelector('#dashboard:not([hidden])');
+  await admin.click('[data-nav=account]');
+  await admin.waitForFunction(() => document.querySelector('#pol-retention').value === '90');
+  const policy = await admin.evaluate(async () => (await (await fetch('/api/account')).json()).policy);
+  assert.equal(policy.session_retention_days, 90);
+  assert.equal(policy.idle_timeout_mins, 30, 'the other settings are kept as they were');
   await adminContext.close();
   await techContext.close();
   await otherContext.close();
