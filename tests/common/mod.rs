@@ -512,10 +512,10 @@ pub fn read_banner(stdout: std::process::ChildStdout) -> Banner {
 
 /// Runs the `sightline` binary on a data directory (an offline command).
 pub fn sightline_at(data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
-    // Set for integration tests; the examples that share this file do not run the CLI.
-    let Some(binary) = option_env!("CARGO_BIN_EXE_sightline") else {
-        panic!("the sightline binary is only known to integration tests");
-    };
+    // Set for integration tests; the examples that share this file use the binary
+    // built next to them.
+    let binary =
+        option_env!("CARGO_BIN_EXE_sightline").map_or_else(built_binary, std::path::PathBuf::from);
     std::process::Command::new(binary)
         .arg("--data-dir")
         .arg(data_dir)
