@@ -25,7 +25,7 @@ mod common;
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,22 +44,7 @@ struct Started {
 }
 
 fn start(data_dir: &Path) -> Started {
-    let mut child = Command::new(common::built_binary())
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--media-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("SIGHTLINE_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start sightline (build it first: cargo build --release)");
-    let banner = common::read_banner(child.stdout.take().expect("stdout"));
+    let (child, banner, _) = common::serve_binary(&common::built_binary(), data_dir);
     Started {
         child,
         addr: banner.https.expect("console address"),

@@ -458,7 +458,7 @@ impl Running {
         }
         let thread = self.media_thread;
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-        self.store.flush().await
+        self.store.close().await
     }
 }
 

@@ -608,15 +608,7 @@ async fn ended_sessions_are_kept_for_the_accounts_retention_period_then_deleted(
     }
 
     // A session with a chat line and a still, ended now.
-    let (id, token, _) = create_session(&mut admin).await;
-    let (mut tech, mut customer) = watch_and_join(&app, &admin, &id, &token).await;
-    recv_state(&mut customer, "joined").await;
-    send(
-        &mut customer,
-        json!({"type": "consent", "camera": true, "microphone": false}),
-    )
-    .await;
-    recv_state(&mut tech, "consented").await;
+    let (id, token, mut tech, mut customer) = consented_session(&app, &mut admin).await;
     send(
         &mut customer,
         json!({"type": "chat", "text": "meter 4711 is broken"}),

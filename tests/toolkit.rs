@@ -11,15 +11,7 @@ use serde_json::json;
 async fn drawings_camera_requests_and_stills_go_where_they_should() {
     let app = TestAppliance::start().await;
     let mut admin = app.set_up().await;
-    let (id, token, _) = create_session(&mut admin).await;
-    let (mut tech, mut customer) = watch_and_join(&app, &admin, &id, &token).await;
-    recv_state(&mut customer, "joined").await;
-    send(
-        &mut customer,
-        json!({"type": "consent", "camera": true, "microphone": false}),
-    )
-    .await;
-    recv_state(&mut tech, "consented").await;
+    let (id, token, mut tech, mut customer) = consented_session(&app, &mut admin).await;
 
     // A drawing reaches everyone, whole; bad shapes and customers' drawings are refused.
     let arrow = json!({"kind": "arrow", "color": "#ff0000", "from": [0.1, 0.2], "to": [0.5, 0.5]});

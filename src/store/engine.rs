@@ -28,7 +28,9 @@ const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
 pub const STORE_FILE: &str = "store.redb";
 
 pub struct Engine {
-    db: Database,
+    /// `None` once closed: the file (and its lock) is released at once, whoever still
+    /// holds the engine, so a restart never waits for a straggling task.
+    db: std::sync::RwLock<Option<Database>>,
     path: PathBuf,
     /// Write commits finished so far, and how many of them a durable commit covers.
     written: AtomicU64,
@@ -103,7 +105,7 @@ impl Engine {
             }
         };
         let engine = Self {
-            db,
+            db: std::sync::RwLock::new(Some(db)),
             path: path.to_owned(),
             written: AtomicU64::new(0),
             durable: AtomicU64::new(0),
@@ -119,8 +121,28 @@ impl Engine {
         &self.path
     }
 
+    /// Makes everything durable and releases the file; every later use is refused.
+    pub fn close(&self) -> Result<(), StoreError> {
+        self.sync()?;
+        self.db.write().unwrap_or_else(|p| p.into_inner()).take();
+        Ok(())
+    }
+
+    fn open_db(&self) -> Result<std::sync::RwLockReadGuard<'_, Option<Database>>, StoreError> {
+        let guard = self.db.read().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            return Err(StoreError::Closed);
+        }
+        Ok(guard)
+    }
+
     pub fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.db.begin_read().map_err(engine)?;
+        let db = self.open_db()?;
+        let txn = db
+            .as_ref()
+            .ok_or(StoreError::Closed)?
+            .begin_read()
+            .map_err(engine)?;
         let table = txn.open_table(RECORDS).map_err(engine)?;
         let value = table.get(physical(tree, key).as_slice()).map_err(engine)?;
         Ok(value.map(|v| v.value().to_vec()))
@@ -128,7 +150,12 @@ impl Engine {
 
     /// Every (stored key, value) of one tree, in key order.
     pub fn scan(&self, tree: &str) -> Result<Vec<RawRecord>, StoreError> {
-        let txn = self.db.begin_read().map_err(engine)?;
+        let db = self.open_db()?;
+        let txn = db
+            .as_ref()
+            .ok_or(StoreError::Closed)?
+            .begin_read()
+            .map_err(engine)?;
         let table = txn.open_table(RECORDS).map_err(engine)?;
         let (lower, upper) = tree_bounds(tree);
         let mut out = Vec::new();
@@ -146,7 +173,12 @@ impl Engine {
     }
 
     pub fn tree_is_empty(&self, tree: &str) -> Result<bool, StoreError> {
-        let txn = self.db.begin_read().map_err(engine)?;
+        let db = self.open_db()?;
+        let txn = db
+            .as_ref()
+            .ok_or(StoreError::Closed)?
+            .begin_read()
+            .map_err(engine)?;
         let table = txn.open_table(RECORDS).map_err(engine)?;
         let (lower, upper) = tree_bounds(tree);
         let mut range = table
@@ -161,7 +193,12 @@ impl Engine {
         &self,
         change: impl FnOnce(&mut Writes<'_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        let mut txn = self.db.begin_write().map_err(engine)?;
+        let db = self.open_db()?;
+        let mut txn = db
+            .as_ref()
+            .ok_or(StoreError::Closed)?
+            .begin_write()
+            .map_err(engine)?;
         txn.set_durability(Durability::None).map_err(engine)?;
         let result = {
             let table = txn.open_table(RECORDS).map_err(engine)?;
@@ -191,7 +228,12 @@ impl Engine {
         if self.durable.load(Ordering::SeqCst) >= target {
             return Ok(());
         }
-        let mut txn = self.db.begin_write().map_err(engine)?;
+        let db = self.open_db()?;
+        let mut txn = db
+            .as_ref()
+            .ok_or(StoreError::Closed)?
+            .begin_write()
+            .map_err(engine)?;
         // Holding the writer, no write is between its commit and its count: this many
         // writes are exactly the ones the durable commit below covers.
         let covered = self.written.load(Ordering::SeqCst);
@@ -237,7 +279,12 @@ impl Engine {
 
     /// Every record of every tree, read in one transaction: (tree, stored key, value).
     pub fn snapshot(&self) -> Result<Vec<TreeRecord>, StoreError> {
-        let txn = self.db.begin_read().map_err(engine)?;
+        let db = self.open_db()?;
+        let txn = db
+            .as_ref()
+            .ok_or(StoreError::Closed)?
+            .begin_read()
+            .map_err(engine)?;
         let table = txn.open_table(RECORDS).map_err(engine)?;
         let mut out = Vec::new();
         for entry in table.range::<&[u8]>(..).map_err(engine)? {

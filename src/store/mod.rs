@@ -51,6 +51,8 @@ pub enum StoreError {
     LegacyEngine { path: PathBuf },
     #[error("store I/O failed: {0}")]
     Engine(#[from] redb::Error),
+    #[error("the store is closed (the appliance is shutting down)")]
+    Closed,
     #[error("a record in {collection} cannot be read (damaged, or sealed under another key)")]
     Corrupt { collection: String },
     #[error("cannot encode record: {0}")]
@@ -215,6 +217,13 @@ impl Store {
 
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
         self.engine.sync()
+    }
+
+    /// Flushes and releases the store file at once (shutdown): tasks still holding the
+    /// store get [`StoreError::Closed`] instead of keeping the next start waiting.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        self.flush().await?;
+        self.engine.close()
     }
 
     /// (writes so far, writes durable so far); see [`Engine::marks`].

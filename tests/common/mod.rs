@@ -435,6 +435,24 @@ pub async fn metrics_text(addr: std::net::SocketAddr) -> String {
     String::from_utf8_lossy(&body).into_owned()
 }
 
+/// A session the customer has joined and consented to (camera, no microphone), with the
+/// technician's and the customer's sockets.
+pub async fn consented_session(
+    app: &TestAppliance,
+    admin: &mut Client,
+) -> (String, String, Ws, Ws) {
+    let (id, token, _) = create_session(admin).await;
+    let (mut tech, mut customer) = watch_and_join(app, admin, &id, &token).await;
+    recv_state(&mut customer, "joined").await;
+    send(
+        &mut customer,
+        serde_json::json!({"type": "consent", "camera": true, "microphone": false}),
+    )
+    .await;
+    recv_state(&mut tech, "consented").await;
+    (id, token, tech, customer)
+}
+
 /// The technician's console follows a waiting session, then the customer joins it.
 pub async fn watch_and_join(
     app: &TestAppliance,
@@ -508,6 +526,32 @@ pub fn read_banner(stdout: std::process::ChildStdout) -> Banner {
     }
     std::thread::spawn(move || for _ in lines {});
     banner
+}
+
+/// The binary serving `data_dir` on ephemeral loopback ports (as the crash and latency
+/// programs run it): the child, what it printed, and how long it took to be ready.
+pub fn serve_binary(
+    binary: &std::path::Path,
+    data_dir: &std::path::Path,
+) -> (std::process::Child, Banner, Duration) {
+    let started = std::time::Instant::now();
+    let mut child = std::process::Command::new(binary)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--media-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("SIGHTLINE_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start sightline (build it first: cargo build --release)");
+    let banner = read_banner(child.stdout.take().expect("stdout"));
+    (child, banner, started.elapsed())
 }
 
 /// Runs the `sightline` binary on a data directory (an offline command).
