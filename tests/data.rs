@@ -56,7 +56,8 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 #[tokio::test]
-async fn no_marker_written_through_the_api_is_readable_on_disk_or_in_a_backup() {
+async fn no_marker_written_through_the_api_is_readable_on_disk_or_in_a_backup_and_no_file_is_shared()
+ {
     let (mut app, keys, _) = with_backups().await;
     let markers = [
         "marker-admin-7c1f@example.com",
@@ -115,6 +116,13 @@ async fn no_marker_written_through_the_api_is_readable_on_disk_or_in_a_backup() 
         if file.ends_with("admin-backup.key") {
             continue;
         }
+        let mode = std::fs::metadata(&file).expect("meta").permissions().mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "{} is readable by others (mode {mode:o})",
+            file.display()
+        );
         let bytes = std::fs::read(&file).expect("read");
         scanned += bytes.len();
         for marker in markers {
@@ -633,6 +641,10 @@ async fn ended_sessions_are_kept_for_the_accounts_retention_period_then_deleted(
             .count()
     };
     assert_eq!(session_files(), 1, "the still is on disk");
+    for file in files_under(&app.config.data_dir.join("files")) {
+        let mode = std::fs::metadata(&file).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+    }
 
     // Day 364 (and 23 hours): kept.
     app.clock.advance_secs(364 * 24 * 3600 + 23 * 3600);
