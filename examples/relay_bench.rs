@@ -7,6 +7,8 @@
 //!   --soak 10000          join/leave cycles for the soak (0: none)
 //!   --idle 0              sessions kept connected without media during the load steps
 //!                         (customers waiting, cameras paused): what they cost the others
+//!   --cache-mib 32        the store's page cache (`[store] cache_mib`), to tell the cache
+//!                         filling from memory that grows with the history
 //!
 //! The relay under test is the real `sightline` binary in its own process, so its CPU,
 //! memory, threads and descriptors are read from /proc for that process alone. Sessions
@@ -183,8 +185,9 @@ fn start_appliance(dir: &Path) -> (Appliance, Duration) {
     std::fs::write(
         &config,
         format!(
-            "data_dir = {:?}\n[http]\nlisten = \"127.0.0.1:0\"\n[media]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
-            dir.join("data")
+            "data_dir = {:?}\n[http]\nlisten = \"127.0.0.1:0\"\n[media]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n[store]\ncache_mib = {}\n",
+            dir.join("data"),
+            arg::<usize>("--cache-mib").unwrap_or(sightline::store::DEFAULT_CACHE_BYTES >> 20)
         ),
     )
     .expect("config");
