@@ -117,10 +117,6 @@ impl Engine {
         Ok(engine)
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Makes everything durable and releases the file; every later use is refused.
     pub fn close(&self) -> Result<(), StoreError> {
         self.sync()?;

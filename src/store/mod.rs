@@ -601,8 +601,10 @@ impl<T: Serialize + DeserializeOwned> Collection<T> {
         })
     }
 
+    /// Whether the collection holds no record. A store that cannot be read counts as not
+    /// empty: "no accounts yet" would offer first-run setup to whoever asks.
     pub fn is_empty(&self) -> bool {
-        self.engine.tree_is_empty(&self.name).unwrap_or(true)
+        self.engine.tree_is_empty(&self.name).unwrap_or(false)
     }
 
     fn physical(&self, key: &str) -> Vec<u8> {
