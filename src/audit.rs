@@ -558,7 +558,39 @@ impl Syslog {
 pub struct GuessThrottle {
     limit: u32,
     clock: SharedClock,
-    failures: Mutex<HashMap<IpAddr, Vec<UnixMillis>>>,
+    sources: Mutex<HashMap<IpAddr, Guesses>>,
+}
+
+/// One source's recent failures and the guesses it has under way.
+#[derive(Default)]
+struct Guesses {
+    failures: Vec<UnixMillis>,
+    in_flight: u32,
+}
+
+/// A guess under way (see [`GuessThrottle::begin`]): it counts against the source's
+/// allowance until it is settled, as a failure with [`GuessAttempt::failed`] or, when
+/// dropped, as no failure.
+pub struct GuessAttempt<'a> {
+    throttle: &'a GuessThrottle,
+    source: IpAddr,
+    settled: bool,
+}
+
+impl GuessAttempt<'_> {
+    /// The guess was wrong; returns true when this failure used up the allowance.
+    pub fn failed(mut self) -> bool {
+        self.settled = true;
+        self.throttle.settle(self.source, true)
+    }
+}
+
+impl Drop for GuessAttempt<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.throttle.settle(self.source, false);
+        }
+    }
 }
 
 const WINDOW_MS: u64 = 60_000;
@@ -570,40 +602,70 @@ impl GuessThrottle {
         Self {
             limit: limit_per_minute,
             clock,
-            failures: Mutex::new(HashMap::new()),
+            sources: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Whether this source may try now.
-    pub fn allows(&self, source: IpAddr) -> bool {
+    fn sources(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Guesses>> {
+        self.sources.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts a guess from `source`, or `None` when the source has used up its allowance.
+    /// The guess counts from now on, so that guesses sent at once cannot all pass this
+    /// check before the first of them has failed.
+    pub fn begin(&self, source: IpAddr) -> Option<GuessAttempt<'_>> {
         let now = self.clock.now_ms();
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(times) = map.get_mut(&source) else {
-            return true;
-        };
-        let blocked = times.len() as u32 >= self.limit
-            && times.last().is_some_and(|last| now < last + PENALTY_MS);
-        if !blocked {
-            times.retain(|t| now < t + WINDOW_MS);
-            if times.is_empty() {
-                map.remove(&source);
-            }
+        let mut sources = self.sources();
+        let guesses = sources.entry(source).or_default();
+        let penalised = guesses.failures.len() as u32 >= self.limit
+            && guesses
+                .failures
+                .last()
+                .is_some_and(|last| now < last + PENALTY_MS);
+        if !penalised {
+            guesses.failures.retain(|t| now < t + WINDOW_MS);
         }
-        !blocked
+        if penalised || guesses.failures.len() as u32 + guesses.in_flight >= self.limit {
+            return None;
+        }
+        guesses.in_flight += 1;
+        Some(GuessAttempt {
+            throttle: self,
+            source,
+            settled: false,
+        })
     }
 
-    /// Records a failure; returns true when this failure used up the allowance.
+    fn settle(&self, source: IpAddr, failed: bool) -> bool {
+        let now = self.clock.now_ms();
+        let mut sources = self.sources();
+        let guesses = sources.entry(source).or_default();
+        guesses.in_flight = guesses.in_flight.saturating_sub(1);
+        let used_up = failed && Self::count_failure(guesses, now, self.limit);
+        if guesses.failures.is_empty() && guesses.in_flight == 0 {
+            sources.remove(&source);
+        }
+        used_up
+    }
+
+    /// Records a failure of a guess that was not begun here (sign-ins count per source
+    /// without a check first); returns true when this failure used up the allowance.
     pub fn fail(&self, source: IpAddr) -> bool {
         let now = self.clock.now_ms();
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sources = self.sources();
         // Bound memory under a flood from many sources.
-        if map.len() > 100_000 {
-            map.retain(|_, times| times.last().is_some_and(|t| now < t + PENALTY_MS));
+        if sources.len() > 100_000 {
+            sources.retain(|_, g| {
+                g.in_flight > 0 || g.failures.last().is_some_and(|t| now < t + PENALTY_MS)
+            });
         }
-        let times = map.entry(source).or_default();
-        times.retain(|t| now < t + WINDOW_MS);
-        times.push(now);
-        times.len() as u32 == self.limit
+        Self::count_failure(sources.entry(source).or_default(), now, self.limit)
+    }
+
+    fn count_failure(guesses: &mut Guesses, now: UnixMillis, limit: u32) -> bool {
+        guesses.failures.retain(|t| now < t + WINDOW_MS);
+        guesses.failures.push(now);
+        guesses.failures.len() as u32 == limit
     }
 }
 
@@ -895,14 +957,38 @@ mod tests {
         let ip: IpAddr = "198.18.0.7".parse().expect("ip");
         assert!(!throttle.fail(ip));
         assert!(!throttle.fail(ip));
-        assert!(throttle.allows(ip));
+        assert!(throttle.begin(ip).is_some());
         assert!(throttle.fail(ip));
-        assert!(!throttle.allows(ip));
+        assert!(throttle.begin(ip).is_none());
         let other: IpAddr = "198.18.0.8".parse().expect("ip");
-        assert!(throttle.allows(other));
+        assert!(throttle.begin(other).is_some());
         clock.advance_secs(299);
-        assert!(!throttle.allows(ip));
+        assert!(throttle.begin(ip).is_none());
         clock.advance_secs(1);
-        assert!(throttle.allows(ip));
+        assert!(throttle.begin(ip).is_some());
+    }
+
+    #[test]
+    fn guesses_sent_at_once_count_before_any_of_them_has_failed() {
+        let clock = ManualClock::new(1_000_000);
+        let throttle = GuessThrottle::new(3, Arc::new(clock.clone()));
+        let ip: IpAddr = "198.18.0.7".parse().expect("ip");
+        let under_way: Vec<_> = (0..3)
+            .map(|_| throttle.begin(ip).expect("allowed"))
+            .collect();
+        assert!(
+            throttle.begin(ip).is_none(),
+            "a fourth at the same time is refused"
+        );
+        let used_up: Vec<bool> = under_way.into_iter().map(GuessAttempt::failed).collect();
+        assert_eq!(used_up, [false, false, true]);
+        assert!(
+            throttle.begin(ip).is_none(),
+            "penalised after the third failure"
+        );
+        // A guess that turns out right frees its place.
+        let other: IpAddr = "198.18.0.8".parse().expect("ip");
+        drop(throttle.begin(other).expect("allowed"));
+        assert!(throttle.begin(other).is_some());
     }
 }

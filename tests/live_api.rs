@@ -748,3 +748,30 @@ async fn session_history_filters_and_exports_csv() {
         "formula defused and quoted: {formula}"
     );
 }
+
+// On several runtime threads, as the appliance runs: a guess that waits for the store
+// lets the others run meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pin_guesses_sent_all_at_once_are_throttled_like_guesses_in_a_row() {
+    let app = TestAppliance::start().await;
+    let mut admin = app.set_up().await;
+    let (_, _, pin) = create_session(&mut admin).await;
+    let wrong_pin = if pin == "000000" { "000001" } else { "000000" };
+    let guesses = (0..16).map(|_| {
+        let mut guesser = app.client_from("127.0.0.9");
+        async move {
+            guesser
+                .post_json("/api/join/pin", &json!({"pin": wrong_pin}))
+                .await
+                .status
+        }
+    });
+    let statuses = futures_util::future::join_all(guesses).await;
+    let wrong = statuses.iter().filter(|s| **s == 403).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(
+        (wrong, refused),
+        (10, 6),
+        "ten guesses a minute, however they arrive: {statuses:?}"
+    );
+}

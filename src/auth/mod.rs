@@ -384,9 +384,9 @@ impl Auth {
         request: SetupRequest,
         source: IpAddr,
     ) -> Result<(Principal, String), AuthError> {
-        if !self.throttle.allows(source) {
+        let Some(guess) = self.throttle.begin(source) else {
             return Err(AuthError::Throttled);
-        }
+        };
         if !self.setup_needed() {
             return Err(AuthError::AlreadySetUp);
         }
@@ -418,7 +418,7 @@ impl Auth {
             }
         })?;
         if !accepted {
-            if self.throttle.fail(source) {
+            if guess.failed() {
                 self.audit.source_throttled(source, "setup code guessing");
             }
             self.audit.record(

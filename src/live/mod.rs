@@ -761,9 +761,9 @@ impl Live {
         token: &str,
         source: IpAddr,
     ) -> Result<SupportSession, LiveError> {
-        if !self.throttle.allows(source) {
+        let Some(guess) = self.throttle.begin(source) else {
             return Err(LiveError::Throttled);
-        }
+        };
         let found = match self.invitations.get(&sha256_hex(token.as_bytes()))? {
             Some(r) => Some(self.load(&r.account_id, &r.session_id)?),
             None => None,
@@ -775,7 +775,7 @@ impl Live {
                     Some(s) => format!("invitation of ended session {}", s.id),
                     None => "unknown invitation token".to_owned(),
                 };
-                self.guess_failed(AuditKind::InvitationRejected, source, detail);
+                self.guess_failed(guess, AuditKind::InvitationRejected, source, detail);
                 Err(LiveError::InvitationInvalid)
             }
         }
@@ -783,9 +783,9 @@ impl Live {
 
     /// Exchanges a PIN for a customer capability token of the same session.
     pub async fn exchange_pin(&self, pin: &str, source: IpAddr) -> Result<String, LiveError> {
-        if !self.throttle.allows(source) {
+        let Some(guess) = self.throttle.begin(source) else {
             return Err(LiveError::Throttled);
-        }
+        };
         let pin = pin.trim();
         let valid_shape = pin.len() == 6 && pin.bytes().all(|b| b.is_ascii_digit());
         let entry = if valid_shape {
@@ -799,7 +799,12 @@ impl Live {
             _ => None,
         };
         let Some(session) = session.filter(|s| s.state == SessionState::Waiting) else {
-            self.guess_failed(AuditKind::PinRejected, source, "wrong or expired PIN");
+            self.guess_failed(
+                guess,
+                AuditKind::PinRejected,
+                source,
+                "wrong or expired PIN",
+            );
             return Err(LiveError::PinInvalid);
         };
         let token = random_token();
@@ -814,9 +819,15 @@ impl Live {
         Ok(token)
     }
 
-    fn guess_failed(&self, kind: AuditKind, source: IpAddr, detail: impl Into<String>) {
+    fn guess_failed(
+        &self,
+        guess: crate::audit::GuessAttempt<'_>,
+        kind: AuditKind,
+        source: IpAddr,
+        detail: impl Into<String>,
+    ) {
         self.audit.record(kind, None, None, Some(source), detail);
-        if self.throttle.fail(source) {
+        if guess.failed() {
             self.audit
                 .source_throttled(source, "invitation or PIN guessing");
         }
