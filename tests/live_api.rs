@@ -140,6 +140,17 @@ async fn the_api_requires_sign_in_and_the_csrf_header() {
     let no_csrf = admin.request("POST", "/api/sessions", &[], vec![]).await;
     assert_eq!(no_csrf.status, 403);
     assert_eq!(no_csrf.json()["error"], "csrf");
+    // Any Authorization header beside the cookie does not make the cookie less ambient.
+    let with_bearer = admin
+        .request(
+            "POST",
+            "/api/sessions",
+            &[("authorization", "Bearer anything-at-all")],
+            vec![],
+        )
+        .await;
+    assert_eq!(with_bearer.status, 403, "{}", with_bearer.text());
+    assert_eq!(with_bearer.json()["error"], "csrf");
     let malformed = admin
         .request(
             "POST",
@@ -773,5 +784,31 @@ async fn pin_guesses_sent_all_at_once_are_throttled_like_guesses_in_a_row() {
         (wrong, refused),
         (10, 6),
         "ten guesses a minute, however they arrive: {statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_signaling_socket_opens_for_the_appliances_own_pages_only() {
+    let app = TestAppliance::start().await;
+    let admin = app.set_up().await;
+    let own = format!("https://127.0.0.1:{}", app.addr().port());
+    let mut ws = admin
+        .websocket_from_origin(&own)
+        .await
+        .expect("the console's own origin is let in");
+    send(&mut ws, json!({"type": "ping"})).await;
+    assert!(recv(&mut ws).await.is_some());
+    let refused = admin
+        .websocket_from_origin("https://evil.example")
+        .await
+        .err()
+        .expect("another site's page is refused");
+    assert_eq!(refused, 403);
+    let entries = app.running().audit_entries().expect("audit");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.detail.contains("another origin") && e.detail.contains("evil.example")),
+        "the attempt is audited"
     );
 }

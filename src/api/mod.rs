@@ -485,17 +485,42 @@ fn cookie_token(headers: &HeaderMap) -> Option<String> {
         .map(|(_, value)| value.to_owned())
 }
 
+/// Whether a browser's `Origin` is the appliance itself: the host the request was sent to,
+/// or the configured public URL. Requests without one (not from a page) pass.
+fn own_origin(headers: &HeaderMap, public_url: Option<&str>) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    let origin = origin.trim_end_matches('/').to_ascii_lowercase();
+    let via_host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|host| origin == format!("https://{}", host.to_ascii_lowercase()));
+    let via_public_url = public_url.is_some_and(|url| {
+        let url = url.to_ascii_lowercase();
+        let rest = url.strip_prefix("https://").unwrap_or(&url);
+        let authority = rest.split('/').next().unwrap_or(rest);
+        origin == format!("https://{authority}")
+    });
+    via_host || via_public_url
+}
+
 fn bearer(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let token = value.strip_prefix("Bearer ")?.trim();
     (!token.is_empty() && token.len() <= 128).then(|| token.to_owned())
 }
 
+/// A state-changing request that carries the sign-in cookie must carry the CSRF header
+/// too, whatever else it carries: an `Authorization` header beside the cookie does not
+/// make the cookie any less ambient (our own pages send the header on every such call).
 async fn csrf_guard(request: Request, next: Next) -> Response {
     let changes_state = !matches!(*request.method(), Method::GET | Method::HEAD);
     let uses_cookie = cookie_token(request.headers()).is_some();
-    let has_bearer = bearer(request.headers()).is_some();
-    if changes_state && uses_cookie && !has_bearer && !request.headers().contains_key(CSRF_HEADER) {
+    if changes_state && uses_cookie && !request.headers().contains_key(CSRF_HEADER) {
         return ApiError::new(
             StatusCode::FORBIDDEN,
             "csrf",

@@ -12,7 +12,9 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, ApiState, AppState, Caller, InvitationToken, JsonBody, User, cookie_token};
+use super::{
+    ApiError, ApiState, AppState, Caller, InvitationToken, JsonBody, User, cookie_token, own_origin,
+};
 use crate::audit::AuditKind;
 use crate::auth::{ColleagueChoice, Principal, Stage};
 use crate::live::{
@@ -440,10 +442,30 @@ pub(super) async fn websocket(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let source = caller.ip();
+    // A page of another site must not open a signaling socket in a signed-in browser.
+    if !own_origin(&headers, state.public_url.as_deref()) {
+        let origin = headers
+            .get(header::ORIGIN)
+            .and_then(|o| o.to_str().ok())
+            .unwrap_or("(not text)");
+        state.audit.record(
+            AuditKind::AccessDenied,
+            None,
+            None,
+            Some(source),
+            format!("signaling socket from another origin: {:.100}", origin),
+        );
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "foreign_origin",
+            "the signaling socket is open to this appliance's own pages only",
+        )
+        .into_response();
+    }
     let principal = cookie_token(&headers)
         .and_then(|t| state.auth.authenticate(&t).ok())
         .filter(|p| p.stage == Stage::Complete);
-    let source = caller.ip();
     let user_agent = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())

@@ -301,6 +301,30 @@ impl Client {
         .await
     }
 
+    /// Opens the signaling WebSocket as a page of `origin` would; the HTTP status when
+    /// the appliance refuses the upgrade.
+    pub async fn websocket_from_origin(&self, origin: &str) -> Result<Ws, u16> {
+        let stream = self.connect().await;
+        let mut request = format!("wss://127.0.0.1:{}/api/ws", self.addr.port())
+            .into_client_request()
+            .expect("ws request");
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().expect("origin"));
+        if let Some(cookie) = &self.cookie {
+            request
+                .headers_mut()
+                .insert("cookie", cookie.parse().expect("cookie"));
+        }
+        match tokio_tungstenite::client_async(request, stream).await {
+            Ok((ws, _)) => Ok(ws),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                Err(response.status().as_u16())
+            }
+            Err(e) => panic!("ws handshake: {e}"),
+        }
+    }
+
     /// Opens the signaling WebSocket (with this client's cookie, if any).
     pub async fn websocket(&self) -> Ws {
         let stream = self.connect().await;
