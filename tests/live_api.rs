@@ -801,8 +801,7 @@ async fn the_signaling_socket_opens_for_the_appliances_own_pages_only() {
     let refused = admin
         .websocket_from_origin("https://evil.example")
         .await
-        .err()
-        .expect("another site's page is refused");
+        .expect_err("another site's page is refused");
     assert_eq!(refused, 403);
     let entries = app.running().audit_entries().expect("audit");
     assert!(
