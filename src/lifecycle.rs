@@ -384,7 +384,7 @@ impl Lifecycle {
     /// Deletes an account: its key first (crypto-shredding, also for existing backups,
     /// whose key vault is rewritten), then its records and files.
     pub async fn delete_account(&self, account_id: &str, why: &str) -> Result<(), LifecycleError> {
-        self.live.close_account(account_id);
+        self.live.close_account(account_id)?;
         self.auth.forget_account(account_id)?;
         self.store.destroy_account(account_id).await?;
         if let (Some(dir), Some(recipient)) = (&self.backup.directory, &self.backup.recipient)

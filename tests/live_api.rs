@@ -250,10 +250,49 @@ async fn invitations_that_are_wrong_expired_or_ended_are_refused() {
         .get_with("/api/invitation", &[("authorization", &check(&token))])
         .await;
     assert_eq!(reused.status, 403);
-    assert!(
-        app.audit_kinds()
-            .contains(&"invitation_rejected".to_owned())
-    );
+    // Only the made-up token was a guess; real tokens of ended sessions are not.
+    let rejected = app
+        .audit_kinds()
+        .iter()
+        .filter(|k| *k == "invitation_rejected")
+        .count();
+    assert_eq!(rejected, 1);
+}
+
+#[tokio::test]
+async fn thirty_ordinary_sessions_from_one_address_raise_no_alarm() {
+    let app = TestAppliance::start().await;
+    let mut admin = app.set_up().await;
+    // Customers behind one NAT: every page comes from the same address.
+    let mut customer = app.client_from("127.0.0.5");
+    for n in 0..30 {
+        let (id, token, _) = create_session(&mut admin).await;
+        let bearer = format!("Bearer {token}");
+        let invitation = customer
+            .get_with("/api/invitation", &[("authorization", &bearer)])
+            .await;
+        assert_eq!(invitation.status, 200, "session {n}: {}", invitation.text());
+        let mut page = app.client_from("127.0.0.5").websocket().await;
+        send(&mut page, json!({"type": "join", "token": token})).await;
+        recv_type(&mut page, "state").await;
+        let ended = admin.post_empty(&format!("/api/sessions/{id}/end")).await;
+        assert_eq!(ended.status, 200);
+        recv_type(&mut page, "ended").await;
+        // What the page does as it closes: leave the relay with the now-dead token.
+        let goodbye = customer
+            .request(
+                "DELETE",
+                "/api/invitation/whip/0",
+                &[("authorization", &bearer), ("x-sightline-csrf", "1")],
+                vec![],
+            )
+            .await;
+        assert_eq!(goodbye.status, 403, "{}", goodbye.text());
+    }
+    let kinds = app.audit_kinds();
+    for alarm in ["invitation_rejected", "source_throttled", "anomaly_alert"] {
+        assert!(!kinds.iter().any(|k| k == alarm), "{alarm} in {kinds:?}");
+    }
 }
 
 #[tokio::test]

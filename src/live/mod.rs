@@ -559,6 +559,11 @@ impl Live {
         self.store.account(account_id).collection("sessions")
     }
 
+    /// The stored keys of the invitation tokens issued for each session.
+    fn invitation_keys(&self, account_id: &str) -> Result<Collection<Vec<String>>, StoreError> {
+        self.store.account(account_id).collection("invitation_keys")
+    }
+
     fn transcripts(&self, account_id: &str) -> Result<Collection<Vec<ChatLine>>, StoreError> {
         self.store.account(account_id).collection("transcripts")
     }
@@ -632,14 +637,7 @@ impl Live {
             recordings: Vec::new(),
         };
         self.sessions(&by.account_id)?.put(&session.id, &session)?;
-        let token = random_token();
-        self.invitations.put(
-            &sha256_hex(token.as_bytes()),
-            &InvitationRef {
-                account_id: session.account_id.clone(),
-                session_id: session.id.clone(),
-            },
-        )?;
+        let token = self.issue_invitation(&session)?;
         let pin = self.allocate_pin(&session)?;
         self.store.flush().await?;
         self.audit.record(
@@ -770,12 +768,21 @@ impl Live {
         };
         match found {
             Some(session) if session.state != SessionState::Ended => Ok(session),
-            other => {
-                let detail = match &other {
-                    Some(s) => format!("invitation of ended session {}", s.id),
-                    None => "unknown invitation token".to_owned(),
-                };
-                self.guess_failed(guess, AuditKind::InvitationRejected, source, detail);
+            // A real token of a session that has ended is no guess: the customer's page
+            // says goodbye with it after every session (leaving the relay), and old links
+            // get opened again. Counting it would lock out a shared address (a NAT) after
+            // ten ordinary sessions and fill the security log with false alarms.
+            Some(_) => {
+                drop(guess);
+                Err(LiveError::InvitationInvalid)
+            }
+            None => {
+                self.guess_failed(
+                    guess,
+                    AuditKind::InvitationRejected,
+                    source,
+                    "unknown invitation token",
+                );
                 Err(LiveError::InvitationInvalid)
             }
         }
@@ -807,15 +814,30 @@ impl Live {
             );
             return Err(LiveError::PinInvalid);
         };
+        let token = self.issue_invitation(&session)?;
+        self.store.flush().await?;
+        Ok(token)
+    }
+
+    /// A new capability token for the session. Its stored key is noted with the session,
+    /// so that the token stays known (a dead link of an ended session, not a guess) until
+    /// the session's record is deleted.
+    fn issue_invitation(&self, session: &SupportSession) -> Result<String, StoreError> {
         let token = random_token();
+        let key = sha256_hex(token.as_bytes());
         self.invitations.put(
-            &sha256_hex(token.as_bytes()),
+            &key,
             &InvitationRef {
                 account_id: session.account_id.clone(),
                 session_id: session.id.clone(),
             },
         )?;
-        self.store.flush().await?;
+        self.invitation_keys(&session.account_id)?
+            .update(&session.id, |keys| {
+                let mut keys = keys.unwrap_or_default();
+                keys.push(key.clone());
+                Some(keys)
+            })?;
         Ok(token)
     }
 
@@ -1505,7 +1527,11 @@ impl Live {
             return Ok(session);
         }
         self.release_pin(session_id)?;
-        self.invitations.retain(|r| r.session_id != session_id)?;
+        // Tokens stay known until the record goes (see `issue_invitation`); a session
+        // from before their keys were noted still drops its tokens here, as it did.
+        if self.invitation_keys(account_id)?.get(session_id)?.is_none() {
+            self.invitations.retain(|r| r.session_id != session_id)?;
+        }
         if let Some(room) = self.rooms().remove(session_id) {
             room.broadcast(&ServerMessage::State {
                 session: SessionView::of(&session, RoomFacts::default()),
@@ -2016,6 +2042,11 @@ impl Live {
             }
         }
         self.transcripts(account_id)?.remove(session_id)?;
+        if let Some(keys) = self.invitation_keys(account_id)?.remove(session_id)? {
+            for key in keys {
+                self.invitations.remove(&key)?;
+            }
+        }
         Ok(())
     }
 
@@ -2024,8 +2055,9 @@ impl Live {
         self.rooms().len()
     }
 
-    /// Ends the open sessions of an account that is being deleted.
-    pub fn close_account(&self, account_id: &str) {
+    /// Ends the open sessions of an account that is being deleted and forgets its
+    /// invitation tokens.
+    pub fn close_account(&self, account_id: &str) -> Result<(), LiveError> {
         let open: Vec<String> = self
             .rooms()
             .iter()
@@ -2035,6 +2067,10 @@ impl Live {
         for session_id in open {
             let _ = self.finish(account_id, &session_id, EndReason::Expired);
         }
+        // The token index is appliance-wide, outside the account's key: nothing of the
+        // account may stay in it once the account is gone.
+        self.invitations.retain(|r| r.account_id != account_id)?;
+        Ok(())
     }
 
     /// Ends every session that has participants; used on shutdown so they are told.
