@@ -124,7 +124,11 @@ impl AuditEntry {
             self.detail,
             self.prev_hash,
         ]);
-        crate::auth::sha256_hex(content.to_string().as_bytes())
+        use sha2::Digest;
+        sha2::Sha256::digest(content.to_string().as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 }
 

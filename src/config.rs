@@ -50,7 +50,8 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
-            cache_mib: crate::store::DEFAULT_CACHE_BYTES >> 20,
+            // The store's own default (`store::DEFAULT_CACHE_BYTES`); config stays a leaf.
+            cache_mib: 32,
         }
     }
 }

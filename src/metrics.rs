@@ -83,12 +83,14 @@ async fn metrics(State(metrics): State<Metrics>) -> impl IntoResponse {
     )
 }
 
-pub async fn serve(listener: TcpListener, metrics: Metrics, shutdown: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, metrics: Metrics, mut shutdown: watch::Receiver<bool>) {
     let router = Router::new()
         .route("/metrics", get(self::metrics))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(metrics);
     let _ = axum::serve(listener, router)
-        .with_graceful_shutdown(crate::appliance::stopped(shutdown))
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
         .await;
 }

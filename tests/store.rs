@@ -292,3 +292,11 @@ async fn no_signaling_message_leaves_before_every_earlier_write_is_durable() {
         );
     }
 }
+
+#[test]
+fn the_configured_cache_default_is_the_stores_own() {
+    assert_eq!(
+        sightline::config::Config::default().store.cache_bytes(),
+        sightline::store::DEFAULT_CACHE_BYTES
+    );
+}
