@@ -124,35 +124,33 @@ impl Engine {
         Ok(())
     }
 
-    fn open_db(&self) -> Result<std::sync::RwLockReadGuard<'_, Option<Database>>, StoreError> {
+    /// Runs `use_db` on the open database; [`Self::close`] waits for it.
+    fn with_db<R>(
+        &self,
+        use_db: impl FnOnce(&Database) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
         let guard = self.db.read().unwrap_or_else(|p| p.into_inner());
-        if guard.is_none() {
-            return Err(StoreError::Closed);
-        }
-        Ok(guard)
+        use_db(guard.as_ref().ok_or(StoreError::Closed)?)
+    }
+
+    /// The records table as of now (a read transaction's snapshot, which keeps itself
+    /// alive as long as the table is used).
+    fn records(&self) -> Result<redb::ReadOnlyTable<&'static [u8], &'static [u8]>, StoreError> {
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(engine)?;
+            txn.open_table(RECORDS).map_err(engine)
+        })
     }
 
     pub fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let db = self.open_db()?;
-        let txn = db
-            .as_ref()
-            .ok_or(StoreError::Closed)?
-            .begin_read()
-            .map_err(engine)?;
-        let table = txn.open_table(RECORDS).map_err(engine)?;
+        let table = self.records()?;
         let value = table.get(physical(tree, key).as_slice()).map_err(engine)?;
         Ok(value.map(|v| v.value().to_vec()))
     }
 
     /// Every (stored key, value) of one tree, in key order.
     pub fn scan(&self, tree: &str) -> Result<Vec<RawRecord>, StoreError> {
-        let db = self.open_db()?;
-        let txn = db
-            .as_ref()
-            .ok_or(StoreError::Closed)?
-            .begin_read()
-            .map_err(engine)?;
-        let table = txn.open_table(RECORDS).map_err(engine)?;
+        let table = self.records()?;
         let (lower, upper) = tree_bounds(tree);
         let mut out = Vec::new();
         for entry in table
@@ -169,13 +167,7 @@ impl Engine {
     }
 
     pub fn tree_is_empty(&self, tree: &str) -> Result<bool, StoreError> {
-        let db = self.open_db()?;
-        let txn = db
-            .as_ref()
-            .ok_or(StoreError::Closed)?
-            .begin_read()
-            .map_err(engine)?;
-        let table = txn.open_table(RECORDS).map_err(engine)?;
+        let table = self.records()?;
         let (lower, upper) = tree_bounds(tree);
         let mut range = table
             .range::<&[u8]>(lower.as_slice()..upper.as_slice())
@@ -189,36 +181,36 @@ impl Engine {
         &self,
         change: impl FnOnce(&mut Writes<'_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        let db = self.open_db()?;
-        let db = db.as_ref().ok_or(StoreError::Closed)?;
-        let mut txn = match db.try_begin_write() {
-            Ok(txn) => txn,
-            // Another write, or a durable commit's fsync, holds the writer. Waiting for it
-            // must not stall a runtime thread that other requests need: with eight writers
-            // on two runtime workers, 636-640 acknowledged writes/s blocking in place,
-            // 679-728 handing the wait off (write_latency, three and four runs).
-            Err(redb::TransactionError::WouldBlock) => {
-                wait_blocking(|| db.begin_write()).map_err(engine)?
+        self.with_db(|db| {
+            let mut txn = match db.try_begin_write() {
+                Ok(txn) => txn,
+                // Another write, or a durable commit's fsync, holds the writer. Waiting for it
+                // must not stall a runtime thread that other requests need: with eight writers
+                // on two runtime workers, 636-640 acknowledged writes/s blocking in place,
+                // 679-728 handing the wait off (write_latency, three and four runs).
+                Err(redb::TransactionError::WouldBlock) => {
+                    wait_blocking(|| db.begin_write()).map_err(engine)?
+                }
+                Err(e) => return Err(engine(e)),
+            };
+            txn.set_durability(Durability::None).map_err(engine)?;
+            let result = {
+                let table = txn.open_table(RECORDS).map_err(engine)?;
+                let mut writes = Writes { table };
+                change(&mut writes)
+            };
+            match result {
+                Ok(value) => {
+                    txn.commit().map_err(engine)?;
+                    self.written.fetch_add(1, Ordering::SeqCst);
+                    Ok(value)
+                }
+                Err(e) => {
+                    txn.abort().map_err(engine)?;
+                    Err(e)
+                }
             }
-            Err(e) => return Err(engine(e)),
-        };
-        txn.set_durability(Durability::None).map_err(engine)?;
-        let result = {
-            let table = txn.open_table(RECORDS).map_err(engine)?;
-            let mut writes = Writes { table };
-            change(&mut writes)
-        };
-        match result {
-            Ok(value) => {
-                txn.commit().map_err(engine)?;
-                self.written.fetch_add(1, Ordering::SeqCst);
-                Ok(value)
-            }
-            Err(e) => {
-                txn.abort().map_err(engine)?;
-                Err(e)
-            }
-        }
+        })
     }
 
     /// Returns once every write finished before the call is durable (fsync'd).
@@ -231,20 +223,18 @@ impl Engine {
         if self.durable.load(Ordering::SeqCst) >= target {
             return Ok(());
         }
-        let db = self.open_db()?;
-        let mut txn = db
-            .as_ref()
-            .ok_or(StoreError::Closed)?
-            .begin_write()
-            .map_err(engine)?;
-        // Holding the writer, no write is between its commit and its count: this many
-        // writes are exactly the ones the durable commit below covers.
-        let covered = self.written.load(Ordering::SeqCst);
-        txn.set_durability(Durability::Immediate).map_err(engine)?;
-        // The allocator state is saved with the commit, so the open after a crash does not
-        // walk the whole file to rebuild it (an appliance restart stays quick).
-        txn.set_quick_repair(true);
-        txn.commit().map_err(engine)?;
+        let covered = self.with_db(|db| {
+            let mut txn = db.begin_write().map_err(engine)?;
+            // Holding the writer, no write is between its commit and its count: this many
+            // writes are exactly the ones the durable commit below covers.
+            let covered = self.written.load(Ordering::SeqCst);
+            txn.set_durability(Durability::Immediate).map_err(engine)?;
+            // The allocator state is saved with the commit, so the open after a crash
+            // does not walk the whole file to rebuild it (an appliance restart stays quick).
+            txn.set_quick_repair(true);
+            txn.commit().map_err(engine)?;
+            Ok(covered)
+        })?;
         self.durable.fetch_max(covered, Ordering::SeqCst);
         Ok(())
     }
@@ -282,13 +272,7 @@ impl Engine {
 
     /// Every record of every tree, read in one transaction: (tree, stored key, value).
     pub fn snapshot(&self) -> Result<Vec<TreeRecord>, StoreError> {
-        let db = self.open_db()?;
-        let txn = db
-            .as_ref()
-            .ok_or(StoreError::Closed)?
-            .begin_read()
-            .map_err(engine)?;
-        let table = txn.open_table(RECORDS).map_err(engine)?;
+        let table = self.records()?;
         let mut out = Vec::new();
         for entry in table.range::<&[u8]>(..).map_err(engine)? {
             let (k, v) = entry.map_err(engine)?;
@@ -427,9 +411,11 @@ fn open_error(path: &Path, e: impl Into<redb::Error>) -> StoreError {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Arc;
+#[path = "power_loss_tests.rs"]
+mod power_loss_tests;
 
+#[cfg(test)]
+mod tests {
     use super::*;
 
     fn open(dir: &Path) -> Engine {
@@ -531,149 +517,6 @@ mod tests {
                 damaged,
                 "{what}: left as it was"
             );
-        }
-    }
-
-    /// Storage that loses power: everything written since the last `sync_data` may or may
-    /// not have reached the disk, any 4 KiB piece of it independently of the others.
-    #[derive(Debug, Default)]
-    struct Disk {
-        synced: Vec<u8>,
-        current: Vec<u8>,
-        /// Since the last sync, in order: a write (offset, bytes) or a new length.
-        unsynced: Vec<(u64, Option<Vec<u8>>)>,
-    }
-
-    #[derive(Debug, Clone, Default)]
-    struct PowerLossBackend(Arc<Mutex<Disk>>);
-
-    impl PowerLossBackend {
-        fn from_image(image: Vec<u8>) -> Self {
-            Self(Arc::new(Mutex::new(Disk {
-                synced: image.clone(),
-                current: image,
-                unsynced: Vec::new(),
-            })))
-        }
-
-        /// What the disk holds after the power is cut now.
-        fn cut_power(&self, rng: &mut impl rand::Rng) -> Vec<u8> {
-            let disk = self.0.lock().expect("disk");
-            let mut image = disk.synced.clone();
-            for (offset, write) in &disk.unsynced {
-                match write {
-                    None => {
-                        if rng.gen_bool(0.5) {
-                            image.resize(*offset as usize, 0);
-                        }
-                    }
-                    Some(bytes) => {
-                        for (i, piece) in bytes.chunks(4096).enumerate() {
-                            if rng.gen_bool(0.5) {
-                                let at = *offset as usize + i * 4096;
-                                if image.len() < at + piece.len() {
-                                    image.resize(at + piece.len(), 0);
-                                }
-                                image[at..at + piece.len()].copy_from_slice(piece);
-                            }
-                        }
-                    }
-                }
-            }
-            image
-        }
-    }
-
-    impl redb::StorageBackend for PowerLossBackend {
-        fn len(&self) -> Result<u64, std::io::Error> {
-            Ok(self.0.lock().expect("disk").current.len() as u64)
-        }
-
-        fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
-            let disk = self.0.lock().expect("disk");
-            let at = offset as usize;
-            let Some(bytes) = disk.current.get(at..at + out.len()) else {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            };
-            out.copy_from_slice(bytes);
-            Ok(())
-        }
-
-        fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
-            let mut disk = self.0.lock().expect("disk");
-            disk.current.resize(len as usize, 0);
-            disk.unsynced.push((len, None));
-            Ok(())
-        }
-
-        fn sync_data(&self) -> Result<(), std::io::Error> {
-            let mut disk = self.0.lock().expect("disk");
-            disk.synced = disk.current.clone();
-            disk.unsynced.clear();
-            Ok(())
-        }
-
-        fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
-            let mut disk = self.0.lock().expect("disk");
-            let at = offset as usize;
-            if disk.current.len() < at + data.len() {
-                disk.current.resize(at + data.len(), 0);
-            }
-            disk.current[at..at + data.len()].copy_from_slice(data);
-            disk.unsynced.push((offset, Some(data.to_vec())));
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn a_power_loss_keeps_every_synced_write_and_pairs_stay_whole() {
-        use rand::{Rng, SeedableRng};
-        let label = Path::new("power-loss.redb");
-        for trial in 0..40u64 {
-            let mut rng = rand::rngs::StdRng::seed_from_u64(trial);
-            let backend = PowerLossBackend::default();
-            let engine = Engine::open_backend(backend.clone(), label, 1 << 20).expect("open");
-            // What a caller was told is stored: every write finished before a sync returned.
-            let mut acknowledged: Vec<u64> = Vec::new();
-            let mut since_sync: Vec<u64> = Vec::new();
-            let steps = rng.gen_range(20..300u64);
-            for i in 0..steps {
-                let value = i.to_be_bytes().repeat(rng.gen_range(1..400));
-                engine
-                    .write(|w| {
-                        // A record and its audit entry, in one transaction.
-                        w.insert("records", &i.to_be_bytes(), &value)?;
-                        w.insert("audit", &i.to_be_bytes(), b"entry")
-                    })
-                    .expect("write");
-                since_sync.push(i);
-                if rng.gen_bool(0.2) {
-                    engine.sync().expect("sync");
-                    acknowledged.append(&mut since_sync);
-                }
-            }
-            let image = backend.cut_power(&mut rng);
-            drop(engine);
-            let reopened =
-                Engine::open_backend(PowerLossBackend::from_image(image), label, 1 << 20)
-                    .unwrap_or_else(|e| panic!("trial {trial}: reopens after the power loss: {e}"));
-            for i in &acknowledged {
-                let stored = reopened.get("records", &i.to_be_bytes()).expect("get");
-                assert_eq!(
-                    stored.as_deref().map(|v| &v[..8]),
-                    Some(&i.to_be_bytes()[..]),
-                    "trial {trial}: acknowledged write {i} lost"
-                );
-            }
-            for i in 0..steps {
-                let record = reopened.get("records", &i.to_be_bytes()).expect("get");
-                let entry = reopened.get("audit", &i.to_be_bytes()).expect("get");
-                assert_eq!(
-                    record.is_some(),
-                    entry.is_some(),
-                    "trial {trial}: write {i} and its audit entry were split"
-                );
-            }
         }
     }
 
