@@ -4,7 +4,6 @@
 //! `sightline::audit` tracing target. Hash chaining, per-account logs, SIEM forwarding and
 //! the firewall feed build on this later.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 
@@ -12,6 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::{SharedClock, UnixMillis};
 use crate::store::{Collection, Store, StoreError};
+
+mod retention;
+mod throttle;
+pub use retention::{Checkpoint, verify_log};
+pub use throttle::{GuessAttempt, GuessThrottle};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -150,67 +154,10 @@ pub enum ChainBreak {
     Checkpoint(u64),
 }
 
-/// Where the kept log starts after a retention cut: its first entry and the hash that
-/// entry continues from. The cut itself is an entry of the chain ([`AuditKind::AuditLogTrimmed`])
-/// naming how far it went, so a checkpoint moved further than a cut allows is detected.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Checkpoint {
-    pub first_seq: u64,
-    pub prev_hash: String,
-}
-
-impl Checkpoint {
-    fn genesis() -> Self {
-        Self {
-            first_seq: 0,
-            prev_hash: GENESIS.to_owned(),
-        }
-    }
-}
-
-/// A cut's entry text: names the entry the kept log continues at and that entry's
-/// predecessor hash, which [`verify_log`] reads back.
-fn cut_detail(removed: u64, cutoff_ms: UnixMillis, continues: &Checkpoint) -> String {
-    format!(
-        "{removed} entries older than {cutoff_ms} removed; the log continues at entry {} \
-         from hash {}",
-        continues.first_seq, continues.prev_hash
-    )
-}
-
-fn parse_cut(detail: &str) -> Option<Checkpoint> {
-    let (_, rest) = detail.split_once("the log continues at entry ")?;
-    let (seq, hash) = rest.split_once(" from hash ")?;
-    Some(Checkpoint {
-        first_seq: seq.parse().ok()?,
-        prev_hash: hash.to_owned(),
-    })
-}
-
 /// Checks a log (in sequence order) for changed, removed or reordered entries; returns
 /// how many entries were checked.
 pub fn verify_chain(entries: &[AuditEntry]) -> Result<usize, ChainBreak> {
     verify_from(entries, &Checkpoint::genesis())
-}
-
-/// Checks a log that may have been cut by retention: it must start where `checkpoint`
-/// says, and the newest cut recorded in the log must allow a start that late.
-pub fn verify_log(
-    entries: &[AuditEntry],
-    checkpoint: Option<&Checkpoint>,
-) -> Result<usize, ChainBreak> {
-    let Some(checkpoint) = checkpoint else {
-        return verify_chain(entries);
-    };
-    let allowed = entries
-        .iter()
-        .rev()
-        .find(|e| e.kind == AuditKind::AuditLogTrimmed)
-        .and_then(|e| parse_cut(&e.detail));
-    if allowed.is_none_or(|cut| checkpoint.first_seq > cut.first_seq) {
-        return Err(ChainBreak::Checkpoint(checkpoint.first_seq));
-    }
-    verify_from(entries, checkpoint)
 }
 
 fn verify_from(entries: &[AuditEntry], start: &Checkpoint) -> Result<usize, ChainBreak> {
@@ -243,8 +190,6 @@ struct NotedHead {
 
 const HEAD_KEY: &str = "head";
 const CHECKPOINT_KEY: &str = "checkpoint";
-/// Entries removed per transaction when the log is cut.
-const CUT_BATCH: u64 = 5_000;
 
 /// Zero-padded so that keys sort in the log's order.
 fn entry_key(seq: u64) -> String {
@@ -440,79 +385,6 @@ impl Audit {
         entries.sort_by_key(|e| e.seq);
         Ok(entries)
     }
-
-    /// Where the kept log starts, if it was ever cut.
-    pub fn checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
-        self.checkpoints.get(CHECKPOINT_KEY)
-    }
-
-    /// `sightline audit verify`: the chain from its start (or the last retention cut).
-    pub fn verify(&self) -> Result<Result<usize, ChainBreak>, StoreError> {
-        Ok(verify_log(&self.entries()?, self.checkpoint()?.as_ref()))
-    }
-
-    /// Removes the entries written before `cutoff_ms` (never the newest one): the cut is
-    /// recorded in the chain first, then the entries go in batches, each together with
-    /// the checkpoint that says where the kept log now starts. Returns how many went.
-    pub fn cut_before(&self, cutoff_ms: UnixMillis) -> Result<u64, StoreError> {
-        self.cut_in_batches(cutoff_ms, CUT_BATCH)
-    }
-
-    fn cut_in_batches(&self, cutoff_ms: UnixMillis, batch: u64) -> Result<u64, StoreError> {
-        use std::sync::atomic::Ordering;
-        let mut end = self.checkpoint()?.unwrap_or_else(Checkpoint::genesis);
-        let start = end.first_seq;
-        let next = self.head.lock().unwrap_or_else(|p| p.into_inner()).0;
-        while end.first_seq + 1 < next {
-            match self.log.get(&entry_key(end.first_seq))? {
-                Some(entry) if entry.at_ms < cutoff_ms => {
-                    end = Checkpoint {
-                        first_seq: end.first_seq + 1,
-                        prev_hash: entry.hash,
-                    };
-                }
-                _ => break,
-            }
-        }
-        let removed = end.first_seq - start;
-        if removed == 0 {
-            return Ok(0);
-        }
-        self.record(
-            AuditKind::AuditLogTrimmed,
-            None,
-            None,
-            None,
-            cut_detail(removed, cutoff_ms, &end),
-        );
-        let mut from = start;
-        while from < end.first_seq {
-            let to = (from + batch.max(1)).min(end.first_seq);
-            // The checkpoint of a partial cut names the first entry still kept; the
-            // entry before it gives its hash.
-            let checkpoint = if to == end.first_seq {
-                end.clone()
-            } else {
-                match self.log.get(&entry_key(to - 1))? {
-                    Some(last) => Checkpoint {
-                        first_seq: to,
-                        prev_hash: last.hash,
-                    },
-                    None => break,
-                }
-            };
-            self.store.batch(|b| {
-                b.put(&self.checkpoints, CHECKPOINT_KEY, &checkpoint)?;
-                for seq in from..to {
-                    b.remove(&self.log, &entry_key(seq))?;
-                }
-                Ok(())
-            })?;
-            self.first_kept.store(to, Ordering::SeqCst);
-            from = to;
-        }
-        Ok(removed)
-    }
 }
 
 struct Syslog {
@@ -554,122 +426,6 @@ impl Syslog {
         );
         // Best effort, never blocking the caller: UDP syslog may drop like the network.
         let _ = self.socket.send_to(line.as_bytes(), self.collector);
-    }
-}
-
-/// Counts failures (wrong PINs, setup codes, links) per source within a sliding minute
-/// and tells when a source has used up its allowance.
-pub struct GuessThrottle {
-    limit: u32,
-    clock: SharedClock,
-    sources: Mutex<HashMap<IpAddr, Guesses>>,
-}
-
-/// One source's recent failures and the guesses it has under way.
-#[derive(Default)]
-struct Guesses {
-    failures: Vec<UnixMillis>,
-    in_flight: u32,
-}
-
-/// A guess under way (see [`GuessThrottle::begin`]): it counts against the source's
-/// allowance until it is settled, as a failure with [`GuessAttempt::failed`] or, when
-/// dropped, as no failure.
-pub struct GuessAttempt<'a> {
-    throttle: &'a GuessThrottle,
-    source: IpAddr,
-    settled: bool,
-}
-
-impl GuessAttempt<'_> {
-    /// The guess was wrong; returns true when this failure used up the allowance.
-    pub fn failed(mut self) -> bool {
-        self.settled = true;
-        self.throttle.settle(self.source, true)
-    }
-}
-
-impl Drop for GuessAttempt<'_> {
-    fn drop(&mut self) {
-        if !self.settled {
-            self.throttle.settle(self.source, false);
-        }
-    }
-}
-
-const WINDOW_MS: u64 = 60_000;
-/// A source that hit the limit waits this long after its last failure.
-const PENALTY_MS: u64 = 5 * 60_000;
-
-impl GuessThrottle {
-    pub fn new(limit_per_minute: u32, clock: SharedClock) -> Self {
-        Self {
-            limit: limit_per_minute,
-            clock,
-            sources: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn sources(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Guesses>> {
-        self.sources.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Starts a guess from `source`, or `None` when the source has used up its allowance.
-    /// The guess counts from now on, so that guesses sent at once cannot all pass this
-    /// check before the first of them has failed.
-    pub fn begin(&self, source: IpAddr) -> Option<GuessAttempt<'_>> {
-        let now = self.clock.now_ms();
-        let mut sources = self.sources();
-        let guesses = sources.entry(source).or_default();
-        let penalised = guesses.failures.len() as u32 >= self.limit
-            && guesses
-                .failures
-                .last()
-                .is_some_and(|last| now < last + PENALTY_MS);
-        if !penalised {
-            guesses.failures.retain(|t| now < t + WINDOW_MS);
-        }
-        if penalised || guesses.failures.len() as u32 + guesses.in_flight >= self.limit {
-            return None;
-        }
-        guesses.in_flight += 1;
-        Some(GuessAttempt {
-            throttle: self,
-            source,
-            settled: false,
-        })
-    }
-
-    fn settle(&self, source: IpAddr, failed: bool) -> bool {
-        let now = self.clock.now_ms();
-        let mut sources = self.sources();
-        let guesses = sources.entry(source).or_default();
-        guesses.in_flight = guesses.in_flight.saturating_sub(1);
-        let used_up = failed && Self::count_failure(guesses, now, self.limit);
-        if guesses.failures.is_empty() && guesses.in_flight == 0 {
-            sources.remove(&source);
-        }
-        used_up
-    }
-
-    /// Records a failure of a guess that was not begun here (sign-ins count per source
-    /// without a check first); returns true when this failure used up the allowance.
-    pub fn fail(&self, source: IpAddr) -> bool {
-        let now = self.clock.now_ms();
-        let mut sources = self.sources();
-        // Bound memory under a flood from many sources.
-        if sources.len() > 100_000 {
-            sources.retain(|_, g| {
-                g.in_flight > 0 || g.failures.last().is_some_and(|t| now < t + PENALTY_MS)
-            });
-        }
-        Self::count_failure(sources.entry(source).or_default(), now, self.limit)
-    }
-
-    fn count_failure(guesses: &mut Guesses, now: UnixMillis, limit: u32) -> bool {
-        guesses.failures.retain(|t| now < t + WINDOW_MS);
-        guesses.failures.push(now);
-        guesses.failures.len() as u32 == limit
     }
 }
 
@@ -743,116 +499,6 @@ mod tests {
             verify_chain(&audit.entries().expect("entries")),
             Err(ChainBreak::Unlinked(1) | ChainBreak::Changed(1))
         ));
-    }
-
-    const DAY: u64 = 24 * 3_600_000;
-
-    /// Five entries on day 0, three on day 100; the clock then stands on day 100.
-    fn log_over_a_hundred_days(dir: &std::path::Path) -> (Store, Audit, ManualClock) {
-        let store = Store::open(dir, MasterKey::generate()).expect("store");
-        let clock = ManualClock::new(1_000);
-        let audit = Audit::open(&store, Arc::new(clock.clone())).expect("audit");
-        for i in 0..5 {
-            audit.record(AuditKind::Logout, None, None, None, format!("old {i}"));
-        }
-        clock.advance_secs(100 * DAY / 1000);
-        for i in 0..3 {
-            audit.record(AuditKind::Logout, None, None, None, format!("new {i}"));
-        }
-        (store, audit, clock)
-    }
-
-    fn details(audit: &Audit) -> Vec<String> {
-        audit
-            .entries()
-            .expect("entries")
-            .into_iter()
-            .map(|e| e.detail)
-            .collect()
-    }
-
-    #[test]
-    fn a_cut_removes_only_entries_older_than_the_period_and_the_chain_still_verifies() {
-        let dir = tempfile::tempdir().expect("dir");
-        let (_store, audit, _clock) = log_over_a_hundred_days(dir.path());
-        assert_eq!(audit.verify().expect("read"), Ok(8), "before the cut");
-        // Day 50 as the cut-off: nothing of day 100 may go.
-        assert_eq!(audit.cut_in_batches(1_000 + 50 * DAY, 2).expect("cut"), 5);
-        let kept = details(&audit);
-        assert_eq!(&kept[..3], ["new 0", "new 1", "new 2"]);
-        assert!(kept[3].contains("5 entries older than"), "{kept:?}");
-        assert_eq!(audit.verify().expect("read"), Ok(4), "after the cut");
-        assert_eq!(
-            audit.checkpoint().expect("read").map(|c| c.first_seq),
-            Some(5)
-        );
-        assert_eq!(
-            audit.newest_first().count(),
-            4,
-            "the page reads only what is kept"
-        );
-        // A second cut at the same point removes nothing.
-        assert_eq!(audit.cut_in_batches(1_000 + 50 * DAY, 2).expect("cut"), 0);
-    }
-
-    #[test]
-    fn the_newest_entry_is_never_cut_and_the_chain_goes_on_after_a_restart() {
-        let dir = tempfile::tempdir().expect("dir");
-        let master_path = dir.path().join("master.key");
-        let master = MasterKey::generate();
-        master.write(&master_path).expect("write");
-        {
-            let store = Store::open(dir.path(), master).expect("store");
-            let audit = Audit::open(&store, Arc::new(ManualClock::new(1_000))).expect("audit");
-            for i in 0..3 {
-                audit.record(AuditKind::Logout, None, None, None, format!("old {i}"));
-            }
-            // Everything is older than the cut-off; the newest entry stays anyway.
-            assert_eq!(audit.cut_before(u64::MAX).expect("cut"), 2);
-            assert_eq!(audit.verify().expect("read"), Ok(2));
-            store.flush_blocking().expect("flush");
-        }
-        let store =
-            Store::open(dir.path(), MasterKey::read(&master_path).expect("read")).expect("store");
-        let audit = Audit::open(&store, Arc::new(ManualClock::new(2_000))).expect("audit");
-        audit.record(AuditKind::Logout, None, None, None, "after the restart");
-        assert_eq!(audit.verify().expect("read"), Ok(3));
-    }
-
-    #[test]
-    fn entries_removed_beyond_the_recorded_cut_are_detected() {
-        let dir = tempfile::tempdir().expect("dir");
-        let (store, audit, _clock) = log_over_a_hundred_days(dir.path());
-        audit.cut_before(1_000 + 50 * DAY).expect("cut");
-        // Someone removes the first kept entry and moves the checkpoint past it.
-        let raw = store.global::<AuditEntry>("audit").expect("log");
-        let first = raw.remove(&entry_key(5)).expect("remove").expect("entry");
-        store
-            .global::<Checkpoint>("audit_checkpoint")
-            .expect("checkpoints")
-            .put(
-                CHECKPOINT_KEY,
-                &Checkpoint {
-                    first_seq: 6,
-                    prev_hash: first.hash,
-                },
-            )
-            .expect("put");
-        assert_eq!(
-            audit.verify().expect("read"),
-            Err(ChainBreak::Checkpoint(6))
-        );
-    }
-
-    #[test]
-    fn a_log_cut_without_its_cut_entry_is_detected() {
-        let dir = tempfile::tempdir().expect("dir");
-        let (store, audit, _clock) = log_over_a_hundred_days(dir.path());
-        audit.cut_before(1_000 + 50 * DAY).expect("cut");
-        let raw = store.global::<AuditEntry>("audit").expect("log");
-        raw.remove(&entry_key(8))
-            .expect("remove the cut's own entry");
-        assert!(audit.verify().expect("read").is_err());
     }
 
     #[test]
@@ -952,47 +598,5 @@ mod tests {
             .recv_timeout(std::time::Duration::from_secs(30))
             .expect("start-up finished");
         assert_eq!((next, previous), (5, one.hash));
-    }
-
-    #[test]
-    fn throttle_blocks_at_the_limit_and_releases_after_the_penalty() {
-        let clock = ManualClock::new(1_000_000);
-        let throttle = GuessThrottle::new(3, Arc::new(clock.clone()));
-        let ip: IpAddr = "198.18.0.7".parse().expect("ip");
-        assert!(!throttle.fail(ip));
-        assert!(!throttle.fail(ip));
-        assert!(throttle.begin(ip).is_some());
-        assert!(throttle.fail(ip));
-        assert!(throttle.begin(ip).is_none());
-        let other: IpAddr = "198.18.0.8".parse().expect("ip");
-        assert!(throttle.begin(other).is_some());
-        clock.advance_secs(299);
-        assert!(throttle.begin(ip).is_none());
-        clock.advance_secs(1);
-        assert!(throttle.begin(ip).is_some());
-    }
-
-    #[test]
-    fn guesses_sent_at_once_count_before_any_of_them_has_failed() {
-        let clock = ManualClock::new(1_000_000);
-        let throttle = GuessThrottle::new(3, Arc::new(clock.clone()));
-        let ip: IpAddr = "198.18.0.7".parse().expect("ip");
-        let under_way: Vec<_> = (0..3)
-            .map(|_| throttle.begin(ip).expect("allowed"))
-            .collect();
-        assert!(
-            throttle.begin(ip).is_none(),
-            "a fourth at the same time is refused"
-        );
-        let used_up: Vec<bool> = under_way.into_iter().map(GuessAttempt::failed).collect();
-        assert_eq!(used_up, [false, false, true]);
-        assert!(
-            throttle.begin(ip).is_none(),
-            "penalised after the third failure"
-        );
-        // A guess that turns out right frees its place.
-        let other: IpAddr = "198.18.0.8".parse().expect("ip");
-        drop(throttle.begin(other).expect("allowed"));
-        assert!(throttle.begin(other).is_some());
     }
 }
