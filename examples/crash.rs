@@ -363,7 +363,8 @@ async fn session_writer(
     )
     .await;
     let mut page = customer.websocket().await;
-    common::send(&mut page, json!({"type": "join", "token": token})).await;
+    let joined = common::join(&mut page, &token, None).await;
+    let keys = common::CustomerKeys::new(&token, joined["key"].as_str().unwrap_or_default());
     common::recv_state(&mut tech, "joined").await;
     common::send(
         &mut page,
@@ -386,10 +387,7 @@ async fn session_writer(
         .request(
             "POST",
             &format!("/api/invitation/stills/{request}"),
-            &[
-                ("authorization", &format!("Bearer {token}")),
-                ("content-type", "image/png"),
-            ],
+            &keys.headers(&[("content-type", "image/png")]),
             common::png(320, 240),
         )
         .await;

@@ -546,7 +546,8 @@ async fn open_session(
     common::recv_state(&mut tech, "waiting").await;
     let mut customer_client = app.client();
     let mut customer = customer_client.websocket().await;
-    common::send(&mut customer, json!({"type": "join", "token": token})).await;
+    let joined = common::join(&mut customer, &token, None).await;
+    let keys = common::CustomerKeys::new(&token, joined["key"].as_str().unwrap_or_default());
     common::send(
         &mut customer,
         json!({"type": "consent", "camera": true, "microphone": true}),
@@ -555,17 +556,16 @@ async fn open_session(
     common::recv_state(&mut customer, "consented").await;
     let mut tasks = vec![drain(tech, stop.clone()), drain(customer, stop.clone())];
 
-    let bearer = format!("Bearer {token}");
     let whep = format!("/api/sessions/{id}/whep");
     let customer_side = (
         &mut customer_client,
         "/api/invitation/whip",
-        ("authorization", bearer.as_str()),
+        keys.headers(&[]),
     );
-    let technician_side = (admin, whep.as_str(), ("x-sightline-csrf", "1"));
-    for (n, (client, path, header)) in [customer_side, technician_side].into_iter().enumerate() {
+    let technician_side = (admin, whep.as_str(), vec![("x-sightline-csrf", "1")]);
+    for (n, (client, path, headers)) in [customer_side, technician_side].into_iter().enumerate() {
         let started = Instant::now();
-        let sim = negotiate(client, path, &[header], n == 0).await?;
+        let sim = negotiate(client, path, &headers, n == 0).await?;
         let (tally, stop, connected) = (tally.clone(), stop.clone(), connected.clone());
         tasks.push(tokio::spawn(run_sim(
             sim,

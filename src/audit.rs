@@ -28,6 +28,11 @@ pub enum AuditKind {
     SessionCreated,
     SessionEnded,
     InvitationRejected,
+    /// The invitation token used for media or stills by a device other than the one that
+    /// joined (a forwarded or stolen link).
+    InvitationDeviceRefused,
+    /// A different device joined with the invitation while the first was away.
+    CustomerDeviceChanged,
     PinRejected,
     SourceThrottled,
     ConsentGiven,
@@ -77,6 +82,8 @@ impl AuditKind {
             Self::SessionCreated
                 | Self::SessionEnded
                 | Self::InvitationRejected
+                | Self::InvitationDeviceRefused
+                | Self::CustomerDeviceChanged
                 | Self::PinRejected
                 | Self::ConsentGiven
                 | Self::ConsentDeclined

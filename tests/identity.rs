@@ -601,6 +601,10 @@ async fn every_route_enforces_its_access_for_every_role() {
         .await;
     assert_eq!(r.status, 200);
 
+    // The customer's page joins, so it holds the device secret its later requests carry.
+    let mut page = app.client().websocket().await;
+    let customer = keys_of(&token, &join(&mut page, &token, None).await);
+
     // The table in the appliance and the expectations here must match exactly.
     let routes = sightline::api::routes();
     let declared: Vec<(String, String, &str)> = routes
@@ -665,13 +669,12 @@ async fn every_route_enforces_its_access_for_every_role() {
                         .0
                 }
             };
-            let bearer = format!("Bearer {token}");
             let mut headers = vec![
                 ("content-type", "application/json"),
                 ("x-sightline-csrf", "1"),
             ];
             if caller == Caller::Customer {
-                headers.push(("authorization", bearer.as_str()));
+                headers = customer.headers(&headers);
             }
             let body = if route.method == axum::http::Method::GET {
                 Vec::new()

@@ -475,7 +475,7 @@ async fn declining_is_recorded_and_shown_to_the_technician() {
     let app = TestAppliance::start().await;
     let mut admin = app.set_up().await;
     let (id, token, _) = create_session(&mut admin).await;
-    let (mut tech, mut customer) = watch_and_join(&app, &admin, &id, &token).await;
+    let (mut tech, mut customer, keys) = watch_and_join(&app, &admin, &id, &token).await;
     send(
         &mut customer,
         json!({"type": "consent", "camera": false, "microphone": true}),
@@ -491,10 +491,7 @@ async fn declining_is_recorded_and_shown_to_the_technician() {
         .request(
             "POST",
             "/api/invitation/whip",
-            &[
-                ("authorization", &format!("Bearer {token}")),
-                ("content-type", "application/sdp"),
-            ],
+            &keys.headers(&[("content-type", "application/sdp")]),
             b"v=0\r\n".to_vec(),
         )
         .await;
@@ -506,23 +503,13 @@ async fn declining_is_recorded_and_shown_to_the_technician() {
 async fn media_offers_are_validated() {
     let app = TestAppliance::start().await;
     let mut admin = app.set_up().await;
-    let (id, token, _) = create_session(&mut admin).await;
-    let mut customer = app.client().websocket().await;
-    send(&mut customer, json!({"type": "join", "token": token})).await;
-    send(
-        &mut customer,
-        json!({"type": "consent", "camera": true, "microphone": false}),
-    )
-    .await;
-    recv_state(&mut customer, "consented").await;
-
-    let bearer = format!("Bearer {token}");
+    let (id, keys, _tech, mut customer) = consented_session(&app, &mut admin).await;
     let mut client = app.client();
     let wrong_type = client
         .request(
             "POST",
             "/api/invitation/whip",
-            &[("authorization", &bearer), ("content-type", "text/plain")],
+            &keys.headers(&[("content-type", "text/plain")]),
             b"v=0".to_vec(),
         )
         .await;
@@ -531,10 +518,7 @@ async fn media_offers_are_validated() {
         .request(
             "POST",
             "/api/invitation/whip",
-            &[
-                ("authorization", &bearer),
-                ("content-type", "application/sdp"),
-            ],
+            &keys.headers(&[("content-type", "application/sdp")]),
             b"this is not SDP \x01\x02".to_vec(),
         )
         .await;
@@ -638,7 +622,7 @@ async fn chat_lines_are_relayed_stored_and_validated() {
     let app = TestAppliance::start().await;
     let mut admin = app.set_up().await;
     let (id, token, _) = create_session(&mut admin).await;
-    let (mut tech, mut customer) = watch_and_join(&app, &admin, &id, &token).await;
+    let (mut tech, mut customer, _) = watch_and_join(&app, &admin, &id, &token).await;
     recv_state(&mut customer, "joined").await;
 
     send(
@@ -693,52 +677,135 @@ async fn chat_lines_are_relayed_stored_and_validated() {
 }
 
 #[tokio::test]
-async fn the_same_tab_rejoins_after_a_reload_but_another_device_is_refused() {
+async fn the_device_that_joined_rejoins_but_another_holder_of_the_link_cannot_take_over() {
     let app = TestAppliance::start().await;
     let mut admin = app.set_up().await;
-    let (_, token, _) = create_session(&mut admin).await;
-    let device = "a1b2c3d4e5f60718293a4b5c6d7e8f90";
-    let mut first = app.client().websocket().await;
-    send(
-        &mut first,
-        json!({"type": "join", "token": token, "device": device}),
-    )
-    .await;
-    recv_state(&mut first, "joined").await;
-    send(
-        &mut first,
-        json!({"type": "consent", "camera": true, "microphone": true}),
-    )
-    .await;
-    let consented = recv_state(&mut first, "consented").await;
+    let (id, keys, mut tech, first) = consented_session(&app, &mut admin).await;
 
+    // The customer's page publishes its camera.
+    let mut media = PageMedia::new();
+    let offer = media.offer.clone();
+    let sdp = keys.headers(&[("content-type", "application/sdp")]);
+    let published = app
+        .client()
+        .request(
+            "POST",
+            "/api/invitation/whip",
+            &sdp,
+            offer.clone().into_bytes(),
+        )
+        .await;
+    assert_eq!(published.status, 201, "{}", published.text());
+    let resource = published.header("location").expect("location");
+    media.accept(&published.text());
+
+    // (a) Someone else with the link, while the customer is connected: no media, no
+    // stills, no goodbye on the customer's behalf — and the attempt is logged.
+    let bearer = format!("Bearer {}", keys.token);
+    for device in [None, Some("0".repeat(43))] {
+        let mut headers = vec![
+            ("authorization", bearer.as_str()),
+            ("content-type", "application/sdp"),
+        ];
+        if let Some(d) = &device {
+            headers.push(("x-sightline-device", d));
+        }
+        for (method, path) in [
+            ("POST", "/api/invitation/whip"),
+            ("PATCH", resource.as_str()),
+            ("DELETE", resource.as_str()),
+            ("GET", "/api/invitation/stills/anything"),
+            ("POST", "/api/invitation/stills/anything"),
+        ] {
+            let r = app
+                .client_from("127.0.0.7")
+                .request(method, path, &headers, offer.clone().into_bytes())
+                .await;
+            assert_eq!(
+                r.status,
+                403,
+                "{method} {path} with {device:?}: {}",
+                r.text()
+            );
+            assert_eq!(r.json()["error"], "wrong_device", "{method} {path}");
+        }
+    }
+    assert!(
+        app.audit_kinds()
+            .contains(&"invitation_device_refused".to_owned())
+    );
     let mut other = app.client().websocket().await;
-    send(
-        &mut other,
-        json!({"type": "join", "token": token, "device": "ffffffffffffffffffffffffffffffff"}),
-    )
-    .await;
     assert_eq!(
-        recv(&mut other).await.expect("error")["code"],
+        join(&mut other, &keys.token, None).await["code"],
         "already_joined"
     );
+    // The customer's connection is still theirs: an ICE restart of it is answered.
+    let restart = media.restart();
+    let restarted = app
+        .client()
+        .request("PATCH", &resource, &sdp, restart.into_bytes())
+        .await;
+    assert_eq!(restarted.status, 200, "{}", restarted.text());
+    media.accept(&restarted.text());
 
-    // The reloaded tab takes its place; the consent on record is unchanged.
+    // The same device after a reload takes its place under the consent it gave.
     let mut reloaded = app.client().websocket().await;
-    send(
-        &mut reloaded,
-        json!({"type": "join", "token": token, "device": device}),
-    )
-    .await;
-    let state = recv_state(&mut reloaded, "consented").await;
-    assert_eq!(state["session"]["consent"], consented["session"]["consent"]);
-    assert_eq!(state["session"]["customer_connected"], true);
+    let state = join(&mut reloaded, &keys.token, Some(&keys.device)).await;
+    assert_eq!(state["type"], "state", "no new device secret: {state}");
+    assert_eq!(state["session"]["state"], "consented");
+    assert_eq!(state["session"]["consent"]["camera"], true);
+    assert_eq!(state["session"]["customer_devices"], 1);
+    drop(first);
+
+    // (b) The customer's socket drops; another device joins with the link. It is a new
+    // participant: nothing carries over, and the technician sees a second device.
+    drop(reloaded);
+    loop {
+        let state = recv_type(&mut tech, "state").await;
+        if state["session"]["customer_connected"] == false {
+            break;
+        }
+    }
+    let mut intruder = app.client().websocket().await;
+    let device = join(&mut intruder, &keys.token, None).await;
+    assert_eq!(device["type"], "device");
+    let newcomer = keys_of(&keys.token, &device);
+    assert_ne!(newcomer.device, keys.device);
+    let seen = recv_state(&mut tech, "joined").await;
+    assert_eq!(seen["session"]["consent"], serde_json::Value::Null);
+    assert_eq!(seen["session"]["customer_devices"], 2);
+    let record = admin
+        .get(&format!("/api/sessions/{id}/record"))
+        .await
+        .json();
+    let events: Vec<&str> = record["consent_log"]
+        .as_array()
+        .expect("log")
+        .iter()
+        .filter_map(|e| e["event"].as_str())
+        .collect();
+    assert_eq!(events, ["granted", "resumed", "new_device"]);
     assert!(
-        recv(&mut first).await.is_none_or(|m| m["type"] == "state"),
-        "the stale socket is let go"
+        app.audit_kinds()
+            .contains(&"customer_device_changed".to_owned())
     );
-    send(&mut reloaded, json!({"type": "ping"})).await;
-    recv_type(&mut reloaded, "pong").await;
+    // The first device's media ended with its place; the newcomer must consent first.
+    let restart = media.restart();
+    let gone = app
+        .client()
+        .request("PATCH", &resource, &sdp, restart.into_bytes())
+        .await;
+    assert_eq!(gone.status, 403, "the old device's secret is void");
+    let unconsented = app
+        .client()
+        .request(
+            "POST",
+            "/api/invitation/whip",
+            &newcomer.headers(&[("content-type", "application/sdp")]),
+            offer.into_bytes(),
+        )
+        .await;
+    assert_eq!(unconsented.json()["error"], "no_consent");
 }
 
 #[tokio::test]

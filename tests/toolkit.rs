@@ -11,7 +11,7 @@ use serde_json::json;
 async fn drawings_camera_requests_and_stills_go_where_they_should() {
     let app = TestAppliance::start().await;
     let mut admin = app.set_up().await;
-    let (id, token, mut tech, mut customer) = consented_session(&app, &mut admin).await;
+    let (id, keys, mut tech, mut customer) = consented_session(&app, &mut admin).await;
 
     // A drawing reaches everyone, whole; bad shapes and customers' drawings are refused.
     let arrow = json!({"kind": "arrow", "color": "#ff0000", "from": [0.1, 0.2], "to": [0.5, 0.5]});
@@ -68,12 +68,12 @@ async fn drawings_camera_requests_and_stills_go_where_they_should() {
     let capture = recv_type(&mut customer, "capture").await;
     assert_eq!(capture["purpose"], "snapshot");
     let request = capture["request"].as_str().expect("request").to_owned();
-    let unasked = upload(&app, &token, "no-such-request", png(1920, 1080)).await;
+    let unasked = upload(&app, &keys, "no-such-request", png(1920, 1080)).await;
     assert_eq!(unasked.status, 404);
     assert!(app.audit_kinds().contains(&"unexpected_upload".to_owned()));
-    let not_an_image = upload(&app, &token, &request, b"GIF89a-not-really".to_vec()).await;
+    let not_an_image = upload(&app, &keys, &request, b"GIF89a-not-really".to_vec()).await;
     assert_eq!(not_an_image.status, 400, "{}", not_an_image.text());
-    let again = upload(&app, &token, &request, png(10, 10)).await;
+    let again = upload(&app, &keys, &request, png(10, 10)).await;
     assert_eq!(
         again.status, 404,
         "the request was used up by the bad upload"
@@ -84,7 +84,7 @@ async fn drawings_camera_requests_and_stills_go_where_they_should() {
         .expect("request")
         .to_owned();
     let image = png(1920, 1080);
-    let stored = upload(&app, &token, &request, image.clone()).await;
+    let stored = upload(&app, &keys, &request, image.clone()).await;
     assert_eq!(stored.status, 201, "{}", stored.text());
     let still = stored.json();
     assert_eq!(
@@ -107,7 +107,7 @@ async fn drawings_camera_requests_and_stills_go_where_they_should() {
     assert_eq!(fetched.status, 200);
     assert_eq!(fetched.header("content-type").as_deref(), Some("image/png"));
     assert_eq!(fetched.body, image);
-    let replay = upload(&app, &token, &request, png(10, 10)).await;
+    let replay = upload(&app, &keys, &request, png(10, 10)).await;
     assert_eq!(replay.status, 404, "a request is answered once");
 
     // Freeze: the still both sides see; unfreezing returns to live.
@@ -116,7 +116,7 @@ async fn drawings_camera_requests_and_stills_go_where_they_should() {
     assert_eq!(capture["purpose"], "freeze");
     let frozen = upload(
         &app,
-        &token,
+        &keys,
         capture["request"].as_str().expect("request"),
         png(1280, 720),
     )
@@ -164,7 +164,7 @@ async fn recording_needs_the_policy_and_the_customers_own_consent() {
         .await
         .json();
     assert_eq!(invitation["optional"], json!(["microphone", "recording"]));
-    let (mut tech, mut customer) = watch_and_join(&app, &admin, &id, &token).await;
+    let (mut tech, mut customer, _) = watch_and_join(&app, &admin, &id, &token).await;
     send(
         &mut customer,
         json!({"type": "consent", "camera": true, "microphone": true}),
@@ -262,7 +262,7 @@ async fn colleagues_join_as_observers_or_participants_within_the_account_only() 
     assert_eq!(tess.get(&format!("/api/sessions/{id}")).await.status, 200);
 
     // An observer watches and chats but cannot act or invite.
-    let (_tech, mut customer) = watch_and_join(&app, &admin, &id, &token).await;
+    let (_tech, mut customer, _) = watch_and_join(&app, &admin, &id, &token).await;
     recv_state(&mut customer, "joined").await;
     let mut observer = tess.websocket().await;
     send(&mut observer, json!({"type": "watch", "session_id": id})).await;
@@ -359,7 +359,7 @@ async fn junk_on_the_https_port_is_closed_without_disturbing_anyone() {
     let app = TestAppliance::start().await;
     let mut admin = app.set_up().await;
     let (id, token, _) = create_session(&mut admin).await;
-    let (mut tech, mut customer) = watch_and_join(&app, &admin, &id, &token).await;
+    let (mut tech, mut customer, _) = watch_and_join(&app, &admin, &id, &token).await;
     recv_state(&mut customer, "joined").await;
 
     let started = std::time::Instant::now();
@@ -414,54 +414,25 @@ async fn junk_on_the_https_port_is_closed_without_disturbing_anyone() {
 /// owner's own connection, refused for anyone else's or for connections that are gone.
 #[tokio::test]
 async fn ice_restarts_are_answered_for_the_owners_connection_only() {
-    use std::time::Instant;
-    use str0m::Rtc;
-    use str0m::change::{SdpAnswer, SdpOffer};
-    use str0m::media::{Direction, MediaKind};
-
     let app = TestAppliance::start().await;
     let mut admin = app.set_up().await;
-    let (id, token, _) = create_session(&mut admin).await;
-    let (_tech, mut customer) = watch_and_join(&app, &admin, &id, &token).await;
-    send(
-        &mut customer,
-        json!({"type": "consent", "camera": true, "microphone": false}),
-    )
-    .await;
-    recv_state(&mut customer, "consented").await;
+    let (id, keys, _tech, _customer) = consented_session(&app, &mut admin).await;
 
-    // A customer's connection from a str0m peer standing in for the browser.
-    let mut rtc = Rtc::builder()
-        .set_crypto_provider(std::sync::Arc::new(str0m::crypto::from_feature_flags()))
-        .build(Instant::now());
-    let mut api = rtc.sdp_api();
-    api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
-    let (offer, pending) = api.apply().expect("offer");
-    let bearer = format!("Bearer {token}");
-    let sdp = [
-        ("authorization", bearer.as_str()),
-        ("content-type", "application/sdp"),
-    ];
+    let mut media = PageMedia::new();
+    let sdp = keys.headers(&[("content-type", "application/sdp")]);
     let created = app
         .client()
         .request(
             "POST",
             "/api/invitation/whip",
             &sdp,
-            offer.to_sdp_string().into_bytes(),
+            media.offer.clone().into_bytes(),
         )
         .await;
     assert_eq!(created.status, 201, "{}", created.text());
     let resource = created.header("location").expect("location");
-    let answer = SdpAnswer::from_sdp_string(&created.text()).expect("answer");
-    rtc.sdp_api()
-        .accept_answer(pending, answer)
-        .expect("accepted");
-
-    let mut api = rtc.sdp_api();
-    api.ice_restart(true);
-    let (restart, _pending) = api.apply().expect("restart offer");
-    let restart = restart.to_sdp_string();
+    media.accept(&created.text());
+    let restart = media.restart();
     let old_ufrag = created
         .text()
         .lines()
@@ -481,7 +452,6 @@ async fn ice_restarts_are_answered_for_the_owners_connection_only() {
         new_ufrag.is_some() && new_ufrag != old_ufrag,
         "new ICE credentials in the answer"
     );
-    SdpOffer::from_sdp_string(&restart).expect("still an offer");
 
     let garbage = app
         .client()

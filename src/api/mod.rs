@@ -373,6 +373,7 @@ impl From<LiveError> for ApiError {
             LiveError::PinInvalid => (StatusCode::FORBIDDEN, "pin_invalid"),
             LiveError::Throttled => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
             LiveError::AlreadyJoined => (StatusCode::CONFLICT, "already_joined"),
+            LiveError::WrongDevice => (StatusCode::FORBIDDEN, "wrong_device"),
             LiveError::NoConsent => (StatusCode::FORBIDDEN, "no_consent"),
             LiveError::NotAllowed(_) => (StatusCode::FORBIDDEN, "not_allowed"),
             LiveError::CustomerAbsent => (StatusCode::CONFLICT, "customer_absent"),
@@ -471,6 +472,27 @@ impl<S: Send + Sync> FromRequestParts<S> for InvitationToken {
                 "an invitation token is required (Authorization: Bearer …)",
             )
         })
+    }
+}
+
+/// The customer's page after it joined: the invitation token and, in
+/// `X-Sightline-Device`, the device secret it was given at join.
+struct Customer(crate::live::CustomerProof);
+
+/// The header the customer's page carries its device secret in.
+const DEVICE_HEADER: &str = "x-sightline-device";
+
+impl<S: Send + Sync> FromRequestParts<S> for Customer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let InvitationToken(token) = InvitationToken::from_request_parts(parts, state).await?;
+        let device = parts
+            .headers
+            .get(DEVICE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok(Self(crate::live::CustomerProof { token, device }))
     }
 }
 

@@ -13,7 +13,8 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ApiError, ApiState, AppState, Caller, InvitationToken, JsonBody, User, cookie_token, own_origin,
+    ApiError, ApiState, AppState, Caller, Customer, InvitationToken, JsonBody, User, cookie_token,
+    own_origin,
 };
 use crate::audit::AuditKind;
 use crate::auth::{ColleagueChoice, Principal, Stage};
@@ -269,13 +270,13 @@ fn sdp_created(location: String, answer: String) -> Response {
 pub(super) async fn whip(
     State(state): State<AppState>,
     caller: Caller,
-    InvitationToken(token): InvitationToken,
+    Customer(proof): Customer,
     headers: HeaderMap,
     body: String,
 ) -> Result<Response, ApiError> {
     sdp_body(&headers, &body)?;
     let announce = announce_addr(&state, &caller);
-    let (_, peer, answer) = state.live.publish(&token, caller.ip(), &body, announce)?;
+    let (_, peer, answer) = state.live.publish(&proof, caller.ip(), &body, announce)?;
     Ok(sdp_created(
         format!("/api/invitation/whip/{}", peer.0),
         answer,
@@ -297,16 +298,15 @@ fn sdp_answer(answer: String) -> Response {
 pub(super) async fn whip_restart(
     State(state): State<AppState>,
     caller: Caller,
-    InvitationToken(token): InvitationToken,
+    Customer(proof): Customer,
     Path(peer): Path<u64>,
     headers: HeaderMap,
     body: String,
 ) -> Result<Response, ApiError> {
     sdp_body(&headers, &body)?;
-    let session = state.live.resolve_invitation(&token, caller.ip())?;
     let answer = state
         .live
-        .restart_media(&session.id, PeerId(peer), None, &body)
+        .restart_customer_media(&proof, caller.ip(), PeerId(peer), &body)
         .await?;
     Ok(sdp_answer(answer))
 }
@@ -330,11 +330,12 @@ pub(super) async fn whep_restart(
 pub(super) async fn whip_delete(
     State(state): State<AppState>,
     caller: Caller,
-    InvitationToken(token): InvitationToken,
+    Customer(proof): Customer,
     Path(peer): Path<u64>,
 ) -> Result<StatusCode, ApiError> {
-    let session = state.live.resolve_invitation(&token, caller.ip())?;
-    state.live.leave_media(&session.id, PeerId(peer), None)?;
+    state
+        .live
+        .customer_leaves_media(&proof, caller.ip(), PeerId(peer))?;
     Ok(StatusCode::OK)
 }
 
@@ -623,7 +624,9 @@ fn live_error_message(e: &LiveError) -> ServerMessage {
         LiveError::NotFound => ErrorCode::NotFound,
         LiveError::AlreadyJoined => ErrorCode::AlreadyJoined,
         LiveError::Throttled => ErrorCode::Throttled,
-        LiveError::NoConsent | LiveError::NotAllowed(_) => ErrorCode::NotAllowed,
+        LiveError::NoConsent | LiveError::NotAllowed(_) | LiveError::WrongDevice => {
+            ErrorCode::NotAllowed
+        }
         LiveError::CustomerAbsent => ErrorCode::Unexpected,
         LiveError::BadMessage(_) => ErrorCode::Unexpected,
         LiveError::Media(_) | LiveError::Store(_) => ErrorCode::Internal,
@@ -637,14 +640,14 @@ fn live_error_message(e: &LiveError) -> ServerMessage {
 pub(super) async fn upload_still(
     State(state): State<AppState>,
     caller: Caller,
-    InvitationToken(token): InvitationToken,
+    Customer(proof): Customer,
     Path(request): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Still>), ApiError> {
     // Storing writes and syncs a file: off the async workers.
     let ip = caller.ip();
     let still =
-        tokio::task::spawn_blocking(move || state.live.store_still(&token, ip, &request, &body))
+        tokio::task::spawn_blocking(move || state.live.store_still(&proof, ip, &request, &body))
             .await
             .map_err(|_| ApiError::internal())??;
     Ok((StatusCode::CREATED, Json(still)))
@@ -664,12 +667,12 @@ fn image_response(still: &Still, image: Vec<u8>) -> Response {
 pub(super) async fn customer_still(
     State(state): State<AppState>,
     caller: Caller,
-    InvitationToken(token): InvitationToken,
+    Customer(proof): Customer,
     Path(still_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let (still, image) = state
         .live
-        .still_for_customer(&token, caller.ip(), &still_id)?;
+        .still_for_customer(&proof, caller.ip(), &still_id)?;
     Ok(image_response(&still, image))
 }
 

@@ -43,6 +43,8 @@ pub enum LiveError {
     Throttled,
     #[error("another device has already joined this session")]
     AlreadyJoined,
+    #[error("this request does not come from the device that joined the session")]
+    WrongDevice,
     #[error("the customer has not agreed to share the camera")]
     NoConsent,
     #[error("{0}")]
@@ -129,6 +131,11 @@ pub struct SupportSession {
     /// The customer's browser and system, briefly ("Chrome 156 on Android").
     #[serde(default)]
     pub customer_device: Option<String>,
+    /// The SHA-256 of the secret the customer's device was given when it joined. The
+    /// invitation token alone only lets a device join; media, stills and rejoining need
+    /// this secret too, so a forwarded link cannot take over the customer's camera.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_key: Option<String>,
     #[serde(default)]
     pub stills: Vec<Still>,
     #[serde(default)]
@@ -136,6 +143,15 @@ pub struct SupportSession {
 }
 
 impl SupportSession {
+    fn customer_devices(&self) -> u32 {
+        let changes = self
+            .consent_log
+            .iter()
+            .filter(|e| e.event == ConsentChange::NewDevice)
+            .count();
+        u32::from(self.device_key.is_some()) + u32::try_from(changes).unwrap_or(u32::MAX)
+    }
+
     /// Whether this user takes part as a mere observer.
     fn observed_by(&self, user_id: &str) -> bool {
         self.colleagues
@@ -171,6 +187,8 @@ impl SessionView {
             recording: facts.recording,
             frozen: facts.frozen,
             colleagues: session.colleagues.clone(),
+            customer_device: session.customer_device.clone(),
+            customer_devices: session.customer_devices(),
         }
     }
 }
@@ -234,6 +252,19 @@ pub struct SessionView {
     /// While the technician has frozen the picture: the still both sides look at.
     pub frozen: Option<String>,
     pub colleagues: Vec<Colleague>,
+    /// The customer's browser and system, as described at join.
+    pub customer_device: Option<String>,
+    /// How many devices have joined with this invitation: more than one means another
+    /// device took over (and had to consent afresh).
+    pub customer_devices: u32,
+}
+
+/// What the customer's page proves itself with after it joined: the invitation token and
+/// the device secret the appliance gave it at join.
+#[derive(Debug, Clone)]
+pub struct CustomerProof {
+    pub token: String,
+    pub device: Option<String>,
 }
 
 /// A freshly created session with the secrets the technician passes on. The token and
@@ -266,8 +297,9 @@ pub enum ClientMessage {
     Watch {
         session_id: String,
     },
-    /// First message on a customer's socket: the invitation token, and a random id the
-    /// page keeps for the browser tab so that a reload can take its own place again.
+    /// First message on a customer's socket: the invitation token, and the device secret
+    /// the appliance gave this browser when it first joined (so that a reload or a
+    /// dropped connection takes its own place again under the consent it gave).
     Join {
         token: String,
         #[serde(default)]
@@ -404,6 +436,11 @@ pub enum ServerMessage {
     Bandwidth {
         video: bool,
     },
+    /// To the customer, once at its first join: the device secret its page sends with
+    /// every later request (media, stills, rejoin). Only its hash is kept.
+    Device {
+        key: String,
+    },
     Pong,
 }
 
@@ -464,8 +501,6 @@ struct Room {
     account_id: String,
     technicians: Vec<Connection>,
     customer: Option<Connection>,
-    /// The device id the customer joined with, if it gave one.
-    customer_device: Option<String>,
     /// Relay peers of this session and who owns them (`None`: the customer).
     peers: HashMap<PeerId, Option<String>>,
     drawing: Vec<Shape>,
@@ -633,6 +668,7 @@ impl Live {
             colleagues: Vec::new(),
             consent_log: Vec::new(),
             customer_device: None,
+            device_key: None,
             stills: Vec::new(),
             recordings: Vec::new(),
         };
@@ -892,7 +928,10 @@ impl Live {
         ))
     }
 
-    /// Connects the customer's signaling socket. Only one customer device at a time.
+    /// Connects the customer's signaling socket. Only one customer device at a time, and
+    /// the device that joined keeps its place: it proves itself with the device secret
+    /// it was given. Another device may join only while that one is away, and then as a
+    /// new participant — nothing the first agreed to carries over.
     pub fn attach_customer(
         &self,
         token: &str,
@@ -900,8 +939,9 @@ impl Live {
         user_agent: Option<&str>,
         source: IpAddr,
     ) -> Result<(Attachment, mpsc::UnboundedReceiver<ServerMessage>), LiveError> {
-        let device = device.filter(|d| (16..=64).contains(&d.len()));
-        let mut session = self.resolve_invitation(token, source)?;
+        let session = self.resolve_invitation(token, source)?;
+        let same_device = session.device_key.is_some()
+            && device.map(|d| sha256_hex(d.as_bytes())) == session.device_key;
         let (tx, rx) = mpsc::unbounded_channel();
         let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         {
@@ -909,9 +949,8 @@ impl Live {
             let room = rooms
                 .entry(session.id.clone())
                 .or_insert_with(|| new_room(&session.account_id));
-            // The same tab coming back (reload, network drop) takes its place again, and
-            // its stale socket is let go; another device is refused.
-            let same_device = device.is_some() && room.customer_device.as_deref() == device;
+            // The same device coming back (reload, network drop) takes its place again,
+            // and its stale socket is let go; another device is refused while it is here.
             if room.customer.is_some() && !same_device {
                 return Err(LiveError::AlreadyJoined);
             }
@@ -920,20 +959,38 @@ impl Live {
                 user_id: None,
                 tx,
             });
-            room.customer_device = device.map(str::to_owned);
         }
         let now = self.clock.now_ms();
         let described = user_agent.map(toolkit::describe_device);
-        session = self.transition(&session.account_id, &session.id, |s| {
+        let new_key = (!same_device).then(random_token);
+        let replaced = session.device_key.is_some() && !same_device;
+        let joined = self.transition(&session.account_id, &session.id, |s| {
             if s.state == SessionState::Waiting {
                 s.state = SessionState::Joined;
                 s.joined_ms = Some(now);
             }
-            if s.customer_device.is_none() {
+            if let Some(key) = &new_key {
+                s.device_key = Some(sha256_hex(key.as_bytes()));
                 s.customer_device.clone_from(&described);
             }
-            // Coming back after consent: sharing resumes under the consent already given.
-            if let Some(c) = s.consent.as_ref().filter(|c| c.camera) {
+            if replaced {
+                s.consent_log.push(ConsentEvent {
+                    at_ms: now,
+                    event: ConsentChange::NewDevice,
+                    camera: false,
+                    microphone: false,
+                    recording: false,
+                });
+                s.consent = None;
+                s.paused = false;
+                if matches!(
+                    s.state,
+                    SessionState::Consented | SessionState::Live | SessionState::Declined
+                ) {
+                    s.state = SessionState::Joined;
+                }
+            } else if let Some(c) = s.consent.as_ref().filter(|c| c.camera) {
+                // Coming back after consent: sharing resumes under the consent given.
                 s.consent_log.push(ConsentEvent {
                     at_ms: now,
                     event: ConsentChange::Resumed,
@@ -942,9 +999,38 @@ impl Live {
                     recording: c.recording,
                 });
             }
-        })?;
+        });
+        let session = match joined {
+            Ok(s) => s,
+            Err(e) => {
+                self.let_go_of_customer(&session.id, conn_id);
+                return Err(e);
+            }
+        };
+        if replaced {
+            // The first device's media and recording ran under its consent; they end.
+            self.stop_recording(&session);
+            self.drop_media_of(&session.id, None);
+            self.audit.record(
+                AuditKind::CustomerDeviceChanged,
+                Some(&session.account_id),
+                None,
+                Some(source),
+                format!(
+                    "session {}: another device joined with the invitation ({}); consent asked afresh",
+                    session.id,
+                    session.customer_device.as_deref().unwrap_or("unknown device")
+                ),
+            );
+        }
         // Once the customer is in, the PIN has done its job; nobody else may use it.
         self.release_pin(&session.id)?;
+        if let Some(key) = new_key
+            && let Some(room) = self.rooms().get(&session.id)
+            && let Some(conn) = room.customer.as_ref().filter(|c| c.id == conn_id)
+        {
+            let _ = conn.tx.send(ServerMessage::Device { key });
+        }
         self.broadcast_state(&session);
         if let Ok(lines) = self.transcript(&session.account_id, &session.id)
             && !lines.is_empty()
@@ -973,6 +1059,40 @@ impl Live {
             },
             rx,
         ))
+    }
+
+    fn let_go_of_customer(&self, session_id: &str, conn_id: u64) {
+        if let Some(room) = self.rooms().get_mut(session_id)
+            && room.customer.as_ref().is_some_and(|c| c.id == conn_id)
+        {
+            room.customer = None;
+        }
+    }
+
+    /// The session of a request from the customer's page after it joined (media, stills):
+    /// the invitation token and the device secret of the device that joined.
+    fn customer_session(
+        &self,
+        proof: &CustomerProof,
+        source: IpAddr,
+    ) -> Result<SupportSession, LiveError> {
+        let session = self.resolve_invitation(&proof.token, source)?;
+        let proven = session.device_key.is_some()
+            && proof.device.as_ref().map(|d| sha256_hex(d.as_bytes())) == session.device_key;
+        if !proven {
+            self.audit.record(
+                AuditKind::InvitationDeviceRefused,
+                Some(&session.account_id),
+                None,
+                Some(source),
+                format!(
+                    "session {}: the invitation used from a device that did not join",
+                    session.id
+                ),
+            );
+            return Err(LiveError::WrongDevice);
+        }
+        Ok(session)
     }
 
     fn release_pin(&self, session_id: &str) -> Result<(), StoreError> {
@@ -1552,12 +1672,12 @@ impl Live {
     /// The customer's page publishes its camera (WHIP). Requires camera consent.
     pub fn publish(
         &self,
-        token: &str,
+        proof: &CustomerProof,
         source: IpAddr,
         offer: &str,
         announce: SocketAddr,
     ) -> Result<(String, PeerId, String), LiveError> {
-        let session = self.resolve_invitation(token, source)?;
+        let session = self.customer_session(proof, source)?;
         let Some(consent) = session.consent.as_ref().filter(|c| c.camera) else {
             return Err(LiveError::NoConsent);
         };
@@ -1617,6 +1737,30 @@ impl Live {
             room.peers.retain(|_, o| o.is_some());
         }
         room.peers.insert(peer, owner);
+    }
+
+    /// The customer's ICE restart (WHIP `PATCH`), from the device that joined.
+    pub async fn restart_customer_media(
+        &self,
+        proof: &CustomerProof,
+        source: IpAddr,
+        peer: PeerId,
+        offer: &str,
+    ) -> Result<String, LiveError> {
+        let session = self.customer_session(proof, source)?;
+        self.restart_media(&session.id, peer, None, offer).await
+    }
+
+    /// The customer's page leaves the relay (WHIP `DELETE`), from the device that joined.
+    /// After the session has ended this is a goodbye, not an error worth a log entry.
+    pub fn customer_leaves_media(
+        &self,
+        proof: &CustomerProof,
+        source: IpAddr,
+        peer: PeerId,
+    ) -> Result<(), LiveError> {
+        let session = self.customer_session(proof, source)?;
+        self.leave_media(&session.id, peer, None)
     }
 
     /// An ICE restart (WHIP/WHEP `PATCH` with a new offer): the customer may restart only
@@ -1769,12 +1913,12 @@ impl Live {
     /// Stores a still the customer's page took because a technician asked for it.
     pub fn store_still(
         &self,
-        token: &str,
+        proof: &CustomerProof,
         source: IpAddr,
         request: &str,
         image: &[u8],
     ) -> Result<Still, LiveError> {
-        let session = self.resolve_invitation(token, source)?;
+        let session = self.customer_session(proof, source)?;
         let purpose = self
             .rooms()
             .get_mut(&session.id)
@@ -1865,11 +2009,11 @@ impl Live {
     /// The customer sees the stills of their own session while it lasts.
     pub fn still_for_customer(
         &self,
-        token: &str,
+        proof: &CustomerProof,
         source: IpAddr,
         still_id: &str,
     ) -> Result<(Still, Vec<u8>), LiveError> {
-        let session = self.resolve_invitation(token, source)?;
+        let session = self.customer_session(proof, source)?;
         self.still_of(&session, still_id)
     }
 
@@ -2116,7 +2260,6 @@ fn new_room(account_id: &str) -> Room {
         account_id: account_id.to_owned(),
         technicians: Vec::new(),
         customer: None,
-        customer_device: None,
         peers: HashMap::new(),
         drawing: Vec::new(),
         frozen: None,

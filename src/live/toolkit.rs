@@ -253,6 +253,9 @@ pub enum ConsentChange {
     /// The customer's page came back (reload or dropped network) and sharing resumed
     /// under the consent already given in this session, without asking again.
     Resumed,
+    /// A different device joined with the invitation while the first was away: nothing
+    /// the first device agreed to carries over; the new one is asked afresh.
+    NewDevice,
     /// Everything stopped because the session ended.
     Revoked,
 }

@@ -48,11 +48,11 @@ export async function api(path, { method = 'GET', body, token, headers = {} } = 
 }
 
 // WHIP/WHEP: POST the SDP offer, apply the answer, remember the resource for DELETE.
-export async function negotiate(pc, url, { token } = {}) {
+// `auth` gives the customer page's credentials (invitation token and device secret).
+export async function negotiate(pc, url, { auth = () => ({}) } = {}) {
   const offer = await pc.createOffer();
   await pc.setLocalDescription(offer);
-  const headers = { 'content-type': 'application/sdp', 'x-sightline-csrf': '1' };
-  if (token) headers.authorization = `Bearer ${token}`;
+  const headers = { 'content-type': 'application/sdp', 'x-sightline-csrf': '1', ...auth() };
   const response = await fetch(url, { method: 'POST', headers, body: pc.localDescription.sdp, credentials: 'same-origin' });
   const text = await response.text();
   if (response.status !== 201) {
@@ -68,7 +68,7 @@ export async function negotiate(pc, url, { token } = {}) {
 // restart (a new offer PATCHed to the connection's WHIP/WHEP resource) finds a new one
 // without the other side doing anything. If the relay no longer knows the connection
 // (it was away too long), `fallback` starts a new one.
-export function keepConnected(pc, { resource, token, fallback, isCurrent, onRestart }) {
+export function keepConnected(pc, { resource, auth = () => ({}), fallback, isCurrent, onRestart }) {
   let timer = null;
   let restarting = false;
   const restart = async () => {
@@ -78,8 +78,7 @@ export function keepConnected(pc, { resource, token, fallback, isCurrent, onRest
     try {
       const offer = await pc.createOffer({ iceRestart: true });
       await pc.setLocalDescription(offer);
-      const headers = { 'content-type': 'application/sdp', 'x-sightline-csrf': '1' };
-      if (token) headers.authorization = `Bearer ${token}`;
+      const headers = { 'content-type': 'application/sdp', 'x-sightline-csrf': '1', ...auth() };
       const response = await fetch(resource(), { method: 'PATCH', headers, body: pc.localDescription.sdp, credentials: 'same-origin' });
       if (!response.ok) throw new ApiError(response.status, 'media', await response.text());
       await pc.setRemoteDescription({ type: 'answer', sdp: await response.text() });

@@ -482,6 +482,19 @@ function setStatus(session, reason) {
   $('#colleague-tools').hidden = !(session.technician_id === me?.user_id || me?.role === 'account_admin') || session.state === 'ended';
   showColleagues(session.colleagues ?? []);
   showFrozen(session.frozen);
+  showCustomer(session);
+}
+
+// Who the customer is, as far as the technician noted it and the browser said; and, if
+// another device took over the invitation, that it did and had to agree again.
+function showCustomer(session) {
+  const parts = [];
+  if (session.customer_reference) parts.push(t('session.customer-reference', { reference: session.customer_reference }));
+  if (session.customer_device) parts.push(t('session.customer-device', { device: session.customer_device }));
+  $('#session-customer').textContent = parts.join(' · ');
+  const note = $('#device-note');
+  note.hidden = !(session.customer_devices > 1);
+  if (!note.hidden) note.textContent = t('session.new-device', { n: session.customer_devices });
 }
 
 // ---------------------------------------------------------------------------------------

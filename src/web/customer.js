@@ -35,15 +35,18 @@ window.sightline = {
   get iceRestarts() { return iceRestarts; },
 };
 
-// A random id for this browser tab, so that after a reload it takes its own place in
-// the session again (another device is refused).
-function deviceId() {
-  let id = sessionStorage.getItem('sightline-device');
-  if (!id) {
-    id = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
-    sessionStorage.setItem('sightline-device', id);
-  }
-  return id;
+// The secret the appliance gave this browser when it first joined the session. With it
+// a reload or a dropped connection takes its own place again; media and photos need it,
+// so a forwarded link alone cannot take over the camera.
+const deviceSlot = () => `sightline-device-${invitation?.session_id}`;
+const deviceKey = () => localStorage.getItem(deviceSlot());
+
+// The headers of every request the page makes once it has joined.
+function customerAuth() {
+  const headers = { authorization: `Bearer ${token}` };
+  const key = deviceKey();
+  if (key) headers['x-sightline-device'] = key;
+  return headers;
 }
 
 function tokenFromPage() {
@@ -90,7 +93,7 @@ async function connect() {
     if (!ended) setTimeout(() => reconnect(), 1000);
   });
   await signal.opened;
-  signal.send({ type: 'join', token, device: deviceId() });
+  signal.send({ type: 'join', token, device: deviceKey() });
 }
 
 async function reconnect() {
@@ -111,7 +114,9 @@ function showState(s) {
 }
 
 function onMessage(message) {
-  if (message.type === 'state') {
+  if (message.type === 'device') {
+    localStorage.setItem(deviceSlot(), message.key);
+  } else if (message.type === 'state') {
     const s = message.session;
     lastState = s;
     if (waitingForConsent && s.consent?.camera) {
@@ -272,7 +277,7 @@ async function capture(request, purpose) {
   }
   const response = await fetch(`/api/invitation/stills/${encodeURIComponent(request)}`, {
     method: 'POST',
-    headers: { authorization: `Bearer ${token}`, 'content-type': blob.type || 'image/jpeg', 'x-sightline-csrf': '1' },
+    headers: { ...customerAuth(), 'content-type': blob.type || 'image/jpeg', 'x-sightline-csrf': '1' },
     body: blob,
   }).catch(() => null);
   if (!response?.ok) $('#capture-note').textContent = t('c.live.photo-failed');
@@ -302,7 +307,7 @@ async function showFrozen(stillId) {
     img.dataset.still = stillId;
     if (!frozenUrl) {
       // Back after a reload while frozen: fetch the still both sides look at.
-      const response = await fetch(`/api/invitation/stills/${stillId}`, { headers: { authorization: `Bearer ${token}` } });
+      const response = await fetch(`/api/invitation/stills/${stillId}`, { headers: customerAuth() });
       const blob = await response.blob();
       frozenDigest = await digest(blob);
       frozenUrl = URL.createObjectURL(blob);
@@ -350,13 +355,13 @@ async function publish() {
   const mine = pc;
   keepConnected(pc, {
     resource: () => resource,
-    token,
+    auth: customerAuth,
     fallback: republish,
     isCurrent: () => mine === pc && !ended,
     onRestart: () => { iceRestarts += 1; },
   });
   try {
-    resource = await negotiate(pc, '/api/invitation/whip', { token });
+    resource = await negotiate(pc, '/api/invitation/whip', { auth: customerAuth });
   } catch (e) {
     $('#live-status').textContent = t('c.live.failed', { error: errorText(e) });
   }
@@ -460,9 +465,10 @@ function finish(reason) {
   if (pc) pc.close();
   pc = null;
   if (resource && token) {
-    fetch(resource, { method: 'DELETE', headers: { authorization: `Bearer ${token}`, 'x-sightline-csrf': '1' } }).catch(() => {});
+    fetch(resource, { method: 'DELETE', headers: { ...customerAuth(), 'x-sightline-csrf': '1' } }).catch(() => {});
   }
   sessionStorage.removeItem('sightline-invitation');
+  localStorage.removeItem(deviceSlot());
   $('#ended-reason').dataset.i18n = `c.end.${reason}`;
   $('#ended-reason').textContent = t(`c.end.${reason}`);
   show('ended');

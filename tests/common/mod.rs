@@ -459,14 +459,111 @@ pub async fn metrics_text(addr: std::net::SocketAddr) -> String {
     String::from_utf8_lossy(&body).into_owned()
 }
 
+/// What the customer's page holds once it joined: the invitation token and the device
+/// secret the appliance gave it, which every later request from the page carries.
+#[derive(Clone, Debug)]
+pub struct CustomerKeys {
+    pub token: String,
+    pub device: String,
+    bearer: String,
+}
+
+impl CustomerKeys {
+    pub fn new(token: &str, device: &str) -> Self {
+        Self {
+            token: token.to_owned(),
+            device: device.to_owned(),
+            bearer: format!("Bearer {token}"),
+        }
+    }
+
+    /// The headers of a request from the page that joined, before `extra`.
+    pub fn headers<'a>(&'a self, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut headers = vec![
+            ("authorization", self.bearer.as_str()),
+            ("x-sightline-device", self.device.as_str()),
+        ];
+        headers.extend_from_slice(extra);
+        headers
+    }
+}
+
+/// The keys of a customer page from the `device` message that answered its join.
+pub fn keys_of(token: &str, device_message: &Value) -> CustomerKeys {
+    CustomerKeys::new(token, device_message["key"].as_str().expect("key"))
+}
+
+/// A page's media connection, str0m standing in for the browser: video out, audio both
+/// ways. Only the SDP is exchanged; no packets flow.
+pub struct PageMedia {
+    rtc: str0m::Rtc,
+    pending: Option<str0m::change::SdpPendingOffer>,
+    /// The first offer, as the page would POST it.
+    pub offer: String,
+}
+
+impl PageMedia {
+    pub fn new() -> Self {
+        use str0m::media::{Direction, MediaKind};
+        let mut rtc = str0m::Rtc::builder()
+            .set_crypto_provider(std::sync::Arc::new(str0m::crypto::from_feature_flags()))
+            .build(std::time::Instant::now());
+        let mut api = rtc.sdp_api();
+        api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+        let (offer, pending) = api.apply().expect("offer");
+        Self {
+            rtc,
+            pending: Some(pending),
+            offer: offer.to_sdp_string(),
+        }
+    }
+
+    pub fn accept(&mut self, answer: &str) {
+        let answer = str0m::change::SdpAnswer::from_sdp_string(answer).expect("answer");
+        let pending = self.pending.take().expect("an offer awaiting its answer");
+        self.rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .expect("accepted");
+    }
+
+    /// An ICE restart offer, as the page sends when its network changes.
+    pub fn restart(&mut self) -> String {
+        let mut api = self.rtc.sdp_api();
+        api.ice_restart(true);
+        let (offer, pending) = api.apply().expect("restart offer");
+        self.pending = Some(pending);
+        offer.to_sdp_string()
+    }
+}
+
+impl Default for PageMedia {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Joins a session on the customer's socket with the invitation token (and the device
+/// secret of an earlier join); returns the first answer: a new device secret (`device`),
+/// the session's state (the same device back), or an error.
+pub async fn join(ws: &mut Ws, token: &str, device: Option<&str>) -> Value {
+    send(
+        ws,
+        serde_json::json!({"type": "join", "token": token, "device": device}),
+    )
+    .await;
+    recv(ws).await.expect("an answer to join")
+}
+
 /// A session the customer has joined and consented to (camera, no microphone), with the
 /// technician's and the customer's sockets.
 pub async fn consented_session(
     app: &TestAppliance,
     admin: &mut Client,
-) -> (String, String, Ws, Ws) {
+) -> (String, CustomerKeys, Ws, Ws) {
     let (id, token, _) = create_session(admin).await;
-    let (mut tech, mut customer) = watch_and_join(app, admin, &id, &token).await;
+    let (mut tech, mut customer, keys) = watch_and_join(app, admin, &id, &token).await;
     recv_state(&mut customer, "joined").await;
     send(
         &mut customer,
@@ -474,7 +571,7 @@ pub async fn consented_session(
     )
     .await;
     recv_state(&mut tech, "consented").await;
-    (id, token, tech, customer)
+    (id, keys, tech, customer)
 }
 
 /// The technician's console follows a waiting session, then the customer joins it.
@@ -483,7 +580,7 @@ pub async fn watch_and_join(
     technician: &Client,
     session_id: &str,
     token: &str,
-) -> (Ws, Ws) {
+) -> (Ws, Ws, CustomerKeys) {
     let mut tech = technician.websocket().await;
     send(
         &mut tech,
@@ -492,12 +589,12 @@ pub async fn watch_and_join(
     .await;
     recv_state(&mut tech, "waiting").await;
     let mut customer = app.client().websocket().await;
-    send(
-        &mut customer,
-        serde_json::json!({"type": "join", "token": token}),
-    )
-    .await;
-    (tech, customer)
+    let first = join(&mut customer, token, None).await;
+    assert_eq!(
+        first["type"], "device",
+        "a first join is given a device secret"
+    );
+    (tech, customer, keys_of(token, &first))
 }
 
 /// The `sightline` binary built next to a running example
@@ -683,15 +780,17 @@ pub fn png(width: u32, height: u32) -> Vec<u8> {
     bytes
 }
 
-pub async fn upload(app: &TestAppliance, token: &str, request: &str, body: Vec<u8>) -> Response {
+pub async fn upload(
+    app: &TestAppliance,
+    keys: &CustomerKeys,
+    request: &str,
+    body: Vec<u8>,
+) -> Response {
     app.client()
         .request(
             "POST",
             &format!("/api/invitation/stills/{request}"),
-            &[
-                ("authorization", &format!("Bearer {token}")),
-                ("content-type", "image/png"),
-            ],
+            &keys.headers(&[("content-type", "image/png")]),
             body,
         )
         .await

@@ -115,6 +115,35 @@ test('customer consents and the technician decodes live video through the relay'
   await customer.context.close();
 });
 
+test('a forwarded link cannot take over the camera; a second device must agree afresh', async () => {
+  const { link } = await newSession();
+  const first = await openCustomer(link);
+  await first.page.click('#share');
+  await waitFor(async () => (await status(technician.page)) === 'live', { what: 'live state' });
+
+  // While the customer is here, another device with the same link is turned away.
+  const second = await newContext(browser);
+  const page = await second.newPage();
+  await page.goto(link);
+  await page.waitForSelector('#problem:not([hidden])');
+  assert.match(await page.textContent('#problem-text'), /another device/i);
+
+  // The customer's phone goes away; the other device may now join, but as a new
+  // participant: it is asked for consent, and the technician is told.
+  await first.context.close();
+  await waitFor(async () => /disconnected/i.test(await technician.page.textContent('#session-status')), { what: 'customer away' });
+  await page.reload();
+  await page.waitForSelector('#consent:not([hidden])');
+  await technician.page.waitForSelector('#device-note:not([hidden])');
+  assert.match(await technician.page.textContent('#device-note'), /Another device joined/);
+  assert.equal(await status(technician.page), 'joined', 'the earlier consent does not carry over');
+  const before = (await inboundVideo(technician.page))?.framesDecoded ?? 0;
+  await page.click('#share');
+  await waitFor(async () => (await inboundVideo(technician.page))?.framesDecoded > before + 5, { what: 'frames from the new device' });
+  await page.click('#end');
+  await second.close();
+});
+
 test('a customer who declines shares nothing and the technician sees it', async () => {
   const { link } = await newSession();
   const customer = await openCustomer(link);
