@@ -21,6 +21,8 @@ command -v lintian >/dev/null || missing+=(lintian)
 command -v shellcheck >/dev/null || missing+=(shellcheck)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 command -v nix-instantiate >/dev/null || missing+=(nix-bin)
+command -v openssl >/dev/null || missing+=(openssl)
+command -v certutil >/dev/null || missing+=(libnss3-tools)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "==> installing ${missing[*]}"
   $sudo apt-get update -qq

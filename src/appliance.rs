@@ -134,7 +134,13 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
     if let Some(ip) = config.media.public_address {
         names.push(ip.to_string());
     }
-    let tls = tls::load_or_create(&data_dir, &names)?;
+    let tls = tls::load_or_create(&store, &data_dir, &names)?;
+    if !tls.refused_names.is_empty() {
+        tracing::warn!(
+            names = ?tls.refused_names,
+            "the appliance CA's name constraints do not permit these names; they are left out of the server certificate"
+        );
+    }
 
     let listener = TcpListener::bind(config.http.listen)
         .await

@@ -396,17 +396,7 @@ fn check(config: &Config) -> anyhow::Result<()> {
             Err(e) => Err(format!("udp {media}: {e}")),
         },
     );
-    let names = crate::tls::default_names(&config.http.server_names);
-    report(
-        "certificate",
-        if config.data_dir.join("tls/ca.pem").exists() {
-            crate::tls::load_or_create(&config.data_dir, &names)
-                .map(|_| "appliance CA present; a server certificate can be issued".to_owned())
-                .map_err(|e| e.to_string())
-        } else {
-            Ok("no CA yet; it is created on first start".into())
-        },
-    );
+    report("certificate", crate::tls::check(&config.data_dir));
     report(
         "store",
         if Store::exists_in(&config.data_dir) {

@@ -6,16 +6,24 @@
 //! (the thing browsers trust) stays the same across restarts.
 
 use std::fs;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CidrSubnet, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    NameConstraints, SanType,
 };
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -26,24 +34,141 @@ pub enum TlsError {
     },
     #[error("the appliance CA in {path} is damaged: {message}")]
     BadCa { path: PathBuf, message: String },
+    #[error(
+        "the appliance CA certificate {0} is there but its key is not in the store; restore the data directory from a backup"
+    )]
+    CaKeyMissing(PathBuf),
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
     #[error("TLS configuration failed: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// What the HTTPS listener needs, plus the CA certificate to hand out.
 pub struct ApplianceTls {
     pub server_config: Arc<ServerConfig>,
     pub ca_pem: String,
+    /// Names asked for that the CA's name constraints do not permit; they are left out of
+    /// the server certificate (a browser would refuse the whole certificate otherwise).
+    pub refused_names: Vec<String>,
 }
 
 const CA_CERT: &str = "ca.pem";
-const CA_KEY: &str = "ca-key.pem";
-/// Browsers cap leaf lifetimes; 397 days is the longest they accept from public CAs and a
-/// sane value for a private one too.
-const LEAF_DAYS: i64 = 397;
-const CA_YEARS: i64 = 20;
+/// Where releases up to 0.2 kept the CA key in plaintext; moved into the store on start.
+const LEGACY_CA_KEY: &str = "ca-key.pem";
+/// Mozilla's intermediate profile allows at most 366 days.
+const LEAF_DAYS: i64 = 365;
+/// The server certificate is issued anew this often, so a long-running appliance never
+/// serves one near its end.
+const LEAF_RENEW_DAYS: i64 = 30;
+/// Long enough that IT distributes the CA rarely, short enough to be revisited.
+const CA_YEARS: i64 = 5;
+
+/// The CA key and what the CA may sign, sealed in the store like every other secret.
+#[derive(Serialize, Deserialize)]
+struct CaRecord {
+    key_pem: String,
+    /// The name constraints the CA was created with; `None` for a CA made by a release
+    /// that set none (it may sign any name).
+    permitted: Option<Permitted>,
+}
+
+/// The subtrees a CA may issue for: DNS suffixes and IP networks.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+struct Permitted {
+    dns: Vec<String>,
+    ip: Vec<(IpAddr, u8)>,
+}
+
+/// Address ranges an appliance inside a company network is reached on: loopback, the
+/// private and shared ranges, link-local and unique-local IPv6.
+const PRIVATE_NETWORKS: [(&str, u8); 9] = [
+    ("127.0.0.0", 8),
+    ("10.0.0.0", 8),
+    ("172.16.0.0", 12),
+    ("192.168.0.0", 16),
+    ("100.64.0.0", 10),
+    ("169.254.0.0", 16),
+    ("::1", 128),
+    ("fc00::", 7),
+    ("fe80::", 10),
+];
+
+impl Permitted {
+    /// What a new CA is constrained to: `localhost`, the DNS names asked for (for a name
+    /// of three or more labels, its parent domain, so that the appliance can be renamed
+    /// within the company's domain), the private networks, and any other address asked
+    /// for.
+    fn for_names(names: &[String]) -> Self {
+        let mut permitted = Self {
+            dns: vec!["localhost".to_owned()],
+            ip: PRIVATE_NETWORKS
+                .iter()
+                .filter_map(|(net, prefix)| Some((net.parse().ok()?, *prefix)))
+                .collect(),
+        };
+        for name in names {
+            if let Ok(ip) = name.parse::<IpAddr>() {
+                if !permitted.allows(name) {
+                    let host = if ip.is_ipv4() { 32 } else { 128 };
+                    permitted.ip.push((ip, host));
+                }
+                continue;
+            }
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            let labels = name.split('.').count();
+            let suffix = match name.split_once('.') {
+                Some((_, parent)) if labels >= 3 => parent.to_owned(),
+                _ => name,
+            };
+            if !permitted.allows(&suffix) {
+                permitted.dns.push(suffix);
+            }
+        }
+        permitted
+    }
+
+    /// Whether a certificate name falls inside these subtrees (RFC 5280 §4.2.1.10).
+    fn allows(&self, name: &str) -> bool {
+        if let Ok(ip) = name.parse::<IpAddr>() {
+            return self
+                .ip
+                .iter()
+                .any(|(net, prefix)| in_network(ip, *net, *prefix));
+        }
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        self.dns
+            .iter()
+            .any(|base| name == *base || name.ends_with(&format!(".{base}")))
+    }
+
+    fn constraints(&self) -> NameConstraints {
+        let dns = self.dns.iter().cloned().map(GeneralSubtree::DnsName);
+        let ip = self.ip.iter().map(|(net, prefix)| {
+            GeneralSubtree::IpAddress(CidrSubnet::from_addr_prefix(*net, *prefix))
+        });
+        NameConstraints {
+            permitted_subtrees: dns.chain(ip).collect(),
+            excluded_subtrees: Vec::new(),
+        }
+    }
+}
+
+fn in_network(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(ip), IpAddr::V4(net)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            u32::from(ip) & mask == u32::from(net) & mask
+        }
+        (IpAddr::V6(ip), IpAddr::V6(net)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            u128::from(ip) & mask == u128::from(net) & mask
+        }
+        _ => false,
+    }
+}
 
 /// Mozilla's "intermediate" profile: TLS 1.2 and 1.3, forward-secret AEAD suites only.
 pub fn crypto_provider() -> CryptoProvider {
@@ -64,54 +189,137 @@ pub fn crypto_provider() -> CryptoProvider {
     }
 }
 
-/// Loads (or on first start creates) the appliance CA and issues a fresh server
-/// certificate for `names` (DNS names or IP addresses).
-pub fn load_or_create(data_dir: &Path, names: &[String]) -> Result<ApplianceTls, TlsError> {
+/// Loads (or on first start creates) the appliance CA — its certificate in
+/// `<data_dir>/tls/ca.pem`, its key sealed in the store — and serves server certificates
+/// it issues for `names` (DNS names or IP addresses), renewed while the appliance runs.
+pub fn load_or_create(
+    store: &Store,
+    data_dir: &Path,
+    names: &[String],
+) -> Result<ApplianceTls, TlsError> {
     let dir = data_dir.join("tls");
     fs::create_dir_all(&dir).map_err(|source| TlsError::Io {
         path: dir.clone(),
         source,
     })?;
-    let (ca_pem, ca_key) = load_or_create_ca(&dir)?;
-    let issuer = Issuer::new(ca_params(), ca_key);
-
-    let leaf_key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.distinguished_name = {
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, "Sightline appliance");
-        dn
-    };
-    params.subject_alt_names = names
-        .iter()
-        .map(|name| match name.parse() {
-            Ok(ip) => Ok(SanType::IpAddress(ip)),
-            Err(_) => Ok(SanType::DnsName(name.as_str().try_into()?)),
-        })
-        .collect::<Result<_, rcgen::Error>>()?;
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::hours(1);
-    params.not_after = now + time::Duration::days(LEAF_DAYS);
-    let leaf = params.signed_by(&leaf_key, &issuer)?;
-
+    let (ca_pem, record) = load_or_create_ca(store, &dir, names)?;
+    let ca_key = KeyPair::from_pem(&record.key_pem).map_err(|e| TlsError::BadCa {
+        path: dir.join(CA_CERT),
+        message: format!("the stored key: {e}"),
+    })?;
     let ca_der = pem_to_der(&ca_pem).ok_or_else(|| TlsError::BadCa {
         path: dir.join(CA_CERT),
         message: "not a PEM certificate".into(),
     })?;
-    let chain = vec![leaf.der().clone(), ca_der];
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-
-    let mut config = ServerConfig::builder_with_provider(Arc::new(crypto_provider()))
+    let (names, refused_names): (Vec<String>, Vec<String>) = names
+        .iter()
+        .cloned()
+        .partition(|n| record.permitted.as_ref().is_none_or(|p| p.allows(n)));
+    let provider = Arc::new(crypto_provider());
+    let leaf = Leaf {
+        issuer: Issuer::new(ca_params(), ca_key),
+        ca_der,
+        names,
+        provider: provider.clone(),
+    };
+    let current = leaf.issue()?;
+    let resolver = Arc::new(RenewingCert {
+        leaf,
+        current: RwLock::new(current),
+    });
+    let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
-        .with_single_cert(chain, key)?;
+        .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(ApplianceTls {
         server_config: Arc::new(config),
         ca_pem,
+        refused_names,
     })
+}
+
+/// How server certificates are made: by the CA's key, for the appliance's names.
+struct Leaf {
+    issuer: Issuer<'static, KeyPair>,
+    ca_der: CertificateDer<'static>,
+    names: Vec<String>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl Leaf {
+    fn issue(&self) -> Result<(Arc<CertifiedKey>, OffsetDateTime), TlsError> {
+        let leaf_key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name = {
+            let mut dn = DistinguishedName::new();
+            dn.push(DnType::CommonName, "Sightline appliance");
+            dn
+        };
+        params.subject_alt_names = self
+            .names
+            .iter()
+            .map(|name| match name.parse() {
+                Ok(ip) => Ok(SanType::IpAddress(ip)),
+                Err(_) => Ok(SanType::DnsName(name.as_str().try_into()?)),
+            })
+            .collect::<Result<_, rcgen::Error>>()?;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        // Strict verifiers (OpenSSL's -x509_strict, Python 3.13) need the issuer's key id.
+        params.use_authority_key_identifier_extension = true;
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + time::Duration::days(LEAF_DAYS);
+        let leaf = params.signed_by(&leaf_key, &self.issuer)?;
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+        let certified = CertifiedKey::from_der(
+            vec![leaf.der().clone(), self.ca_der.clone()],
+            key,
+            &self.provider,
+        )?;
+        Ok((
+            Arc::new(certified),
+            now + time::Duration::days(LEAF_RENEW_DAYS),
+        ))
+    }
+}
+
+/// Serves the current server certificate and issues the next one when it is due, so an
+/// appliance that runs for years never serves an expired certificate.
+struct RenewingCert {
+    leaf: Leaf,
+    current: RwLock<(Arc<CertifiedKey>, OffsetDateTime)>,
+}
+
+impl std::fmt::Debug for RenewingCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RenewingCert")
+            .field("names", &self.leaf.names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResolvesServerCert for RenewingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let (cert, renew_at) = self
+            .current
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|p| p.into_inner().clone());
+        if OffsetDateTime::now_utc() < renew_at {
+            return Some(cert);
+        }
+        match self.leaf.issue() {
+            Ok(next) => {
+                let cert = next.0.clone();
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = next;
+                Some(cert)
+            }
+            // Still valid for most of a year; try again at the next handshake.
+            Err(_) => Some(cert),
+        }
+    }
 }
 
 /// The CA's parameters are rebuilt identically on every start, so that an issuer made
@@ -127,40 +335,131 @@ fn ca_params() -> CertificateParams {
     params
 }
 
-fn load_or_create_ca(dir: &Path) -> Result<(String, KeyPair), TlsError> {
+fn ca_records(store: &Store) -> Result<crate::store::Collection<CaRecord>, StoreError> {
+    store.global("appliance_ca")
+}
+
+fn load_or_create_ca(
+    store: &Store,
+    dir: &Path,
+    names: &[String],
+) -> Result<(String, CaRecord), TlsError> {
     let cert_path = dir.join(CA_CERT);
-    let key_path = dir.join(CA_KEY);
-    if cert_path.exists() && key_path.exists() {
-        let read = |path: &Path| {
-            fs::read_to_string(path).map_err(|source| TlsError::Io {
-                path: path.to_owned(),
-                source,
-            })
-        };
+    let legacy_key = dir.join(LEGACY_CA_KEY);
+    let records = ca_records(store)?;
+    let read = |path: &Path| {
+        fs::read_to_string(path).map_err(|source| TlsError::Io {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    if cert_path.exists() {
         let cert_pem = read(&cert_path)?;
-        let key = KeyPair::from_pem(&read(&key_path)?).map_err(|e| TlsError::BadCa {
-            path: key_path.clone(),
-            message: e.to_string(),
-        })?;
-        return Ok((cert_pem, key));
+        if legacy_key.exists() {
+            seal_legacy_key(store, &records, &legacy_key, &read(&legacy_key)?)?;
+        }
+        let record = records
+            .get("ca")?
+            .ok_or_else(|| TlsError::CaKeyMissing(cert_path.clone()))?;
+        return Ok((cert_pem, record));
     }
 
     let key = KeyPair::generate()?;
+    let permitted = Permitted::for_names(names);
     let mut params = ca_params();
-    let now = time::OffsetDateTime::now_utc();
+    params.name_constraints = Some(permitted.constraints());
+    let now = OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::hours(1);
     params.not_after = now + time::Duration::days(365 * CA_YEARS);
     let cert = params.self_signed(&key)?;
-    write_private(&key_path, key.serialize_pem().as_bytes())?;
-    write_private(&cert_path, cert.pem().as_bytes())?;
-    Ok((cert.pem(), key))
+    let record = CaRecord {
+        key_pem: key.serialize_pem(),
+        permitted: Some(permitted),
+    };
+    records.put("ca", &record)?;
+    store.flush_blocking()?;
+    crate::files::write_private(&cert_path, cert.pem().as_bytes()).map_err(|source| {
+        TlsError::Io {
+            path: cert_path.clone(),
+            source,
+        }
+    })?;
+    Ok((cert.pem(), record))
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
-    crate::files::write_private(path, bytes).map_err(|source| TlsError::Io {
+/// A CA key an earlier release left in plaintext moves into the store, and the file is
+/// overwritten and removed once the store holds it durably.
+fn seal_legacy_key(
+    store: &Store,
+    records: &crate::store::Collection<CaRecord>,
+    path: &Path,
+    key_pem: &str,
+) -> Result<(), TlsError> {
+    KeyPair::from_pem(key_pem).map_err(|e| TlsError::BadCa {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    records.put(
+        "ca",
+        &CaRecord {
+            key_pem: key_pem.to_owned(),
+            permitted: None,
+        },
+    )?;
+    store.flush_blocking()?;
+    let io = |source| TlsError::Io {
         path: path.to_owned(),
         source,
-    })
+    };
+    crate::files::write_private(path, &vec![0u8; key_pem.len()]).map_err(io)?;
+    fs::remove_file(path).map_err(io)
+}
+
+/// What `sightline check` says about the CA: it can run while the appliance holds the
+/// store, so it reads only the certificate.
+pub fn check(data_dir: &Path) -> Result<String, String> {
+    let path = data_dir.join("tls").join(CA_CERT);
+    if !path.exists() {
+        return Ok("no CA yet; it is created on first start".into());
+    }
+    let pem = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let der =
+        pem_to_der(&pem).ok_or_else(|| format!("{} is not a PEM certificate", path.display()))?;
+    let not_after = not_after(&der).ok_or_else(|| format!("{} cannot be read", path.display()))?;
+    let left = not_after - OffsetDateTime::now_utc();
+    if left.is_negative() {
+        return Err(format!("the appliance CA expired on {}", not_after.date()));
+    }
+    if left < time::Duration::days(90) {
+        return Err(format!(
+            "the appliance CA expires on {} ({} days); issue and distribute a new one",
+            not_after.date(),
+            left.whole_days()
+        ));
+    }
+    if legacy_key_in(data_dir) {
+        return Ok(format!(
+            "appliance CA valid until {}; its plaintext key is sealed into the store at the next start",
+            not_after.date()
+        ));
+    }
+    Ok(format!("appliance CA valid until {}", not_after.date()))
+}
+
+fn legacy_key_in(data_dir: &Path) -> bool {
+    data_dir.join("tls").join(LEGACY_CA_KEY).exists()
+}
+
+/// The end of a certificate's validity.
+fn not_after(der: &[u8]) -> Option<OffsetDateTime> {
+    use x509_cert::der::Decode;
+    let cert = x509_cert::Certificate::from_der(der).ok()?;
+    let end = cert
+        .tbs_certificate()
+        .validity()
+        .not_after
+        .to_unix_duration();
+    OffsetDateTime::from_unix_timestamp(i64::try_from(end.as_secs()).ok()?).ok()
 }
 
 fn pem_to_der(pem: &str) -> Option<CertificateDer<'static>> {
@@ -195,18 +494,100 @@ mod tests {
 
     use super::*;
 
+    fn store(dir: &Path) -> Store {
+        Store::open_data_dir(dir, crate::store::DEFAULT_CACHE_BYTES).expect("store")
+    }
+
     #[test]
-    fn ca_is_created_once_and_reused() {
+    fn ca_is_created_once_and_reused_and_its_key_lives_only_in_the_store() {
         let dir = tempfile::tempdir().expect("tempdir");
+        let store = store(dir.path());
         let names = default_names(&[]);
-        let first = load_or_create(dir.path(), &names).expect("first");
-        let second = load_or_create(dir.path(), &names).expect("second");
+        let first = load_or_create(&store, dir.path(), &names).expect("first");
+        let second = load_or_create(&store, dir.path(), &names).expect("second");
         assert_eq!(first.ca_pem, second.ca_pem);
-        let mode = fs::metadata(dir.path().join("tls").join(CA_KEY))
-            .expect("key")
+        assert!(first.refused_names.is_empty(), "{:?}", first.refused_names);
+        assert!(!dir.path().join("tls").join(LEGACY_CA_KEY).exists());
+        let mode = fs::metadata(dir.path().join("tls").join(CA_CERT))
+            .expect("cert")
             .permissions()
             .mode();
-        assert_eq!(mode & 0o077, 0, "CA key must not be group/other readable");
+        assert_eq!(mode & 0o077, 0);
+    }
+
+    #[test]
+    fn a_plaintext_key_of_an_earlier_release_moves_into_the_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tls = dir.path().join("tls");
+        fs::create_dir_all(&tls).expect("dir");
+        let key = KeyPair::generate().expect("key");
+        let mut params = ca_params();
+        params.not_after = OffsetDateTime::now_utc() + time::Duration::days(3650);
+        let cert = params.self_signed(&key).expect("ca");
+        fs::write(tls.join(CA_CERT), cert.pem()).expect("cert");
+        fs::write(tls.join(LEGACY_CA_KEY), key.serialize_pem()).expect("key");
+        let store = store(dir.path());
+        let names = vec!["support.anywhere.example".to_owned()];
+        let loaded = load_or_create(&store, dir.path(), &names).expect("loaded");
+        assert_eq!(loaded.ca_pem, cert.pem(), "the CA browsers trust is kept");
+        assert!(
+            loaded.refused_names.is_empty(),
+            "an old CA may sign any name"
+        );
+        assert!(
+            !tls.join(LEGACY_CA_KEY).exists(),
+            "the plaintext key is gone"
+        );
+        load_or_create(&store, dir.path(), &names).expect("and found in the store");
+    }
+
+    #[test]
+    fn a_certificate_without_its_key_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store(dir.path());
+        load_or_create(&store, dir.path(), &default_names(&[])).expect("first");
+        drop(store);
+        fs::remove_file(dir.path().join("store.redb")).expect("rm");
+        let store = super::tests::store(dir.path());
+        let e = load_or_create(&store, dir.path(), &[])
+            .err()
+            .expect("refused");
+        assert!(matches!(e, TlsError::CaKeyMissing(_)), "{e}");
+    }
+
+    #[test]
+    fn name_constraints_cover_the_appliance_and_its_domain_only() {
+        let names = vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "::1".to_owned(),
+            "sightline".to_owned(),
+            "support.corp.example".to_owned(),
+            "203.0.113.9".to_owned(),
+        ];
+        let p = Permitted::for_names(&names);
+        for ok in [
+            "localhost",
+            "sightline",
+            "support.corp.example",
+            "renamed.corp.example",
+            "192.168.10.4",
+            "10.1.2.3",
+            "203.0.113.9",
+            "fd00::5",
+        ] {
+            assert!(p.allows(ok), "{ok}");
+        }
+        for refused in [
+            "www.bank.example",
+            "corp.example.evil",
+            "xcorp.example",
+            "203.0.113.10",
+            "8.8.8.8",
+            "2001:db8::1",
+        ] {
+            assert!(!p.allows(refused), "{refused}");
+        }
     }
 
     #[test]

@@ -125,6 +125,11 @@ async fn no_marker_written_through_the_api_is_readable_on_disk_or_in_a_backup_an
         );
         let bytes = std::fs::read(&file).expect("read");
         scanned += bytes.len();
+        assert!(
+            !contains(&bytes, b"PRIVATE KEY"),
+            "a private key in plaintext in {}",
+            file.display()
+        );
         for marker in markers {
             for variant in [
                 marker.to_owned(),

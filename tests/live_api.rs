@@ -602,6 +602,122 @@ async fn the_appliance_ca_is_reused_across_restarts_and_downloadable() {
     assert!(page.header("strict-transport-security").is_some());
 }
 
+/// Runs `openssl` with the arguments; `None` when it is not installed.
+fn openssl(args: &[&str], stdin: &[u8]) -> Option<std::process::Output> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("openssl")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .ok()?;
+    child.stdin.take()?.write_all(stdin).ok()?;
+    child.wait_with_output().ok()
+}
+
+#[tokio::test]
+async fn the_certificates_pass_a_strict_verifier_and_the_ca_is_constrained_and_short_lived() {
+    let app = TestAppliance::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &app.running().ca_pem).expect("ca");
+    let connect = app.addr().to_string();
+    // The appliance runs on this test's thread: openssl waits elsewhere.
+    let shown = tokio::task::spawn_blocking(move || {
+        openssl(
+            &[
+                "s_client",
+                "-connect",
+                &connect,
+                "-servername",
+                "localhost",
+                "-showcerts",
+            ],
+            b"",
+        )
+    })
+    .await
+    .expect("join");
+    let Some(shown) = shown else {
+        eprintln!("skipped: openssl is not installed");
+        return;
+    };
+    let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+    let begin = shown
+        .find("-----BEGIN CERTIFICATE-----")
+        .expect("a certificate");
+    let end = shown[begin..]
+        .find("-----END CERTIFICATE-----")
+        .expect("end")
+        + begin
+        + 25;
+    let leaf = dir.path().join("leaf.pem");
+    std::fs::write(&leaf, &shown[begin..end]).expect("leaf");
+
+    let verified = openssl(
+        &[
+            "verify",
+            "-x509_strict",
+            "-CAfile",
+            ca.to_str().expect("path"),
+            leaf.to_str().expect("path"),
+        ],
+        b"",
+    )
+    .expect("openssl");
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    let text = |pem: &std::path::Path| {
+        let out = openssl(
+            &[
+                "x509",
+                "-noout",
+                "-text",
+                "-in",
+                pem.to_str().expect("path"),
+            ],
+            b"",
+        )
+        .expect("openssl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let leaf_text = text(&leaf);
+    assert!(
+        leaf_text.contains("Authority Key Identifier"),
+        "{leaf_text}"
+    );
+    let ca_text = text(&ca);
+    assert!(ca_text.contains("Name Constraints"), "{ca_text}");
+    assert!(ca_text.contains("DNS:localhost"), "{ca_text}");
+    // Valid for at most 366 days (Mozilla intermediate), the CA for at most 5 years.
+    let valid_for = |pem: &std::path::Path, days: u64| {
+        openssl(
+            &[
+                "x509",
+                "-noout",
+                "-checkend",
+                &(days * 86_400).to_string(),
+                "-in",
+                pem.to_str().expect("path"),
+            ],
+            b"",
+        )
+        .expect("openssl")
+        .status
+        .success()
+    };
+    assert!(valid_for(&leaf, 364) && !valid_for(&leaf, 367));
+    assert!(valid_for(&ca, 5 * 365 - 2) && !valid_for(&ca, 5 * 366));
+    assert!(
+        !app.config.data_dir.join("tls/ca-key.pem").exists(),
+        "the CA key is sealed in the store, not a file"
+    );
+}
+
 #[test]
 fn an_unknown_config_key_stops_the_binary_with_its_name() {
     let dir = tempfile::tempdir().expect("tempdir");
