@@ -310,6 +310,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
             live: live.clone(),
             media: media.clone(),
             auth: auth.clone(),
+            audit: audit.clone(),
             store: store.clone(),
         };
         tasks.push(tokio::spawn(crate::metrics::serve(

@@ -12,8 +12,10 @@ use serde::{Deserialize, Serialize};
 use crate::clock::{SharedClock, UnixMillis};
 use crate::store::{Collection, Store, StoreError};
 
+mod counts;
 mod retention;
 mod throttle;
+pub use counts::SecurityCounts;
 pub use retention::{Checkpoint, verify_log};
 pub use throttle::{GuessAttempt, GuessThrottle};
 
@@ -215,6 +217,7 @@ pub struct Audit {
     syslog: std::sync::OnceLock<Syslog>,
     /// The next sequence number and the hash of the last entry.
     head: Mutex<(u64, String)>,
+    pub counts: SecurityCounts,
 }
 
 impl Audit {
@@ -250,6 +253,7 @@ impl Audit {
             alarm: std::sync::OnceLock::new(),
             syslog: std::sync::OnceLock::new(),
             head: Mutex::new(head),
+            counts: SecurityCounts::default(),
         })
     }
 
@@ -262,6 +266,7 @@ impl Audit {
         detail: impl Into<String>,
     ) {
         let detail = detail.into();
+        self.counts.note(&kind);
         let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
         let mut entry = AuditEntry {
             seq: head.0,

@@ -546,6 +546,9 @@ struct Peer {
     last_keyframe_requests: Vec<(Option<Rid>, Instant)>,
     /// The address the peer's traffic last came from.
     remote: Option<SocketAddr>,
+    /// Every address its traffic came from (a few: ICE tries each candidate pair), so
+    /// that what still arrives from them after it left is known as late, not as junk.
+    sources: Vec<SocketAddr>,
     /// When ICE lost the peer; it has the grace period to come back (ICE restart).
     lost_since: Option<Instant>,
     /// Simulcast, for technicians: the layer forwarded now, and the one their downlink
@@ -724,11 +727,22 @@ struct Relay {
     dead: Vec<PeerId>,
 }
 
+/// Source addresses a peer used, at most (ICE candidate pairs of one browser).
+const MAX_PEER_SOURCES: usize = 8;
+/// How long datagrams from a departed peer's addresses are late traffic, not junk: a
+/// browser keeps sending media and consent checks for a while after its peer is gone
+/// (the page learns of the end over signaling, and ICE consent lasts 30 s).
+const DEPARTED_GRACE: Duration = Duration::from_secs(60);
+
 /// Counts malformed or unsolicited datagrams per source within a minute.
 struct JunkCounter {
     limit: u32,
     window_start: Instant,
     counts: HashMap<std::net::IpAddr, u32>,
+    /// Addresses of peers that left, and when: their late datagrams are dropped without
+    /// counting, or every ordinary session end from one address (a NAT) would add up to
+    /// an alarm.
+    departed: HashMap<SocketAddr, Instant>,
 }
 
 impl JunkCounter {
@@ -737,15 +751,37 @@ impl JunkCounter {
             limit: limit.max(1),
             window_start: Instant::now(),
             counts: HashMap::new(),
+            departed: HashMap::new(),
+        }
+    }
+
+    /// Notes the addresses a peer that left used.
+    fn departed(&mut self, sources: &[SocketAddr], now: Instant) {
+        if self.departed.len() + sources.len() > 65_536 {
+            self.departed
+                .retain(|_, at| now.duration_since(*at) < DEPARTED_GRACE);
+        }
+        for source in sources {
+            self.departed.insert(*source, now);
         }
     }
 
     /// Counts one datagram; true exactly when the source reaches the limit.
-    fn count(&mut self, source: std::net::IpAddr, now: Instant) -> bool {
+    fn count(&mut self, source: SocketAddr, now: Instant) -> bool {
         if now.duration_since(self.window_start) >= Duration::from_secs(60) {
             self.window_start = now;
             self.counts.clear();
+            self.departed
+                .retain(|_, at| now.duration_since(*at) < DEPARTED_GRACE);
         }
+        if self
+            .departed
+            .get(&source)
+            .is_some_and(|at| now.duration_since(*at) < DEPARTED_GRACE)
+        {
+            return false;
+        }
+        let source = source.ip().to_canonical();
         // Bounded memory under a spoofed-source flood: the window restarts when full.
         if self.counts.len() >= 65_536 && !self.counts.contains_key(&source) {
             self.counts.clear();
@@ -759,13 +795,13 @@ impl JunkCounter {
 impl Relay {
     fn junk(&mut self, source: SocketAddr) {
         self.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
-        let ip = source.ip().to_canonical();
         let flagged = self
             .junk
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .count(ip, Instant::now());
+            .count(source, Instant::now());
         if flagged {
+            let ip = source.ip().to_canonical();
             let _ = self.events.send(MediaEvent::MalformedFlood { source: ip });
         }
     }
@@ -1019,6 +1055,7 @@ impl Relay {
                 video_seen: false,
                 last_keyframe_requests: Vec::new(),
                 remote: None,
+                sources: Vec::new(),
                 lost_since: None,
                 layer: None,
                 target_layer: Some(layers::Layer::Low),
@@ -1033,6 +1070,11 @@ impl Relay {
 
     fn disconnect(&mut self, id: PeerId) {
         if let Some(peer) = self.peers.get_mut(&id) {
+            // From now on it takes no datagram; the ones still on their way are late.
+            self.junk
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .departed(&peer.sources, Instant::now());
             peer.rtc.disconnect();
             queue(&mut self.queued, id, peer);
         }
@@ -1077,6 +1119,9 @@ impl Relay {
             };
         }
         peer.remote = Some(source);
+        if !peer.sources.contains(&source) && peer.sources.len() < MAX_PEER_SOURCES {
+            peer.sources.push(source);
+        }
         // A frame accepted without a route (routed ones were marked on arrival).
         if proto == Protocol::Tcp
             && let Some(conn) = self.tcp.get_mut(&source)
@@ -1283,6 +1328,10 @@ impl Relay {
             let Some(peer) = self.peers.remove(&id) else {
                 continue;
             };
+            self.junk
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .departed(&peer.sources, Instant::now());
             if let Some(room) = self.rooms.get_mut(&peer.room) {
                 if room.publisher == Some(id) {
                     room.publisher = None;
@@ -1769,16 +1818,71 @@ mod tests {
         thread.join().expect("relay threads end");
     }
 
+    /// Customers behind one NAT, or a load test from one host: sessions end while their
+    /// pages are still sending. What arrives after a peer left is late, not an attack.
+    #[test]
+    fn thirty_peers_from_one_address_leaving_while_they_send_raise_no_alarm() {
+        use str0m::media::Direction;
+        let sockets = bind("127.0.0.1:0".parse().expect("addr"), 1).expect("bind");
+        let limit = crate::config::FirewallConfig::default().malformed_datagrams_per_minute;
+        let (handle, mut events, thread) =
+            start(sockets, None, limit, Duration::from_secs(5)).expect("start");
+        let mut sequence = 0u64;
+        for n in 0..30 {
+            let room = format!("room-{n}");
+            let (mut client, id) =
+                Client::join(&handle, &room, PeerRole::Publisher, Direction::SendOnly);
+            let started = Instant::now();
+            while !client.connected && started.elapsed() < Duration::from_secs(10) {
+                client.turn(Instant::now());
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            assert!(client.connected, "peer {n} never connected");
+            handle.remove_peer(id);
+            // The page has not heard of the end yet: 20 more packets, 20 ms apart.
+            for _ in 0..20 {
+                let now = Instant::now();
+                let pt = client
+                    .rtc
+                    .writer(client.mid)
+                    .and_then(|w| w.payload_params().next().map(|p| p.pt()));
+                if let Some(pt) = pt
+                    && let Some(writer) = client.rtc.writer(client.mid)
+                {
+                    let time =
+                        MediaTime::new(sequence * 960, str0m::media::Frequency::FORTY_EIGHT_KHZ);
+                    let _ = writer.write(pt, now, time, vec![0x55; 120]);
+                }
+                sequence += 1;
+                client.turn(now);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let dropped = handle.stats().datagrams_dropped.load(Ordering::Relaxed);
+        assert!(
+            dropped > u64::from(limit),
+            "the late datagrams did arrive ({dropped} dropped)"
+        );
+        while let Ok(event) = events.try_recv() {
+            assert!(
+                !matches!(event, MediaEvent::MalformedFlood { .. }),
+                "an alarm for ordinary session ends"
+            );
+        }
+        handle.shutdown();
+        thread.join().expect("relay threads end");
+    }
+
     #[test]
     fn junk_is_flagged_once_per_source_and_window() {
         let start = Instant::now();
         let mut counter = JunkCounter {
-            limit: 3,
             window_start: start,
-            counts: HashMap::new(),
+            ..JunkCounter::new(3)
         };
-        let a: std::net::IpAddr = "198.18.0.1".parse().expect("ip");
-        let b: std::net::IpAddr = "198.18.0.2".parse().expect("ip");
+        let a: SocketAddr = "198.18.0.1:5000".parse().expect("addr");
+        let b: SocketAddr = "198.18.0.2:5000".parse().expect("addr");
         assert!(!counter.count(a, start));
         assert!(!counter.count(a, start));
         assert!(!counter.count(b, start));
@@ -1786,5 +1890,31 @@ mod tests {
         assert!(!counter.count(a, start), "flagged once");
         let later = start + Duration::from_secs(61);
         assert!(!counter.count(a, later), "a new window starts over");
+    }
+
+    #[test]
+    fn late_datagrams_of_a_departed_peer_are_not_junk_for_a_while() {
+        let start = Instant::now();
+        let mut counter = JunkCounter {
+            window_start: start,
+            ..JunkCounter::new(2)
+        };
+        let gone: SocketAddr = "198.18.0.1:5000".parse().expect("addr");
+        let other_port: SocketAddr = "198.18.0.1:5001".parse().expect("addr");
+        counter.departed(&[gone], start);
+        for _ in 0..100 {
+            assert!(!counter.count(gone, start));
+        }
+        assert!(!counter.count(other_port, start));
+        assert!(
+            counter.count(other_port, start),
+            "a stranger on the same host counts"
+        );
+        let much_later = start + DEPARTED_GRACE + Duration::from_secs(1);
+        assert!(!counter.count(gone, much_later));
+        assert!(
+            counter.count(gone, much_later),
+            "after the grace it is junk again"
+        );
     }
 }

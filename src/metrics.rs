@@ -24,6 +24,7 @@ pub struct Metrics {
     pub live: Arc<Live>,
     pub media: MediaHandle,
     pub auth: Arc<Auth>,
+    pub audit: Arc<crate::audit::Audit>,
     pub store: Store,
 }
 
@@ -35,9 +36,10 @@ impl Metrics {
         const COUNTER: &str = "counter";
         let media = self.media.stats();
         let auth = self.auth.counters();
+        let security = &self.audit.counts;
         let load = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
         #[rustfmt::skip]
-        let rows: [(&str, &str, &str, Option<u64>); 14] = [
+        let rows: [(&str, &str, &str, Option<u64>); 18] = [
             ("sightline_sessions_open", GAUGE, "Support sessions with participants connected.", Some(self.live.open_sessions() as u64)),
             ("sightline_media_peers", GAUGE, "WebRTC peers held by the relay.", Some(load(&media.peers))),
             ("sightline_media_frames_forwarded_total", COUNTER, "Media frames forwarded between participants.", Some(load(&media.packets_forwarded))),
@@ -50,6 +52,10 @@ impl Metrics {
             ("sightline_media_loop_heartbeat_age_milliseconds", GAUGE, "Time since the media loop last ran.", Some(media.heartbeat_age().as_millis() as u64)),
             ("sightline_login_failures_total", COUNTER, "Failed sign-ins (wrong email or password).", Some(load(&auth.login_failures))),
             ("sightline_lockouts_total", COUNTER, "Sign-in lockouts started.", Some(load(&auth.lockouts))),
+            ("sightline_anomaly_alerts_total", COUNTER, "Anomaly rules that fired (each asks the firewall to blocklist a source).", Some(load(&security.anomaly_alerts))),
+            ("sightline_sources_throttled_total", COUNTER, "Sources that used up their guessing allowance.", Some(load(&security.sources_throttled))),
+            ("sightline_guesses_rejected_total", COUNTER, "Wrong invitation tokens and PINs.", Some(load(&security.guesses_rejected))),
+            ("sightline_invitation_devices_refused_total", COUNTER, "Invitations used from a device other than the one that joined.", Some(load(&security.devices_refused))),
             ("sightline_blocklist_size", GAUGE, "Sources in the firewall blocklist.", blocklist.map(|n| n as u64)),
             ("sightline_store_size_bytes", GAUGE, "Bytes the store uses on disk.", Some(self.store.size_on_disk())),
         ];

@@ -69,8 +69,20 @@ async fn prometheus_metrics_count_what_happens() {
     for _ in 0..5 {
         try_login(&app, "ada@example.com", "Wrong4pass").await;
     }
+    for _ in 0..2 {
+        let r = app
+            .client()
+            .post_json("/api/join/pin", &serde_json::json!({"pin": "000000"}))
+            .await;
+        assert_eq!(r.status, 403);
+    }
     let text = metrics_text(app.running().metrics_addr.expect("metrics listener")).await;
     assert!(text.contains("sightline_login_failures_total 5"), "{text}");
+    assert!(
+        text.contains("sightline_guesses_rejected_total 2"),
+        "{text}"
+    );
+    assert!(text.contains("sightline_anomaly_alerts_total 0"), "{text}");
     assert!(text.contains("sightline_lockouts_total 1"), "{text}");
     assert!(text.contains("# TYPE sightline_media_frames_forwarded_total counter"));
     let size = text

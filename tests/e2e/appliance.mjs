@@ -26,9 +26,10 @@ export async function startAppliance({ host = '127.0.0.1' } = {}) {
       const url = stdout.match(/Console:\s+(\S+)/);
       const code = stdout.match(/Setup code:\s+(\S+)/);
       const media = stdout.match(/Media \(UDP\):\s+\S+:(\d+)/);
-      if (url && code && media) {
+      const metrics = stdout.match(/Metrics:\s+(\S+)/);
+      if (url && code && media && metrics) {
         clearTimeout(timer);
-        resolvePromise({ url: url[1], setupCode: code[1], mediaPort: media[1] });
+        resolvePromise({ url: url[1], setupCode: code[1], mediaPort: media[1], metricsUrl: metrics[1] });
       }
     });
     child.on('exit', (status) => {
@@ -50,6 +51,14 @@ export async function startAppliance({ host = '127.0.0.1' } = {}) {
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+// One value from the appliance's Prometheus metrics.
+export async function metric(appliance, name) {
+  const text = await fetch(appliance.metricsUrl).then((r) => r.text());
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+  if (!line) throw new Error(`no metric ${name} in:\n${text}`);
+  return Number(line.slice(name.length + 1));
 }
 
 // The first account admin, as every browser test creates it through the setup page.

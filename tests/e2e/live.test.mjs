@@ -4,7 +4,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import https from 'node:https';
-import { ADMIN, startAppliance, setUp, launchChromium, newContext, inboundVideo, waitFor } from './appliance.mjs';
+import { ADMIN, startAppliance, setUp, launchChromium, newContext, inboundVideo, waitFor, metric } from './appliance.mjs';
 
 let appliance;
 let browser;
@@ -142,6 +142,35 @@ test('a forwarded link cannot take over the camera; a second device must agree a
   await waitFor(async () => (await inboundVideo(technician.page))?.framesDecoded > before + 5, { what: 'frames from the new device' });
   await page.click('#end');
   await second.close();
+});
+
+test('thirty ordinary sessions from one address raise no alarm', async () => {
+  // Customers behind one NAT: every page and every media packet from 127.0.0.1. Each
+  // session goes live and is ended by the technician while the customer's camera is on.
+  const customer = await newContext(browser);
+  const page = await customer.newPage();
+  const alarms = async () => ({
+    guesses: await metric(appliance, 'sightline_guesses_rejected_total'),
+    throttled: await metric(appliance, 'sightline_sources_throttled_total'),
+    anomalies: await metric(appliance, 'sightline_anomaly_alerts_total'),
+  });
+  const before = await alarms();
+  const started = Date.now();
+  for (let n = 0; n < 30; n += 1) {
+    const { link } = await newSession();
+    await page.goto('about:blank');
+    await page.goto(link);
+    await page.waitForSelector('#consent:not([hidden])');
+    await page.click('#share');
+    await waitFor(async () => (await status(technician.page)) === 'live', { what: `session ${n} live` });
+    await technician.page.click('#end-session');
+    await page.waitForSelector('#ended:not([hidden])');
+  }
+  console.log(`30 sessions from one address in ${Date.now() - started} ms`);
+  // Late media from the ended sessions arrives for a while yet.
+  await new Promise((r) => setTimeout(r, 3000));
+  assert.deepEqual(await alarms(), before);
+  await customer.close();
 });
 
 test('a customer who declines shares nothing and the technician sees it', async () => {
