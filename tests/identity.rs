@@ -234,21 +234,48 @@ async fn login_sessions_end_after_the_idle_and_absolute_timeouts() {
 async fn password_policy_applies_on_create_and_change() {
     let app = TestAppliance::start().await;
     let mut admin = app.set_up().await;
-    for (password, why) in [
-        ("short1", "too short"),
-        ("Password123", "common"),
-        ("nodigitshere", "no digits"),
-        ("lovelace1815", "built on the user's name"),
+    // One rule, as documented: at least 8 characters with letters and digits, not common,
+    // not built from the user's own details.
+    for (password, code) in [
+        ("short1", "password_too_short"),
+        ("Password123", "password_too_common"),
+        ("nodigitshere", "password_letters_and_digits"),
+        ("lovelace1815", "password_own_details"),
+        ("adalovelace1990", "password_own_details"),
+        ("Lovelace1990", "password_own_details"),
+        ("ada.king2024", "password_own_details"),
     ] {
         let r = admin
             .json(
                 "POST",
                 "/api/users",
-                &json!({"email": "x@example.com", "display_name": "Ada Lovelace",
+                &json!({"email": "ada.king@example.com", "display_name": "Ada Lovelace",
                         "role": "technician", "password": password}),
             )
             .await;
-        assert_eq!(r.status, 422, "{why}: {}", r.text());
+        assert_eq!(r.status, 422, "{password}: {}", r.text());
+        assert_eq!(r.json()["error"], code, "{password}");
+    }
+    let short = admin
+        .json(
+            "POST",
+            "/api/users",
+            &json!({"email": "y@example.com", "display_name": "Y", "role": "technician",
+                    "password": "short1"}),
+        )
+        .await;
+    assert_eq!(short.json()["min_length"], 8);
+    // A random password of exactly the floor's length is enough.
+    for (n, password) in ["k7Qm2xPa", "9fTz4wLr", "b3N8vJq1"].into_iter().enumerate() {
+        let r = admin
+            .json(
+                "POST",
+                "/api/users",
+                &json!({"email": format!("random{n}@example.com"), "display_name": "R",
+                        "role": "technician", "password": password}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{password}: {}", r.text());
     }
     let long = "Correct-Horse-Battery-Staple-7-Tangerine-Kettle-Drift-Orchid-Qux".to_owned();
     assert_eq!(long.len(), 64);

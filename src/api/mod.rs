@@ -275,6 +275,8 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     locked_until_ms: Option<u64>,
+    /// For a refused password: the minimum length, so a page can say it in its language.
+    min_length: Option<usize>,
 }
 
 impl ApiError {
@@ -284,6 +286,7 @@ impl ApiError {
             code,
             message: message.into(),
             locked_until_ms: None,
+            min_length: None,
         }
     }
 
@@ -308,11 +311,14 @@ impl IntoResponse for ApiError {
             message: &'a str,
             #[serde(skip_serializing_if = "Option::is_none")]
             locked_until_ms: Option<u64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            min_length: Option<usize>,
         }
         let body = Json(Body {
             error: self.code,
             message: &self.message,
             locked_until_ms: self.locked_until_ms,
+            min_length: self.min_length,
         });
         (self.status, body).into_response()
     }
@@ -337,9 +343,22 @@ impl From<AuthError> for ApiError {
             AuthError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             AuthError::Throttled => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
             AuthError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            AuthError::Policy(_) | AuthError::Invalid(_) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "invalid")
+            AuthError::Policy(violation) => {
+                use crate::auth::PolicyViolation as V;
+                let code = match violation {
+                    V::TooShort(_) => "password_too_short",
+                    V::TooLong => "password_too_long",
+                    V::NeedsLettersAndDigits => "password_letters_and_digits",
+                    V::TooGuessable => "password_too_common",
+                    V::BuiltFromDetails => "password_own_details",
+                };
+                let mut error = Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string());
+                if let V::TooShort(n) = violation {
+                    error.min_length = Some(*n);
+                }
+                return error;
             }
+            AuthError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             AuthError::Store(_) | AuthError::Hashing => {
                 tracing::error!(error = %e, "internal error");
                 return Self::internal();

@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 use crate::audit::{Audit, AuditKind, GuessThrottle};
 use crate::clock::{SharedClock, UnixMillis};
 use crate::store::{Collection, Store, StoreError};
-use password::PolicyViolation;
+pub use password::PolicyViolation;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
