@@ -17,7 +17,7 @@ mod retention;
 mod throttle;
 pub use counts::SecurityCounts;
 pub use retention::{Checkpoint, verify_log};
-pub use throttle::{GuessAttempt, GuessThrottle};
+pub use throttle::{GUESS_PENALTY_SECS, GuessAttempt, GuessThrottle};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]

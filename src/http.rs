@@ -134,6 +134,8 @@ pub async fn serve(
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(30))
+                // Above the API's own limit, so that its typed 431 is the answer.
+                .max_headers(crate::api::MAX_HEADERS * 2)
                 .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service))
                 .with_upgrades();
             tokio::pin!(connection);

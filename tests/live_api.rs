@@ -296,6 +296,93 @@ async fn thirty_ordinary_sessions_from_one_address_raise_no_alarm() {
 }
 
 #[tokio::test]
+async fn every_refusal_is_typed_json_whichever_layer_makes_it() {
+    let app = TestAppliance::start().await;
+    let mut admin = app.set_up().await;
+    let (_, keys, _tech, _customer) = consented_session(&app, &mut admin).await;
+    let many_headers: Vec<(String, String)> = (0..120)
+        .map(|n| (format!("x-filler-{n}"), "1".to_owned()))
+        .collect();
+    let many: Vec<(&str, &str)> = many_headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    type Case<'a> = (
+        &'a str,
+        String,
+        Vec<(&'a str, &'a str)>,
+        Vec<u8>,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "POST",
+            "/api/sessions".into(),
+            vec![
+                ("content-type", "application/json"),
+                ("x-sightline-csrf", "1"),
+            ],
+            format!("{{\"customer_reference\": \"{}\"}}", "x".repeat(70_000)).into_bytes(),
+            413,
+            "too_large",
+        ),
+        (
+            "DELETE",
+            "/api/invitation/whip/not-a-number".into(),
+            keys.headers(&[("x-sightline-csrf", "1")]),
+            vec![],
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/api/invitation/whip".into(),
+            keys.headers(&[
+                ("content-type", "application/sdp"),
+                ("x-sightline-csrf", "1"),
+            ]),
+            vec![0xff, 0xfe, 0x00, 0x76, 0x3d],
+            400,
+            "bad_request",
+        ),
+        (
+            "PUT",
+            "/api/sessions".into(),
+            vec![("x-sightline-csrf", "1")],
+            vec![],
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "GET",
+            "/api/me".into(),
+            many,
+            vec![],
+            431,
+            "headers_too_large",
+        ),
+    ];
+    for (method, path, headers, body, status, code) in cases {
+        let r = admin.request(method, &path, &headers, body).await;
+        assert_eq!(r.status, status, "{method} {path}: {}", r.text());
+        assert!(
+            r.header("content-type")
+                .is_some_and(|t| t.starts_with("application/json")),
+            "{method} {path}: {:?}",
+            r.header("content-type")
+        );
+        assert_eq!(r.json()["error"], code, "{method} {path}: {}", r.text());
+        assert!(
+            r.json()["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{method} {path}"
+        );
+    }
+    // The connection still works afterwards.
+    assert_eq!(admin.get("/api/me").await.status, 200);
+}
+
+#[tokio::test]
 async fn pin_guessing_is_throttled_per_source_and_audited() {
     let app = TestAppliance::start().await;
     let mut admin = app.set_up().await;
@@ -315,6 +402,11 @@ async fn pin_guessing_is_throttled_per_source_and_audited() {
         .post_json("/api/join/pin", &json!({"pin": pin}))
         .await;
     assert_eq!(blocked.status, 429);
+    assert_eq!(
+        blocked.header("retry-after").as_deref(),
+        Some("300"),
+        "a throttled source is told when to come back"
+    );
     let malformed = guesser
         .post_json("/api/join/pin", &json!({"pin": 12}))
         .await;

@@ -2,6 +2,7 @@
 //! required access is declared and enforced, errors, and the embedded pages.
 
 mod data;
+mod errors;
 mod identity;
 mod sessions;
 
@@ -16,12 +17,13 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, get, on};
 use axum::{Json, Router};
-use serde::Serialize;
 
 use crate::audit::{Audit, AuditKind};
 use crate::auth::{Auth, AuthError, Principal, Role, Stage};
 use crate::http::{ConnInfo, security_headers};
-use crate::live::{Live, LiveError};
+use crate::live::Live;
+use errors::api_not_found;
+pub use errors::{ApiError, ERROR_CODES, MAX_HEADER_BYTES, MAX_HEADERS};
 
 pub const SESSION_COOKIE: &str = "__Host-sightline";
 /// Browsers cannot send this header cross-site without a CORS preflight, which the
@@ -177,7 +179,8 @@ pub fn router(state: AppState) -> Router {
     let api = api
         .fallback(api_not_found)
         .layer(middleware::from_fn(csrf_guard))
-        .layer(DefaultBodyLimit::max(64 * 1024));
+        .layer(DefaultBodyLimit::max(64 * 1024))
+        .layer(middleware::from_fn(errors::typed_errors));
     Router::new()
         .merge(api)
         .route("/", get(|| page(CONSOLE_HTML)))
@@ -187,6 +190,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ca.pem", get(ca_pem))
         .route("/healthz", get(|| async { "ok" }))
         .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn(errors::header_limits))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             durable_answers,
@@ -263,158 +267,6 @@ async fn enforce(
         request.extensions_mut().insert(principal);
     }
     next.run(request).await
-}
-
-// ---------------------------------------------------------------------------------------
-// Errors
-
-/// An API error: status, a stable machine-readable code and a sentence for people.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-    locked_until_ms: Option<u64>,
-    /// For a refused password: the minimum length, so a page can say it in its language.
-    min_length: Option<usize>,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            locked_until_ms: None,
-            min_length: None,
-        }
-    }
-
-    fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
-    }
-
-    fn internal() -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error",
-        )
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        #[derive(Serialize)]
-        struct Body<'a> {
-            error: &'a str,
-            message: &'a str,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            locked_until_ms: Option<u64>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            min_length: Option<usize>,
-        }
-        let body = Json(Body {
-            error: self.code,
-            message: &self.message,
-            locked_until_ms: self.locked_until_ms,
-            min_length: self.min_length,
-        });
-        (self.status, body).into_response()
-    }
-}
-
-impl From<AuthError> for ApiError {
-    fn from(e: AuthError) -> Self {
-        let (status, code) = match &e {
-            AuthError::AlreadySetUp => (StatusCode::CONFLICT, "already_set_up"),
-            AuthError::BadSetupCode => (StatusCode::FORBIDDEN, "bad_setup_code"),
-            AuthError::BadCredentials => (StatusCode::UNAUTHORIZED, "bad_credentials"),
-            AuthError::Locked { until_ms } => {
-                let mut error = Self::new(StatusCode::LOCKED, "locked", e.to_string());
-                error.locked_until_ms = Some(*until_ms);
-                return error;
-            }
-            AuthError::Deactivated => (StatusCode::FORBIDDEN, "deactivated"),
-            AuthError::BadSecondFactor => (StatusCode::UNAUTHORIZED, "bad_second_factor"),
-            AuthError::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
-            AuthError::WrongStage(_) => (StatusCode::CONFLICT, "wrong_stage"),
-            AuthError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
-            AuthError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
-            AuthError::Throttled => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
-            AuthError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            AuthError::Policy(violation) => {
-                use crate::auth::PolicyViolation as V;
-                let code = match violation {
-                    V::TooShort(_) => "password_too_short",
-                    V::TooLong => "password_too_long",
-                    V::NeedsLettersAndDigits => "password_letters_and_digits",
-                    V::TooGuessable => "password_too_common",
-                    V::BuiltFromDetails => "password_own_details",
-                };
-                let mut error = Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string());
-                if let V::TooShort(n) = violation {
-                    error.min_length = Some(*n);
-                }
-                return error;
-            }
-            AuthError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
-            AuthError::Store(_) | AuthError::Hashing => {
-                tracing::error!(error = %e, "internal error");
-                return Self::internal();
-            }
-        };
-        Self::new(status, code, e.to_string())
-    }
-}
-
-impl From<crate::lifecycle::LifecycleError> for ApiError {
-    fn from(e: crate::lifecycle::LifecycleError) -> Self {
-        use crate::lifecycle::LifecycleError as E;
-        match e {
-            E::NoScope => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string()),
-            E::NothingMatches => Self::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
-            E::Live(e) => e.into(),
-            E::Auth(e) => e.into(),
-            E::Store(_) | E::Export(_) | E::Vault(_) => {
-                tracing::error!(error = %e, "internal error");
-                Self::internal()
-            }
-        }
-    }
-}
-
-impl From<LiveError> for ApiError {
-    fn from(e: LiveError) -> Self {
-        let (status, code) = match &e {
-            LiveError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
-            LiveError::InvitationInvalid => (StatusCode::FORBIDDEN, "invitation_invalid"),
-            LiveError::PinInvalid => (StatusCode::FORBIDDEN, "pin_invalid"),
-            LiveError::Throttled => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
-            LiveError::AlreadyJoined => (StatusCode::CONFLICT, "already_joined"),
-            LiveError::WrongDevice => (StatusCode::FORBIDDEN, "wrong_device"),
-            LiveError::NoConsent => (StatusCode::FORBIDDEN, "no_consent"),
-            LiveError::NotAllowed(_) => (StatusCode::FORBIDDEN, "not_allowed"),
-            LiveError::CustomerAbsent => (StatusCode::CONFLICT, "customer_absent"),
-            LiveError::Ended => (StatusCode::GONE, "ended"),
-            LiveError::BadMessage(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            LiveError::Media(crate::media::MediaError::InvalidOffer(_)) => {
-                (StatusCode::BAD_REQUEST, "invalid_sdp")
-            }
-            LiveError::Media(crate::media::MediaError::UnknownPeer) => {
-                (StatusCode::NOT_FOUND, "not_found")
-            }
-            LiveError::Media(_) | LiveError::Store(_) => {
-                tracing::error!(error = %e, "internal error");
-                return Self::internal();
-            }
-        };
-        Self::new(status, code, e.to_string())
-    }
-}
-
-async fn api_not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route")
 }
 
 /// Parses a JSON body, answering malformed input with a clear 400 instead of axum's

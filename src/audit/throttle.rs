@@ -49,7 +49,9 @@ impl Drop for GuessAttempt<'_> {
 
 const WINDOW_MS: u64 = 60_000;
 /// A source that hit the limit waits this long after its last failure.
-const PENALTY_MS: u64 = 5 * 60_000;
+const PENALTY_MS: u64 = GUESS_PENALTY_SECS * 1000;
+/// The longest a throttled source waits (what `Retry-After` says).
+pub const GUESS_PENALTY_SECS: u64 = 5 * 60;
 
 impl GuessThrottle {
     pub fn new(limit_per_minute: u32, clock: SharedClock) -> Self {

@@ -56,9 +56,9 @@ export async function negotiate(pc, url, { auth = () => ({}) } = {}) {
   const response = await fetch(url, { method: 'POST', headers, body: pc.localDescription.sdp, credentials: 'same-origin' });
   const text = await response.text();
   if (response.status !== 201) {
-    let message = text;
-    try { message = JSON.parse(text).message; } catch { /* plain text */ }
-    throw new ApiError(response.status, 'media', message);
+    let body = { error: 'media', message: text };
+    try { body = JSON.parse(text); } catch { /* not the appliance answering */ }
+    throw new ApiError(response.status, body.error, body.message, body);
   }
   await pc.setRemoteDescription({ type: 'answer', sdp: text });
   return response.headers.get('location');

@@ -1,6 +1,6 @@
 // The technician's console: setup, sign-in, sessions, and the live view of one session.
 import { $, show, api, negotiate, signaling, showChat, chatForm, keepConnected, digest } from '/assets/common.js';
-import { t, translate, languagePicker, onLanguageChange } from '/assets/i18n.js';
+import { t, translate, languagePicker, onLanguageChange, errorText } from '/assets/i18n.js';
 import { render, normalised } from '/assets/draw.js';
 
 let current = null; // { id, signal, pc, resource, session, ... }
@@ -54,7 +54,7 @@ async function proceed(user) {
 }
 
 function lockoutText(e) {
-  if (e.code !== 'locked' || !e.body?.locked_until_ms) return e.message;
+  if (e.code !== 'locked' || !e.body?.locked_until_ms) return errorText(e);
   const until = new Date(e.body.locked_until_ms).toLocaleTimeString();
   return t('js.locked', { until });
 }
@@ -127,7 +127,7 @@ $('#setup-form').addEventListener('submit', async (event) => {
     });
     proceed(user);
   } catch (e) {
-    $('#setup-error').textContent = e.message;
+    $('#setup-error').textContent = errorText(e);
   }
 });
 
@@ -165,7 +165,7 @@ $('#change-password-form').addEventListener('submit', async (event) => {
     $('#cp-current').value = $('#cp-new').value = '';
     proceed(user);
   } catch (e) {
-    $('#change-password-error').textContent = e.message;
+    $('#change-password-error').textContent = errorText(e);
   }
 });
 
@@ -192,7 +192,7 @@ $('#enrol-form').addEventListener('submit', async (event) => {
     me = result.user;
     show('recovery');
   } catch (e) {
-    $('#enrol-error').textContent = e.message;
+    $('#enrol-error').textContent = errorText(e);
   }
 });
 
@@ -232,7 +232,7 @@ function action(label, handler, className = '') {
   button.className = className;
   button.addEventListener('click', async () => {
     $('#users-error').textContent = '';
-    try { await handler(); } catch (e) { $('#users-error').textContent = e.message; }
+    try { await handler(); } catch (e) { $('#users-error').textContent = errorText(e); }
   });
   return button;
 }
@@ -299,7 +299,7 @@ $('#user-form').addEventListener('submit', async (event) => {
     event.target.reset();
     users();
   } catch (e) {
-    $('#users-error').textContent = e.message;
+    $('#users-error').textContent = errorText(e);
   }
 });
 
@@ -317,7 +317,7 @@ async function groups() {
       box.checked = g[key];
       box.dataset.setting = key;
       box.addEventListener('change', () => api(`/groups/${g.id}`, { method: 'PATCH', body: { [key]: box.checked } })
-        .catch((e) => { $('#groups-error').textContent = e.message; }));
+        .catch((e) => { $('#groups-error').textContent = errorText(e); }));
       td.append(box);
       row.append(td);
     }
@@ -340,7 +340,7 @@ $('#group-form').addEventListener('submit', async (event) => {
     event.target.reset();
     groups();
   } catch (e) {
-    $('#groups-error').textContent = e.message;
+    $('#groups-error').textContent = errorText(e);
   }
 });
 
@@ -363,7 +363,7 @@ async function saveAccount(body) {
     await api('/account', { method: 'PATCH', body });
     $('#account-saved').textContent = t('js.saved');
   } catch (e) {
-    $('#account-error').textContent = e.message;
+    $('#account-error').textContent = errorText(e);
   }
 }
 
@@ -429,7 +429,7 @@ $('#new-session').addEventListener('click', async () => {
     $('#customer-ref').value = '';
     openSession(created);
   } catch (e) {
-    $('#dashboard-error').textContent = e.message;
+    $('#dashboard-error').textContent = errorText(e);
   }
 });
 
@@ -669,7 +669,7 @@ function showColleagues(colleagues) {
     if (current?.session?.technician_id === me?.user_id || me?.role === 'account_admin') {
       const remove = document.createElement('button');
       remove.textContent = t('remove');
-      remove.addEventListener('click', () => api(`/sessions/${current.id}/colleagues/${c.user_id}`, { method: 'DELETE' }).catch((e) => { $('#session-error').textContent = e.message; }));
+      remove.addEventListener('click', () => api(`/sessions/${current.id}/colleagues/${c.user_id}`, { method: 'DELETE' }).catch((e) => { $('#session-error').textContent = errorText(e); }));
       item.append(remove);
     }
     list.append(item);
@@ -688,7 +688,7 @@ $('#invite-form').addEventListener('submit', async (event) => {
   try {
     await api(`/sessions/${current.id}/colleagues`, { method: 'POST', body: { user_id: $('#colleague-user').value, role: $('#colleague-role').value } });
   } catch (e) {
-    $('#session-error').textContent = e.message;
+    $('#session-error').textContent = errorText(e);
   }
 });
 
@@ -729,7 +729,7 @@ async function openSession(created) {
     if (message.type === 'still' && message.still.purpose === 'snapshot') $('#snapshots').append(stillFigure(current.id, message.still));
     if (message.type === 'muted' && message.from === 'customer') $('#customer-muted').hidden = !message.muted;
     if (message.type === 'bandwidth') $('#bandwidth-note').hidden = message.video;
-    if (message.type === 'error') $('#session-error').textContent = message.message;
+    if (message.type === 'error') $('#session-error').textContent = errorText(message);
     if (message.type === 'ended') {
       setStatus({ state: 'ended' }, message.reason);
       current?.pc?.close();

@@ -27,10 +27,25 @@ export function t(key, vars = {}) {
   return text.replace(/\{(\w+)\}/g, (_, name) => String(vars[name] ?? ''));
 }
 
-// Text of an API or signaling error in the page's language, by its code where known.
+// Codes whose server message says what exactly was wrong (which field, which rule): the
+// translation is general, so the detail follows it.
+const DETAILED = new Set(['invalid', 'conflict', 'bad_request', 'not_allowed', 'bad_message', 'unexpected']);
+
+// Text of an API or signaling error in the page's language, by its code. The codes are
+// the appliance's (one list, checked against these strings by its tests); an unknown one
+// falls back to the server's sentence.
 export function errorText(error) {
   const key = `err.${error.code}`;
-  return key in STRINGS.en ? t(key) : error.message;
+  if (!(key in STRINGS.en)) return error.message ?? String(error);
+  if (DETAILED.has(error.code) && error.message) {
+    return language === 'en' ? sentence(error.message) : `${t(key)} (${error.message})`;
+  }
+  return t(key, error.body ?? error);
+}
+
+function sentence(text) {
+  const s = text.charAt(0).toUpperCase() + text.slice(1);
+  return /[.!?]$/.test(s) ? s : `${s}.`;
 }
 
 export function translate(root = document) {

@@ -149,3 +149,30 @@ test('admin adds a technician to a 2FA group; the technician enrols and signs in
   await techContext.close();
   await otherContext.close();
 });
+
+test('the console shows errors in the chosen language, by their code', async () => {
+  const context = await newContext(browser, { locale: 'de-DE' });
+  const page = await context.newPage();
+  await page.goto(appliance.url);
+  await page.waitForSelector('#login:not([hidden])');
+  await page.fill('#login-email', 'ada@example.com');
+  await page.fill('#login-password', 'Not the password 1');
+  await page.click('#login-form button[type=submit]');
+  await page.waitForFunction(() => document.querySelector('#login-error').textContent !== '');
+  assert.equal(await page.textContent('#login-error'), 'E-Mail-Adresse oder Passwort ist falsch.');
+
+  await page.fill('#login-password', 'Camera4support');
+  await page.click('#login-form button[type=submit]');
+  await page.waitForSelector('#dashboard:not([hidden])');
+  await page.click('[data-nav=users]');
+  await page.fill('#nu-email', 'short@example.com');
+  await page.fill('#nu-name', 'Kurt Kurz');
+  await page.fill('#nu-password', 'short1');
+  await page.click('#user-form button[type=submit]');
+  await page.waitForFunction(() => document.querySelector('#users-error').textContent !== '');
+  assert.equal(await page.textContent('#users-error'), 'Das Passwort muss mindestens 8 Zeichen haben.');
+  await page.fill('#nu-password', 'Kurtkurz2024');
+  await page.click('#user-form button[type=submit]');
+  await page.waitForFunction(() => /eigenen Angaben/.test(document.querySelector('#users-error').textContent));
+  await context.close();
+});
