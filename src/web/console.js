@@ -468,9 +468,7 @@ function setStatus(session, reason) {
   $('#recording-badge').hidden = !session.recording;
   const observer = session.colleagues?.some((c) => c.user_id === me?.user_id && c.role === 'observer');
   current.observer = observer;
-  for (const el of document.querySelectorAll('#tools button, #camera-tools button, #cam-zoom, #draw-color')) {
-    if (observer) el.disabled = true;
-  }
+  showToolsFor(session, observer);
   $('#tools').hidden = observer;
   $('#camera-tools').hidden = observer;
   const canRecord = session.recording_allowed && !observer;
@@ -483,6 +481,32 @@ function setStatus(session, reason) {
   showColleagues(session.colleagues ?? []);
   showFrozen(session.frozen);
   showCustomer(session);
+}
+
+// The picture tools work on a picture; the chat while someone can read it. After the
+// end (or a decline) they are off, and the page says why instead of letting a message
+// or a drawing vanish.
+function showToolsFor(session, observer) {
+  const state = session.state;
+  const picture = ['consented', 'live'].includes(state) && !observer;
+  current.pictureTools = picture;
+  for (const el of document.querySelectorAll('#tools button, #draw-color')) el.disabled = !picture;
+  showCapabilities(current.capabilities ?? { cameras: 0, torch: null, zoom: null });
+  if (!picture && tool) {
+    tool = null;
+    for (const b of document.querySelectorAll('#tools [data-tool]')) b.setAttribute('aria-pressed', 'false');
+    $('#stage').classList.remove('drawing');
+  }
+  const chat = !['declined', 'ended'].includes(state);
+  $('#chat-text').disabled = !chat;
+  $('#chat-form button').disabled = !chat;
+  const why = {
+    ended: 'session.tools-ended',
+    declined: 'session.tools-declined',
+    waiting: 'session.tools-waiting',
+    joined: 'session.tools-waiting',
+  }[state];
+  $('#tools-note').textContent = why && !observer ? t(why) : '';
 }
 
 // Who the customer is, as far as the technician noted it and the browser said; and, if
@@ -619,15 +643,16 @@ function stillFigure(sessionId, still) {
 
 function showCapabilities(c) {
   current.capabilities = c;
-  $('#cam-switch').disabled = c.cameras < 2;
+  const off = !current.pictureTools;
+  $('#cam-switch').disabled = off || c.cameras < 2;
   $('#cam-switch').classList.toggle('unavailable', c.cameras < 2);
   const torch = $('#cam-torch');
-  torch.disabled = c.torch === null;
+  torch.disabled = off || c.torch === null;
   torch.classList.toggle('unavailable', c.torch === null);
   torch.title = c.torch === null ? t('session.unavailable') : '';
   torch.setAttribute('aria-pressed', String(Boolean(c.torch)));
   const zoom = $('#cam-zoom');
-  zoom.disabled = !c.zoom;
+  zoom.disabled = off || !c.zoom;
   zoom.title = c.zoom ? '' : t('session.unavailable');
   if (c.zoom) Object.assign(zoom, { min: c.zoom.min, max: c.zoom.max, step: c.zoom.step, value: c.zoom.value });
   $('#cam-info').textContent = [c.label, c.width && `${c.width}×${c.height}`].filter(Boolean).join(' · ');
@@ -714,8 +739,7 @@ async function openSession(created) {
   $('#chat-lines').replaceChildren();
   $('#customer-muted').hidden = true;
   $('#bandwidth-note').hidden = true;
-  for (const el of document.querySelectorAll('#tools button, #camera-tools button, #cam-zoom, #draw-color')) el.disabled = false;
-  showCapabilities({ cameras: 0, torch: null, zoom: null });
+  current.capabilities = { cameras: 0, torch: null, zoom: null };
   setStatus(session);
   loadColleagueChoices();
 
@@ -731,7 +755,7 @@ async function openSession(created) {
     if (message.type === 'bandwidth') $('#bandwidth-note').hidden = message.video;
     if (message.type === 'error') $('#session-error').textContent = errorText(message);
     if (message.type === 'ended') {
-      setStatus({ state: 'ended' }, message.reason);
+      setStatus({ ...current.session, state: 'ended' }, message.reason);
       current?.pc?.close();
     }
   });

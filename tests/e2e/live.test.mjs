@@ -187,7 +187,15 @@ test('a customer who declines shares nothing and the technician sees it', async 
   assert.equal(stats.framesReceived, 0);
   const cameraStarted = await customer.page.evaluate(() => document.querySelector('#preview').srcObject !== null);
   assert.equal(cameraStarted, false, 'the camera was never opened');
+  // Nothing to draw on and nobody reading: the tools are off, and the console says why.
+  assert.deepEqual(await toolsEnabled(technician.page), { pen: false, freeze: false, snapshot: false, switchCamera: false, chat: false });
+  assert.match(await technician.page.textContent('#tools-note'), /chose not to share/);
   await customer.context.close();
+});
+
+const toolsEnabled = (page) => page.evaluate(() => {
+  const on = (selector) => !document.querySelector(selector).disabled;
+  return { pen: on('#tools [data-tool=pen]'), freeze: on('#freeze'), snapshot: on('#snapshot'), switchCamera: on('#cam-switch'), chat: on('#chat-text') };
 });
 
 test('the customer joins with the PIN and the technician ends the session', async () => {
@@ -201,9 +209,16 @@ test('the customer joins with the PIN and the technician ends the session', asyn
   assert.match(await page.textContent('#consent-title'), new RegExp(admin.name));
   await page.click('#share');
   await waitFor(async () => (await inboundVideo(technician.page))?.framesDecoded > 0, { what: 'decoded frames' });
+  await waitFor(async () => (await toolsEnabled(technician.page)).snapshot, { what: 'tools on while live' });
+  assert.equal((await toolsEnabled(technician.page)).chat, true);
   await technician.page.click('#end-session');
   await page.waitForSelector('#ended:not([hidden])');
   assert.match(await page.textContent('#ended-reason'), /technician ended/);
+  // After the end the tools are off, the console says why, and nothing can be typed
+  // into a chat nobody reads.
+  await waitFor(async () => (await status(technician.page)) === 'ended', { what: 'ended state' });
+  assert.deepEqual(await toolsEnabled(technician.page), { pen: false, freeze: false, snapshot: false, switchCamera: false, chat: false });
+  assert.match(await technician.page.textContent('#tools-note'), /session has ended/);
   const tracksLive = await page.evaluate(() => document.querySelector('#preview').srcObject?.getTracks().some((t) => t.readyState === 'live') ?? false);
   assert.equal(tracksLive, false, 'the camera is released when the session ends');
   await context.close();

@@ -287,7 +287,8 @@ test('after a network drop the customer’s page rejoins by itself, under the sa
   const dropAt = Date.now();
   await customer.page.evaluate(async () => {
     const token = sessionStorage.getItem('sightline-invitation');
-    await fetch(window.sightline.resource, { method: 'DELETE', headers: { authorization: `Bearer ${token}`, 'x-sightline-csrf': '1' } });
+    const device = localStorage.getItem(Object.keys(localStorage).find((k) => k.startsWith('sightline-device-')));
+    await fetch(window.sightline.resource, { method: 'DELETE', headers: { authorization: `Bearer ${token}`, 'x-sightline-device': device, 'x-sightline-csrf': '1' } });
     window.sightline.signal.ws.close();
   });
   await waitFor(async () => (await tech.getAttribute('#session-status', 'data-state')) === 'consented', { what: 'the technician sees the drop' });
