@@ -1,6 +1,6 @@
 // The technician's console: setup, sign-in, sessions, and the live view of one session.
 import { $, show, api, negotiate, signaling, showChat, chatForm, keepConnected, digest } from '/assets/common.js';
-import { t, translate, languagePicker, onLanguageChange, errorText } from '/assets/i18n.js';
+import { t, translate, languagePicker, onLanguageChange, errorText, when, time } from '/assets/i18n.js';
 import { render, normalised } from '/assets/draw.js';
 
 let current = null; // { id, signal, pc, resource, session, ... }
@@ -55,7 +55,7 @@ async function proceed(user) {
 
 function lockoutText(e) {
   if (e.code !== 'locked' || !e.body?.locked_until_ms) return errorText(e);
-  const until = new Date(e.body.locked_until_ms).toLocaleTimeString();
+  const until = time(e.body.locked_until_ms);
   return t('js.locked', { until });
 }
 
@@ -80,10 +80,10 @@ async function dashboard() {
   for (const s of sessions) {
     const item = document.createElement('li');
     item.dataset.session = s.id;
-    const when = new Date(s.created_ms).toLocaleString();
+    const created = when(s.created_ms);
     const invited = s.technician_id !== me?.user_id ? ` · ${s.technician_name}` : '';
     const label = document.createElement('span');
-    label.textContent = (s.customer_reference ? `${when} · ${s.customer_reference}` : when) + invited;
+    label.textContent = (s.customer_reference ? `${created} · ${s.customer_reference}` : created) + invited;
     const state = document.createElement('span');
     state.className = 'status';
     state.dataset.state = s.state;
@@ -104,6 +104,7 @@ async function dashboard() {
     item.append(label, state, buttons);
     list.append(item);
   }
+  if (!sessions.length) list.append(emptyNote('li', params.toString() ? 'empty.history-filtered' : 'empty.history'));
 }
 
 $('#history-filter').addEventListener('submit', (event) => {
@@ -253,7 +254,7 @@ async function users() {
     const row = document.createElement('tr');
     row.dataset.email = u.email;
     const locked = u.locked_until_ms && u.locked_until_ms > Date.now();
-    const status = !u.active ? t('js.inactive') : locked ? t('js.locked-until', { time: new Date(u.locked_until_ms).toLocaleTimeString() }) : t('js.active');
+    const status = !u.active ? t('js.inactive') : locked ? t('js.locked-until', { time: time(u.locked_until_ms) }) : t('js.active');
     row.append(cell(u.email), cell(u.display_name), cell(t(u.role === 'account_admin' ? 'js.admin' : 'js.technician')),
       cell(u.group_ids.map(groupName).join(', ')), cell(t(u.two_factor_enabled ? 'js.on' : 'js.off')), cell(status));
     const actions = document.createElement('td');
@@ -330,6 +331,7 @@ async function groups() {
     row.append(td);
     return row;
   }));
+  if (!groupCache.length) $('#group-rows').append(emptyRow(4, 'empty.groups'));
 }
 
 $('#group-form').addEventListener('submit', async (event) => {
@@ -397,7 +399,7 @@ async function audit() {
   $('#audit-rows').replaceChildren(...entries.map((e) => {
     const row = document.createElement('tr');
     row.dataset.kind = e.kind;
-    row.append(cell(new Date(e.at_ms).toLocaleString()), cell(e.kind.replaceAll('_', ' ')),
+    row.append(cell(when(e.at_ms)), cell(e.kind.replaceAll('_', ' ')),
       cell(names[e.actor] ?? e.actor ?? ''), cell(e.source ?? ''), cell(e.detail));
     return row;
   }));
@@ -633,9 +635,73 @@ function stillFigure(sessionId, still) {
   img.addEventListener('load', () => render(canvas, img, still.annotations ?? []));
   img.src = `/api/sessions/${sessionId}/stills/${still.id}`;
   const caption = document.createElement('figcaption');
-  caption.textContent = `${new Date(still.at_ms).toLocaleTimeString()} · ${still.width}×${still.height}`;
-  figure.append(stage, caption);
+  caption.textContent = `${time(still.at_ms)} · ${still.width}×${still.height}`;
+  const open = document.createElement('button');
+  open.className = 'still-open';
+  open.textContent = t('ui.view-full-size');
+  open.addEventListener('click', () => openStill(sessionId, still));
+  stage.addEventListener('click', () => openStill(sessionId, still));
+  figure.append(stage, caption, open);
   return figure;
+}
+
+// The full-resolution still, to read a serial number off it: fit to the window, zoom in
+// steps or with the wheel, pan by dragging, download the original file.
+const viewer = { scale: 1, fit: 1 };
+
+function openStill(sessionId, still) {
+  const img = $('#still-full');
+  const url = `/api/sessions/${sessionId}/stills/${still.id}`;
+  $('#still-viewer-info').textContent = `${time(still.at_ms)} · ${still.width}×${still.height}`;
+  const download = $('#still-download');
+  download.href = url;
+  download.download = `sightline-${sessionId.slice(0, 8)}-${still.id.slice(0, 8)}.${still.content_type.split('/')[1] ?? 'jpg'}`;
+  img.onload = () => {
+    const pane = $('#still-pane');
+    viewer.fit = Math.min(1, pane.clientWidth / img.naturalWidth, pane.clientHeight / img.naturalHeight) || 1;
+    zoomTo(viewer.fit);
+  };
+  img.src = url;
+  $('#still-viewer').showModal();
+}
+
+function zoomTo(scale, around) {
+  const img = $('#still-full');
+  const pane = $('#still-pane');
+  const before = viewer.scale;
+  viewer.scale = Math.min(8, Math.max(viewer.fit, scale));
+  img.style.width = `${Math.round(img.naturalWidth * viewer.scale)}px`;
+  $('#still-scale').textContent = `${Math.round(viewer.scale * 100)} %`;
+  // Keep the point under the cursor (or the centre) where it was.
+  const [x, y] = around ?? [pane.clientWidth / 2, pane.clientHeight / 2];
+  const ratio = viewer.scale / before;
+  pane.scrollLeft = (pane.scrollLeft + x) * ratio - x;
+  pane.scrollTop = (pane.scrollTop + y) * ratio - y;
+}
+
+$('#still-fit').addEventListener('click', () => zoomTo(viewer.fit));
+$('#still-actual').addEventListener('click', () => zoomTo(1));
+$('#still-zoom-in').addEventListener('click', () => zoomTo(viewer.scale * 1.5));
+$('#still-zoom-out').addEventListener('click', () => zoomTo(viewer.scale / 1.5));
+$('#still-close').addEventListener('click', () => $('#still-viewer').close());
+$('#still-pane').addEventListener('wheel', (event) => {
+  event.preventDefault();
+  const box = $('#still-pane').getBoundingClientRect();
+  zoomTo(viewer.scale * (event.deltaY < 0 ? 1.25 : 0.8), [event.clientX - box.left, event.clientY - box.top]);
+}, { passive: false });
+{
+  let drag = null;
+  const pane = $('#still-pane');
+  pane.addEventListener('pointerdown', (event) => {
+    drag = { x: event.clientX, y: event.clientY, left: pane.scrollLeft, top: pane.scrollTop };
+    pane.setPointerCapture(event.pointerId);
+  });
+  pane.addEventListener('pointermove', (event) => {
+    if (!drag) return;
+    pane.scrollLeft = drag.left - (event.clientX - drag.x);
+    pane.scrollTop = drag.top - (event.clientY - drag.y);
+  });
+  pane.addEventListener('pointerup', () => { drag = null; });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -730,7 +796,7 @@ async function openSession(created) {
     $('#invite-pin').textContent = created.pin;
     $('#join-url').textContent = created.join_url;
     $('#invite-qr').src = created.qr_svg;
-    $('#invite-expiry').textContent = t('session.valid-until', { time: new Date(session.invitation_expires_ms).toLocaleTimeString() });
+    $('#invite-expiry').textContent = t('session.valid-until', { time: time(session.invitation_expires_ms) });
   }
   shapes = [];
   pointer = null;
@@ -823,7 +889,6 @@ async function showRecord(id) {
   show('record-view');
   const facts = $('#record-facts');
   facts.replaceChildren();
-  const when = (ms) => (ms ? new Date(ms).toLocaleString() : '—');
   const technicians = [r.technician_name, ...r.colleagues.map((c) => `${c.name} (${t(`role.${c.role}`)})`)].join(', ');
   for (const [key, value] of [
     ['record.technicians', technicians],
@@ -862,6 +927,26 @@ async function showRecord(id) {
     video.src = `/api/sessions/${r.id}/recordings/${rec.id}`;
     return video;
   }));
+  if (!r.recordings.length) $('#record-recordings').append(emptyNote('p', 'empty.recordings'));
+  if (!$('#record-stills').children.length) $('#record-stills').append(emptyNote('p', 'empty.snapshots'));
+}
+
+// What an empty list says instead of nothing.
+function emptyNote(tag, key) {
+  const note = document.createElement(tag);
+  note.className = 'empty muted';
+  note.textContent = t(key);
+  return note;
+}
+
+function emptyRow(columns, key) {
+  const row = document.createElement('tr');
+  const td = document.createElement('td');
+  td.colSpan = columns;
+  td.className = 'empty muted';
+  td.textContent = t(key);
+  row.append(td);
+  return row;
 }
 
 $('#record-back').addEventListener('click', () => {

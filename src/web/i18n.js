@@ -43,6 +43,15 @@ export function errorText(error) {
   return t(key, error.body ?? error);
 }
 
+// Dates and times in the chosen language, not the browser's.
+const LOCALES = { en: 'en-GB', de: 'de-DE' };
+export function when(ms) {
+  return ms ? new Date(ms).toLocaleString(LOCALES[language]) : '—';
+}
+export function time(ms) {
+  return new Date(ms).toLocaleTimeString(LOCALES[language]);
+}
+
 function sentence(text) {
   const s = text.charAt(0).toUpperCase() + text.slice(1);
   return /[.!?]$/.test(s) ? s : `${s}.`;

@@ -54,6 +54,8 @@ test('admin adds a technician to a 2FA group; the technician enrols and signs in
   await admin.waitForSelector('#dashboard:not([hidden])');
 
   await admin.click('[data-nav=groups]');
+  await admin.waitForSelector('#group-rows .empty');
+  assert.match(await admin.textContent('#group-rows'), /No groups yet/);
   await admin.fill('#ng-name', 'Field');
   await admin.check('#ng-2fa');
   await admin.click('#group-form button[type=submit]');

@@ -17,6 +17,9 @@ before(async () => {
   const context = await newContext(browser);
   const page = await context.newPage();
   await setUp(page, appliance, admin);
+  // A new appliance's history says it is empty rather than showing nothing.
+  await page.waitForSelector('#session-list .empty');
+  assert.match(await page.textContent('#session-list'), /No sessions yet/);
   technician = { context, page };
 });
 

@@ -201,6 +201,33 @@ test('camera switch from the console, unsupported torch, and a full-resolution s
   assert.equal(image.status(), 200);
   assert.equal(image.headers()['content-type'], still.content_type);
   assert.equal((await image.body()).length, still.bytes);
+
+  // The technician opens it full size, zooms in to read a detail, and downloads it.
+  await tech.click(`#snapshots figure[data-still="${still.id}"] .still-open`);
+  await tech.waitForSelector('#still-viewer[open]');
+  await tech.waitForFunction(() => document.querySelector('#still-full').complete && document.querySelector('#still-full').naturalWidth > 0);
+  assert.equal(await tech.evaluate(() => document.querySelector('#still-full').naturalWidth), still.width, 'the viewer shows the original');
+  const fitted = await tech.evaluate(() => document.querySelector('#still-full').getBoundingClientRect().width);
+  await tech.click('#still-actual');
+  const actual = await tech.evaluate(() => document.querySelector('#still-full').getBoundingClientRect().width);
+  assert.equal(Math.round(actual), still.width, '100 % is one image pixel per CSS pixel');
+  assert.ok(actual >= fitted);
+  await tech.click('#still-zoom-in');
+  const zoomed = await tech.evaluate(() => document.querySelector('#still-full').getBoundingClientRect().width);
+  assert.ok(zoomed > actual * 1.4, `zoomed in: ${zoomed} vs ${actual}`);
+  const scrolled = await tech.evaluate(() => {
+    const pane = document.querySelector('#still-pane');
+    pane.scrollLeft = 0;
+    return pane.scrollWidth > pane.clientWidth;
+  });
+  assert.ok(scrolled, 'the zoomed picture can be panned');
+  const [download] = await Promise.all([tech.waitForEvent('download'), tech.click('#still-download')]);
+  assert.match(download.suggestedFilename(), /^sightline-[0-9a-f]{8}-[0-9a-f]{8}\.(jpeg|png|webp)$/);
+  const saved = await download.path();
+  const { statSync } = await import('node:fs');
+  assert.equal(statSync(saved).size, still.bytes, 'the download is the full-resolution file');
+  await tech.click('#still-close');
+  await tech.waitForSelector('#still-viewer:not([open])', { state: 'attached' });
   await customer.page.click('#end');
   await customer.context.close();
 });
