@@ -826,6 +826,7 @@ async function openSession(created) {
     }
   });
   current.signal = signal;
+  watchVideo(current);
   await signal.opened;
   signal.send({ type: 'watch', session_id: session.id });
 
@@ -865,8 +866,42 @@ async function receiveMedia(session) {
   current.resource = await negotiate(pc, `/api/sessions/${session.id}/whep`);
 }
 
+// How long without a new frame before a live picture counts as stopped; checked every
+// 250 ms, so the console says so within 2 s.
+const STALL_MS = 1500;
+
+// Whether frames keep arriving: a live session whose picture stopped (the customer's
+// network, a frozen camera) must not keep showing its last frame as "Live".
+function watchVideo(mine) {
+  let decoded = -1;
+  let lastFrameAt = performance.now();
+  mine.stallTimer = setInterval(async () => {
+    const stats = await mine.pc?.getStats().catch(() => null);
+    let frames = 0;
+    stats?.forEach((r) => { if (r.type === 'inbound-rtp' && r.kind === 'video') frames += r.framesDecoded ?? 0; });
+    const now = performance.now();
+    if (frames !== decoded) {
+      decoded = frames;
+      lastFrameAt = now;
+    }
+    const s = mine.session ?? {};
+    const expected = s.state === 'live' && !s.paused && !s.frozen && s.customer_connected !== false
+      && $('#bandwidth-note').hidden;
+    const stalled = expected && now - lastFrameAt > STALL_MS;
+    if (current !== mine || stalled === Boolean(mine.stalled)) return;
+    mine.stalled = stalled;
+    $('#video-stalled').hidden = !stalled;
+    $('#stage').classList.toggle('stalled', stalled);
+    if (stalled) $('#session-status').textContent = t('status.stalled');
+    else setStatus(mine.session);
+  }, 250);
+}
+
 function closeSession() {
   if (!current) return;
+  clearInterval(current.stallTimer);
+  $('#video-stalled').hidden = true;
+  $('#stage').classList.remove('stalled');
   current.signal?.close();
   current.pc?.close();
   for (const track of current.microphone?.getTracks() ?? []) track.stop();

@@ -77,6 +77,19 @@ test('customer consents and the technician decodes live video through the relay'
   await new Promise((r) => setTimeout(r, 1000));
   assert.ok((await inboundVideo(technician.page)).framesDecoded > before, 'frames keep arriving');
 
+  // The picture stops (the camera's track is taken off the connection): within about two
+  // seconds the console says so instead of showing the last frame as live; it recovers
+  // when frames come back.
+  const stoppedAt = Date.now();
+  const videoSender = 'window.sightline.pc.getTransceivers().find((t) => t.receiver.track.kind === "video").sender';
+  await customer.page.evaluate(`${videoSender}.replaceTrack(null)`);
+  await technician.page.waitForSelector('#video-stalled:not([hidden])', { timeout: 6000 });
+  console.log(`frames stop to "video stopped" shown: ${Date.now() - stoppedAt} ms`);
+  assert.equal(await technician.page.textContent('#session-status'), 'Video stopped');
+  await customer.page.evaluate(`${videoSender}.replaceTrack(window.sightline.camera.getVideoTracks()[0])`);
+  await technician.page.waitForSelector('#video-stalled', { state: 'hidden', timeout: 10000 });
+  assert.equal(await technician.page.textContent('#session-status'), 'Live');
+
   // Chat both ways, shown on both sides with who wrote it.
   await technician.page.fill('#chat-text', 'Please point the camera at the router.');
   await technician.page.press('#chat-text', 'Enter');
