@@ -162,7 +162,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
     })?;
     let (media, mut media_events, media_thread) = media::start(
         udp,
-        Some(https_addr.port()),
+        Some(config.media.public_tcp_port.unwrap_or(https_addr.port())),
         config.firewall.malformed_datagrams_per_minute,
         Duration::from_secs(config.media.reconnect_grace_secs),
     )

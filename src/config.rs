@@ -187,6 +187,10 @@ pub struct MediaConfig {
     /// The address announced to browsers as the relay's host candidate. Defaults to the
     /// address the browser used to reach the appliance, with the media port.
     pub public_address: Option<IpAddr>,
+    /// The TCP port announced for ICE-TCP (media over the HTTPS port when UDP is blocked).
+    /// Defaults to the HTTPS listener's port; set it when a router or load balancer
+    /// forwards another port to it (443 → 8443).
+    pub public_tcp_port: Option<u16>,
     /// How long a participant whose connection was lost (network change, drop) may take
     /// to come back with an ICE restart before the relay drops it and the others are told.
     pub reconnect_grace_secs: u64,
@@ -241,6 +245,7 @@ impl Default for MediaConfig {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 15000)),
             public_address: None,
+            public_tcp_port: None,
             reconnect_grace_secs: 20,
             workers: 0,
         }

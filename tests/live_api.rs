@@ -1017,6 +1017,61 @@ async fn the_device_that_joined_rejoins_but_another_holder_of_the_link_cannot_ta
 }
 
 #[tokio::test]
+async fn the_ice_tcp_candidate_announces_the_configured_public_port() {
+    let app = TestAppliance::start_with(|c| c.media.public_tcp_port = Some(443)).await;
+    let mut admin = app.set_up().await;
+    let (_, keys, _tech, _customer) = consented_session(&app, &mut admin).await;
+    let media = PageMedia::new();
+    let answer = app
+        .client()
+        .request(
+            "POST",
+            "/api/invitation/whip",
+            &keys.headers(&[("content-type", "application/sdp")]),
+            media.offer.clone().into_bytes(),
+        )
+        .await;
+    assert_eq!(answer.status, 201, "{}", answer.text());
+    let tcp: Vec<String> = answer
+        .text()
+        .lines()
+        .filter(|l| l.starts_with("a=candidate") && l.contains(" tcp "))
+        .map(str::to_owned)
+        .collect();
+    assert!(!tcp.is_empty(), "an ICE-TCP candidate");
+    for line in tcp {
+        assert!(line.contains(" 443 typ host"), "{line}");
+    }
+}
+
+#[tokio::test]
+async fn who_is_muted_is_told_to_whoever_joins_later() {
+    let app = TestAppliance::start().await;
+    let mut admin = app.set_up().await;
+    let (id, _keys, _tech, mut customer) = consented_session(&app, &mut admin).await;
+    send(&mut customer, json!({"type": "mute", "muted": true})).await;
+    recv_type(&mut customer, "muted").await;
+    let mut late = admin.websocket().await;
+    send(&mut late, json!({"type": "watch", "session_id": id})).await;
+    let muted = recv_type(&mut late, "muted").await;
+    assert_eq!(muted["from"], "customer");
+    assert_eq!(muted["muted"], true);
+    send(&mut customer, json!({"type": "mute", "muted": false})).await;
+    assert_eq!(recv_type(&mut late, "muted").await["muted"], false);
+    let mut later = admin.websocket().await;
+    send(&mut later, json!({"type": "watch", "session_id": id})).await;
+    recv_type(&mut later, "state").await;
+    send(&mut later, json!({"type": "ping"})).await;
+    loop {
+        let m = recv(&mut later).await.expect("message");
+        assert_ne!(m["type"], "muted", "nobody is muted any more");
+        if m["type"] == "pong" {
+            break;
+        }
+    }
+}
+
+#[tokio::test]
 async fn session_history_filters_and_exports_csv() {
     let app = TestAppliance::start().await;
     let mut admin = app.set_up().await;
@@ -1060,6 +1115,12 @@ async fn session_history_filters_and_exports_csv() {
     );
     let rows: Vec<&str> = lines.collect();
     assert_eq!(rows.len(), 2);
+    // Every timestamp has one shape, to the millisecond, whatever its value.
+    for row in &rows {
+        let created = row.split(',').nth(1).expect("created column");
+        assert_eq!(created.len(), "2027-01-15T08:00:00.000Z".len(), "{created}");
+        assert!(created.ends_with('Z') && created.as_bytes()[19] == b'.', "{created}");
+    }
     assert!(
         rows.iter()
             .any(|r| r.starts_with(&ended) && r.contains(",ended,technician,"))

@@ -174,13 +174,23 @@ pub(super) async fn sessions_csv(
         .into_response())
 }
 
+/// RFC 3339 in UTC, always to the millisecond, so every timestamp in a column has the
+/// same shape (a spreadsheet or a script parses one format).
 fn rfc3339(ms: Option<u64>) -> String {
     ms.and_then(|ms| {
         time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
     })
-    .and_then(|t| {
-        t.format(&time::format_description::well_known::Rfc3339)
-            .ok()
+    .map(|t| {
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.millisecond()
+        )
     })
     .unwrap_or_default()
 }

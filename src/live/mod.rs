@@ -511,6 +511,8 @@ struct Room {
     capabilities: Option<CameraCapabilities>,
     /// The recording running now: its id and start.
     recording: Option<(String, UnixMillis)>,
+    /// Who is muted now (by user id; the customer as ""), as the message that said so.
+    muted: HashMap<String, ServerMessage>,
 }
 
 impl Room {
@@ -914,6 +916,7 @@ impl Live {
                 tx,
             });
         self.send_state_to(&session, conn_id);
+        self.send_muted_to(&session.id, conn_id);
         Ok((
             Attachment {
                 conn_id,
@@ -1047,6 +1050,7 @@ impl Live {
                 shapes: room.drawing.clone(),
             });
         }
+        self.send_muted_to(&session.id, conn_id);
         Ok((
             Attachment {
                 conn_id,
@@ -1059,6 +1063,21 @@ impl Live {
             },
             rx,
         ))
+    }
+
+    /// Tells a participant who joins who is muted already.
+    fn send_muted_to(&self, session_id: &str, conn_id: u64) {
+        if let Some(room) = self.rooms().get(session_id)
+            && let Some(conn) = room
+                .technicians
+                .iter()
+                .chain(room.customer.iter())
+                .find(|c| c.id == conn_id)
+        {
+            for message in room.muted.values() {
+                let _ = conn.tx.send(message.clone());
+            }
+        }
     }
 
     fn let_go_of_customer(&self, session_id: &str, conn_id: u64) {
@@ -1286,7 +1305,14 @@ impl Live {
                         .unwrap_or_else(|| "Customer".to_owned()),
                     muted,
                 };
-                if let Some(room) = self.rooms().get(&from.session_id) {
+                if let Some(room) = self.rooms().get_mut(&from.session_id) {
+                    // Kept for whoever joins later, so they know who is muted.
+                    let who = from.actor.clone().unwrap_or_default();
+                    if muted {
+                        room.muted.insert(who, message.clone());
+                    } else {
+                        room.muted.remove(&who);
+                    }
                     room.broadcast(&message);
                 }
                 Ok(None)
@@ -2266,6 +2292,7 @@ fn new_room(account_id: &str) -> Room {
         captures: HashMap::new(),
         capabilities: None,
         recording: None,
+        muted: HashMap::new(),
     }
 }
 
