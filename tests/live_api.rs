@@ -1119,7 +1119,10 @@ async fn session_history_filters_and_exports_csv() {
     for row in &rows {
         let created = row.split(',').nth(1).expect("created column");
         assert_eq!(created.len(), "2027-01-15T08:00:00.000Z".len(), "{created}");
-        assert!(created.ends_with('Z') && created.as_bytes()[19] == b'.', "{created}");
+        assert!(
+            created.ends_with('Z') && created.as_bytes()[19] == b'.',
+            "{created}"
+        );
     }
     assert!(
         rows.iter()

@@ -437,8 +437,18 @@ $('#new-session').addEventListener('click', async () => {
 
 chatForm($('#chat-form'), $('#chat-text'), (message) => current?.signal.send(message));
 
-$('#copy-link').addEventListener('click', () => {
-  navigator.clipboard?.writeText($('#invite-link').textContent).catch(() => {});
+$('#copy-link').addEventListener('click', async () => {
+  const note = $('#copy-note');
+  try {
+    await navigator.clipboard.writeText($('#invite-link').textContent);
+    note.textContent = t('session.copied');
+  } catch {
+    // No clipboard access (an http page, a denied permission): select it for the user.
+    getSelection().selectAllChildren($('#invite-link'));
+    note.textContent = t('session.copy-by-hand');
+  }
+  clearTimeout(note.timer);
+  note.timer = setTimeout(() => { note.textContent = ''; }, 4000);
 });
 
 $('#end-session').addEventListener('click', async () => {
@@ -490,6 +500,9 @@ function setStatus(session, reason) {
 // or a drawing vanish.
 function showToolsFor(session, observer) {
   const state = session.state;
+  const placeholder = { waiting: 'session.placeholder', joined: 'session.placeholder', declined: 'session.placeholder-declined' }[state];
+  $('#stage-placeholder').hidden = !placeholder;
+  $('#stage-placeholder').textContent = placeholder ? t(placeholder) : '';
   const picture = ['consented', 'live'].includes(state) && !observer;
   current.pictureTools = picture;
   for (const el of document.querySelectorAll('#tools button, #draw-color')) el.disabled = !picture;

@@ -451,7 +451,11 @@ $('#pause').addEventListener('click', () => {
   signal.send({ type: 'pause', paused });
 });
 
-$('#end').addEventListener('click', () => {
+// Ending sits near "Pause camera"; a slip of the thumb must not end the call.
+$('#end').addEventListener('click', () => $('#end-confirm').showModal());
+$('#end-no').addEventListener('click', () => $('#end-confirm').close());
+$('#end-yes').addEventListener('click', () => {
+  $('#end-confirm').close();
   signal.send({ type: 'end' });
   finish('customer');
 });

@@ -55,6 +55,10 @@ const status = (page) => page.getAttribute('#session-status', 'data-state');
 
 test('customer consents and the technician decodes live video through the relay', async () => {
   const { link } = await newSession();
+  // Before anyone joins the stage says what will appear there; copying the link says so.
+  assert.match(await technician.page.textContent('#stage-placeholder'), /camera appears here/);
+  await technician.page.click('#copy-link');
+  assert.match(await technician.page.textContent('#copy-note'), /Link copied|copy it/);
   const customer = await openCustomer(link);
   assert.equal(await customer.page.textContent('#consent-title'), `${admin.name} from ${admin.org} would like to see your camera`);
   await waitFor(async () => (await status(technician.page)) === 'joined', { what: 'joined state' });
@@ -67,6 +71,7 @@ test('customer consents and the technician decodes live video through the relay'
   const firstFrameMs = Date.now() - consentAt;
   console.log(`consent tap to first decoded frame at the technician: ${firstFrameMs} ms`);
 
+  await technician.page.waitForSelector('#stage-placeholder', { state: 'hidden' });
   const width = await waitFor(
     () => technician.page.evaluate(() => document.querySelector('#remote-video').videoWidth),
     { what: 'video width' },
@@ -111,8 +116,15 @@ test('customer consents and the technician decodes live video through the relay'
   assert.deepEqual(consentAfter, consentBefore, 'the consent on record is reused, not asked again');
   assert.equal(await customer.page.locator('#chat-lines li').count(), 2, 'the chat so far is shown after the reload');
 
-  // The customer ends the session; the technician is told.
+  // "End session" asks first: keeping on sharing changes nothing; ending tells the
+  // technician.
   await customer.page.click('#end');
+  await customer.page.waitForSelector('#end-confirm[open]');
+  await customer.page.click('#end-no');
+  assert.equal(await customer.page.isVisible('#live'), true);
+  assert.equal(await status(technician.page), 'live');
+  await customer.page.click('#end');
+  await customer.page.click('#end-yes');
   await customer.page.waitForSelector('#ended:not([hidden])');
   await waitFor(async () => (await status(technician.page)) === 'ended', { what: 'ended state' });
   assert.match(await technician.page.textContent('#session-status'), /ended by the customer/);
@@ -157,6 +169,7 @@ test('a forwarded link cannot take over the camera; a second device must agree a
   await page.click('#share');
   await waitFor(async () => (await inboundVideo(technician.page))?.framesDecoded > before + 5, { what: 'frames from the new device' });
   await page.click('#end');
+  await page.click('#end-yes');
   await second.close();
 });
 

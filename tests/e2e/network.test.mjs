@@ -163,6 +163,7 @@ test('when the customer’s network stops passing UDP mid-session, the media mov
   assert.equal(await customer.page.evaluate(() => window.sightline.resource), resource, 'the same relay connection');
   assert.equal(await customer.page.isVisible('#live'), true, 'no reload, no new consent');
   await customer.page.click('#end');
+  await customer.page.click('#end-yes');
   await customer.context.close();
 });
 
@@ -207,6 +208,7 @@ test('a technician on a thin downlink gets the small simulcast layer and keeps d
 
   throttle(null);
   await customer.click('#end');
+  await customer.click('#end-yes');
   await customerContext.close();
   await context.close();
 });
@@ -221,5 +223,6 @@ test('with UDP blocked the customer’s media reaches the technician over TCP on
   assert.equal(selected.remote, 'tcp', JSON.stringify(selected));
   assert.equal(String(selected.remotePort), new URL(appliance.url).port, 'the HTTPS port');
   await customer.page.click('#end');
+  await customer.page.click('#end-yes');
   await customer.context.close();
 });

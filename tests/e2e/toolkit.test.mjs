@@ -75,6 +75,7 @@ test('voice flows both ways, and not from a customer who declined the microphone
   await customer.page.click('#mute');
   await technician.page.waitForSelector('#customer-muted:not([hidden])');
   await customer.page.click('#end');
+  await customer.page.click('#end-yes');
   await customer.context.close();
 
   const link2 = await newSession();
@@ -83,6 +84,7 @@ test('voice flows both ways, and not from a customer who declined the microphone
   await new Promise((r) => setTimeout(r, 1500));
   assert.equal((await inboundAudio(technician.page)).packetsReceived, 0, 'no audio from a customer who declined the microphone');
   await quiet.page.click('#end');
+  await quiet.page.click('#end-yes');
   await quiet.context.close();
 });
 
@@ -157,6 +159,7 @@ test('drawings, the pointer and a freeze frame appear on the customer’s own pr
   await customer.page.waitForSelector('#preview:not([hidden])');
   await waitFor(() => customer.page.evaluate(() => window.sightline.shapes.length === 0), { what: 'cleared on unfreeze' });
   await customer.page.click('#end');
+  await customer.page.click('#end-yes');
   await customer.context.close();
 });
 
@@ -229,6 +232,7 @@ test('camera switch from the console, unsupported torch, and a full-resolution s
   await tech.click('#still-close');
   await tech.waitForSelector('#still-viewer:not([open])', { state: 'attached' });
   await customer.page.click('#end');
+  await customer.page.click('#end-yes');
   await customer.context.close();
 });
 
@@ -247,6 +251,7 @@ test('a consented recording is stored and plays back in the session record', asy
   const sessionId = await tech.evaluate(() => window.sightline.sessionId);
   await waitFor(async () => (await call(tech, 'GET', `/api/sessions/${sessionId}/record`)).body.recordings.length === 1, { what: 'the stored recording' });
   await customer.page.click('#end');
+  await customer.page.click('#end-yes');
   await customer.context.close();
 
   await tech.click('#back');
@@ -301,6 +306,7 @@ test('a colleague invited into the session receives the customer’s picture', a
   const frames = (await inboundVideo(tech)).framesDecoded;
   await waitFor(async () => (await inboundVideo(tech)).framesDecoded > frames + 10, { what: 'frames still at the technician' });
   await customer.page.click('#end');
+  await customer.page.click('#end-yes');
   await customer.context.close();
   await context.close();
 });
@@ -326,6 +332,7 @@ test('after a network drop the customer’s page rejoins by itself, under the sa
   const record = (await call(tech, 'GET', `/api/sessions/${sessionId}/record`)).body;
   assert.ok(record.consent_log.some((e) => e.event === 'resumed'), JSON.stringify(record.consent_log));
   await customer.page.click('#end');
+  await customer.page.click('#end-yes');
   await customer.context.close();
 });
 
@@ -368,6 +375,7 @@ test('the German customer page shows no English text', async () => {
   await page.click('#pause');
   await check(page, 'paused');
   await page.click('#end');
+  await page.click('#end-yes');
   await page.waitForSelector('#ended:not([hidden])');
   await check(page, 'ended');
 
