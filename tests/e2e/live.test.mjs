@@ -202,6 +202,50 @@ test('thirty ordinary sessions from one address raise no alarm', async () => {
   await customer.close();
 });
 
+// The live view puts the picture first: at 1366×768 and 1920×1080 the whole video is on
+// screen without scrolling, at least 60 % of the width, with the chat beside it; the
+// customer page fits a 360 px phone without sideways scrolling. Screenshots go to
+// SCREENSHOTS_DIR when set (the README's are made so), else to a temporary directory.
+test('the live view at laptop and desktop sizes, and the customer page on phones', async () => {
+  const { mkdtempSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const dir = process.env.SCREENSHOTS_DIR ?? mkdtempSync(join(tmpdir(), 'sightline-shots-'));
+  const { link } = await newSession();
+  const customer = await openCustomer(link);
+  await customer.page.click('#share');
+  await waitFor(async () => (await inboundVideo(technician.page))?.framesDecoded > 10, { what: 'frames' });
+  await customer.page.fill('#chat-text', 'The label is on the back, next to the power socket.');
+  await customer.page.click('#chat-form button');
+  await technician.page.waitForSelector('#chat-lines li[data-from=customer]');
+  for (const [width, height] of [[1366, 768], [1920, 1080]]) {
+    await technician.page.setViewportSize({ width, height });
+    await technician.page.evaluate(() => window.scrollTo(0, 0));
+    await new Promise((r) => setTimeout(r, 300));
+    const box = await technician.page.evaluate(() => {
+      const rect = (s) => document.querySelector(s).getBoundingClientRect().toJSON();
+      return { video: rect('#remote-video'), chat: rect('#chat-lines'), tools: rect('.live-tools') };
+    });
+    assert.ok(box.video.width >= width * 0.6, `${width}×${height}: the picture is ${box.video.width} px wide`);
+    assert.ok(box.video.bottom <= height, `${width}×${height}: the picture ends at ${box.video.bottom}, off screen`);
+    assert.ok(box.chat.left >= box.video.right, `${width}×${height}: the chat is beside the picture`);
+    assert.ok(box.tools.bottom <= height, `${width}×${height}: the tools are on screen without scrolling`);
+    await technician.page.screenshot({ path: join(dir, `console-live-${width}x${height}.png`) });
+  }
+  await technician.page.setViewportSize({ width: 1280, height: 720 });
+  for (const [width, height] of [[360, 640], [390, 844]]) {
+    await customer.page.setViewportSize({ width, height });
+    await new Promise((r) => setTimeout(r, 300));
+    const overflow = await customer.page.evaluate(() => document.scrollingElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `${width}×${height}: the customer page scrolls sideways by ${overflow} px`);
+    await customer.page.screenshot({ path: join(dir, `customer-live-${width}x${height}.png`) });
+  }
+  console.log(`screenshots in ${dir}`);
+  await customer.page.click('#end');
+  await customer.page.click('#end-yes');
+  await customer.context.close();
+});
+
 test('a customer who declines shares nothing and the technician sees it', async () => {
   const { link } = await newSession();
   const customer = await openCustomer(link);
