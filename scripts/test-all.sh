@@ -11,6 +11,7 @@ if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 missing=()
 command -v cc >/dev/null || missing+=(gcc libc6-dev)
 command -v chromium >/dev/null || missing+=(chromium)
+command -v firefox-esr >/dev/null || missing+=(firefox-esr)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 command -v nft >/dev/null || missing+=(nftables)
@@ -46,5 +47,9 @@ shellcheck iso/*.sh iso/rootfs/usr/sbin/sightline-install iso/rootfs/usr/lib/sig
 echo "==> NixOS module"
 ./scripts/check-nix.sh
 
-echo "==> browser end-to-end tests"
+echo "==> browser end-to-end tests (Chromium)"
 (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error && npm test)
+
+echo "==> browser end-to-end tests (Firefox ESR)"
+shellcheck tests/e2e/firefox.sh
+tests/e2e/firefox.sh

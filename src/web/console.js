@@ -879,28 +879,28 @@ async function receiveMedia(session) {
   current.resource = await negotiate(pc, `/api/sessions/${session.id}/whep`);
 }
 
-// How long without a new frame before a live picture counts as stopped; checked every
-// 250 ms, so the console says so within 2 s.
+// A live picture counts as stopped when fewer than two frames were decoded in the last
+// 1.5 s (a browser whose camera is gone may still send a keep-alive frame a second);
+// checked every 250 ms, so the console says so within 2 s.
 const STALL_MS = 1500;
+const STALL_FRAMES = 2;
 
 // Whether frames keep arriving: a live session whose picture stopped (the customer's
 // network, a frozen camera) must not keep showing its last frame as "Live".
 function watchVideo(mine) {
-  let decoded = -1;
-  let lastFrameAt = performance.now();
+  const samples = [];
   mine.stallTimer = setInterval(async () => {
     const stats = await mine.pc?.getStats().catch(() => null);
     let frames = 0;
     stats?.forEach((r) => { if (r.type === 'inbound-rtp' && r.kind === 'video') frames += r.framesDecoded ?? 0; });
     const now = performance.now();
-    if (frames !== decoded) {
-      decoded = frames;
-      lastFrameAt = now;
-    }
+    samples.push([now, frames]);
+    while (samples.length > 1 && now - samples[1][0] >= STALL_MS) samples.shift();
+    const [since, before] = samples[0];
     const s = mine.session ?? {};
     const expected = s.state === 'live' && !s.paused && !s.frozen && s.customer_connected !== false
       && $('#bandwidth-note').hidden;
-    const stalled = expected && now - lastFrameAt > STALL_MS;
+    const stalled = expected && now - since >= STALL_MS - 300 && frames - before < STALL_FRAMES;
     if (current !== mine || stalled === Boolean(mine.stalled)) return;
     mine.stalled = stalled;
     $('#video-stalled').hidden = !stalled;

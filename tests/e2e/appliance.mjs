@@ -5,13 +5,18 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { chromium, firefox } from 'playwright-core';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const targetDir = process.env.CARGO_TARGET_DIR ?? resolve(here, '../../target');
 export const binary = process.env.SIGHTLINE_BIN ?? join(targetDir, 'debug', 'sightline');
 
-export async function startAppliance({ host = '127.0.0.1' } = {}) {
+// Source addresses that play other hosts (an attacker, a guessing script): spare loopback
+// addresses, or in firefox.sh's namespace the far end of its veth pair.
+export const otherHosts = process.env.E2E_HOST ? ['198.18.9.2', '198.18.9.3'] : ['127.0.0.9', '127.0.0.10'];
+
+// E2E_HOST: where the appliance listens (firefox.sh runs the suite in a namespace).
+export async function startAppliance({ host = process.env.E2E_HOST ?? '127.0.0.1' } = {}) {
   const dataDir = mkdtempSync(join(tmpdir(), 'sightline-e2e-'));
   const child = spawn(binary, [
     'serve', '--data-dir', dataDir, '--listen', `${host}:0`, '--media-listen', `${host}:0`, '--metrics-listen', '127.0.0.1:0',
@@ -76,7 +81,29 @@ export async function setUp(page, appliance, admin = ADMIN) {
   await page.waitForSelector('#dashboard:not([hidden])');
 }
 
-export async function launchChromium({ executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium' } = {}) {
+// Which engine the suite runs on: E2E_BROWSER=firefox runs it on Debian's Firefox ESR
+// (driven over WebDriver BiDi), otherwise Debian's Chromium.
+export const engine = process.env.E2E_BROWSER === 'firefox' ? 'firefox' : 'chromium';
+export const isFirefox = engine === 'firefox';
+export const browserPath = isFirefox ? process.env.FIREFOX ?? '/usr/bin/firefox-esr' : process.env.CHROMIUM ?? '/usr/bin/chromium';
+
+export async function launchBrowser({ executablePath = browserPath } = {}) {
+  if (isFirefox) {
+    return firefox.launch({
+      channel: 'moz-firefox',
+      executablePath,
+      headless: true,
+      firefoxUserPrefs: {
+        // A fake camera and microphone, granted without asking.
+        'media.navigator.streams.fake': true,
+        'media.navigator.permission.disabled': true,
+        // Firefox drops 127.0.0.1 candidates without this; the relay is on loopback here.
+        'media.peerconnection.ice.loopback': true,
+        'media.autoplay.default': 0,
+        'media.autoplay.blocking_policy': 0,
+      },
+    });
+  }
   return chromium.launch({
     executablePath,
     args: [
@@ -96,7 +123,8 @@ export async function launchChromium({ executablePath = process.env.CHROMIUM ?? 
 }
 
 export async function newContext(browser, { permissions = ['camera', 'microphone'], locale = 'en-GB' } = {}) {
-  const context = await browser.newContext({ ignoreHTTPSErrors: true, permissions, locale });
+  // Firefox's permissions come from the prefs above.
+  const context = await browser.newContext({ ignoreHTTPSErrors: true, permissions: isFirefox ? undefined : permissions, locale });
   return context;
 }
 

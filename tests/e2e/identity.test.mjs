@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
-import { startAppliance, launchChromium, newContext } from './appliance.mjs';
+import { startAppliance, launchBrowser, newContext } from './appliance.mjs';
 
 let appliance;
 let browser;
@@ -33,7 +33,7 @@ function totp(secret, unixSeconds) {
 
 before(async () => {
   appliance = await startAppliance();
-  browser = await launchChromium();
+  browser = await launchBrowser();
 });
 
 after(async () => {

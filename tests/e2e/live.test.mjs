@@ -4,7 +4,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import https from 'node:https';
-import { ADMIN, startAppliance, setUp, launchChromium, newContext, inboundVideo, waitFor, metric } from './appliance.mjs';
+import { ADMIN, startAppliance, setUp, launchBrowser, newContext, inboundVideo, waitFor, metric, otherHosts } from './appliance.mjs';
 
 let appliance;
 let browser;
@@ -13,7 +13,7 @@ const admin = ADMIN;
 
 before(async () => {
   appliance = await startAppliance();
-  browser = await launchChromium();
+  browser = await launchBrowser();
   const context = await newContext(browser);
   const page = await context.newPage();
   await setUp(page, appliance, admin);
@@ -311,7 +311,7 @@ test('attack bursts are flagged while a live session keeps receiving frames', as
   for (let i = 0; i < 12; i++) {
     guesses.push(new Promise((resolve) => {
       const request = https.request({
-        host: url.hostname, port: url.port, path: '/api/join/pin', method: 'POST', localAddress: '127.0.0.9',
+        host: url.hostname, port: url.port, path: '/api/join/pin', method: 'POST', localAddress: otherHosts[0],
         rejectUnauthorized: false, headers: { 'content-type': 'application/json' },
       }, (response) => { response.resume(); response.on('end', () => resolve(response.statusCode)); });
       request.on('error', () => resolve(0));
@@ -323,9 +323,9 @@ test('attack bursts are flagged while a live session keeps receiving frames', as
 
   const mediaPort = Number(appliance.mediaPort);
   const socket = dgram.createSocket('udp4');
-  await new Promise((resolve) => socket.bind(0, '127.0.0.10', resolve));
+  await new Promise((resolve) => socket.bind(0, otherHosts[1], resolve));
   for (let i = 0; i < 300; i++) {
-    await new Promise((resolve) => socket.send(Buffer.from([0xff, i & 0xff, 1, 2]), mediaPort, '127.0.0.1', resolve));
+    await new Promise((resolve) => socket.send(Buffer.from([0xff, i & 0xff, 1, 2]), mediaPort, new URL(appliance.url).hostname, resolve));
   }
   socket.close();
 
@@ -333,7 +333,8 @@ test('attack bursts are flagged while a live session keeps receiving frames', as
   const after = (await inboundVideo(technician.page)).framesDecoded;
   assert.ok(after > before + 10, `frames kept coming during the attack (${before} → ${after})`);
   await waitFor(() => (appliance.logs().match(/anomaly/g) ?? []).length >= 2, { what: 'two anomaly alerts in the log' });
-  assert.match(appliance.logs(), /127\.0\.0\.9.*PIN guessing|PIN guessing[^\n]*127\.0\.0\.9/);
+  const guesser = otherHosts[0].replaceAll('.', '\\.');
+  assert.match(appliance.logs(), new RegExp(`${guesser}.*PIN guessing|PIN guessing[^\\n]*${guesser}`));
   assert.match(appliance.logs(), /malformed/);
   await customer.context.close();
 });

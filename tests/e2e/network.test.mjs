@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ADMIN, startAppliance, setUp, launchChromium, newContext, inboundVideo, inboundAudio, waitFor } from './appliance.mjs';
+import { ADMIN, startAppliance, setUp, launchBrowser, newContext, inboundVideo, inboundAudio, waitFor, browserPath, isFirefox } from './appliance.mjs';
 
 const ns = `sl-tcp-${process.pid}`;
 const hostIf = `sltcp${process.pid % 10000}a`;
@@ -28,6 +28,10 @@ let browser;
 let confinedBrowser;
 let throttledBrowser;
 let workDir;
+// These tests run browsers inside namespaces of their own. Playwright drives Chromium
+// over a pipe, which crosses namespaces; it drives Firefox over a WebSocket on the
+// browser's loopback, which the test (in another namespace) cannot reach.
+const onFirefox = isFirefox && 'browsers in namespaces are driven over a pipe, which Playwright offers for Chromium only';
 let skip = null;
 
 function sh(...args) {
@@ -55,6 +59,7 @@ function throttle(rate) {
 }
 
 before(async () => {
+  if (onFirefox) return;
   try {
     sh('ip', 'netns', 'add', ns);
   } catch (e) {
@@ -88,14 +93,14 @@ before(async () => {
   workDir = mkdtempSync(join(tmpdir(), 'sightline-tcp-'));
   const inNamespace = (name, file) => {
     const wrapper = join(workDir, file);
-    writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${name} ${process.env.CHROMIUM ?? '/usr/bin/chromium'} "$@"\n`, { mode: 0o755 });
+    writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${name} ${browserPath} "$@"\n`, { mode: 0o755 });
     return wrapper;
   };
 
   appliance = await startAppliance({ host: hostAddr });
-  browser = await launchChromium();
-  confinedBrowser = await launchChromium({ executablePath: inNamespace(ns, 'chromium-customer') });
-  throttledBrowser = await launchChromium({ executablePath: inNamespace(bwNs, 'chromium-technician') });
+  browser = await launchBrowser();
+  confinedBrowser = await launchBrowser({ executablePath: inNamespace(ns, 'chromium-customer') });
+  throttledBrowser = await launchBrowser({ executablePath: inNamespace(bwNs, 'chromium-technician') });
 });
 
 after(async () => {
@@ -145,7 +150,7 @@ async function selectedPair(page) {
   });
 }
 
-test('when the customer’s network stops passing UDP mid-session, the media moves to TCP without a reload', async (t) => {
+test('when the customer’s network stops passing UDP mid-session, the media moves to TCP without a reload', { skip: onFirefox }, async (t) => {
   if (skip) return t.skip(skip);
   const link = await technicianSession();
   const customer = await confinedCustomer(link);
@@ -167,7 +172,7 @@ test('when the customer’s network stops passing UDP mid-session, the media mov
   await customer.context.close();
 });
 
-test('a technician on a thin downlink gets the small simulcast layer and keeps decoding; on a wide one the full layer', async (t) => {
+test('a technician on a thin downlink gets the small simulcast layer and keeps decoding; on a wide one the full layer', { skip: onFirefox }, async (t) => {
   if (skip) return t.skip(skip);
   await technicianSession();
   const context = await newContext(throttledBrowser);
@@ -213,7 +218,7 @@ test('a technician on a thin downlink gets the small simulcast layer and keeps d
   await context.close();
 });
 
-test('with UDP blocked the customer’s media reaches the technician over TCP on the HTTPS port', async (t) => {
+test('with UDP blocked the customer’s media reaches the technician over TCP on the HTTPS port', { skip: onFirefox }, async (t) => {
   if (skip) return t.skip(skip);
   blockUdp();
   const link = await technicianSession();
