@@ -36,6 +36,11 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// open connections ahead of need and may leave them idle for some seconds.
 const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// More request headers than this, or more bytes of them, are refused (431) by the API
+/// as typed JSON; the connection's own limit sits above, so that answer is the one given.
+pub const MAX_HEADERS: usize = 100;
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
 /// Waits for the first bytes of a connection and says what it speaks.
 async fn first_bytes(stream: &tokio::net::TcpStream) -> FirstBytes {
     let mut buf = [0u8; 4];
@@ -135,7 +140,7 @@ pub async fn serve(
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(30))
                 // Above the API's own limit, so that its typed 431 is the answer.
-                .max_headers(crate::api::MAX_HEADERS * 2)
+                .max_headers(MAX_HEADERS * 2)
                 .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service))
                 .with_upgrades();
             tokio::pin!(connection);

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::auth::AuthError;
+use crate::http::{MAX_HEADER_BYTES, MAX_HEADERS};
 use crate::live::LiveError;
 
 /// Every code an API error carries. A code not listed here is a bug (debug builds
@@ -57,11 +58,6 @@ pub const ERROR_CODES: &[&str] = &[
 /// A throttled source may try again after this long at the latest (the guessing
 /// penalty; see [`crate::audit::GuessThrottle`]).
 const RETRY_AFTER_SECS: u64 = crate::audit::GUESS_PENALTY_SECS;
-
-/// More request headers than this, or more bytes of them, are refused (431) as typed JSON;
-/// the connection's own limits sit above these so that this answer is the one given.
-pub const MAX_HEADERS: usize = 100;
-pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
 /// An API error: status, a stable machine-readable code and a sentence for people.
 #[derive(Debug)]

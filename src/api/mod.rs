@@ -23,7 +23,7 @@ use crate::auth::{Auth, AuthError, Principal, Role, Stage};
 use crate::http::{ConnInfo, security_headers};
 use crate::live::Live;
 use errors::api_not_found;
-pub use errors::{ApiError, ERROR_CODES, MAX_HEADER_BYTES, MAX_HEADERS};
+pub use errors::{ApiError, ERROR_CODES};
 
 pub const SESSION_COOKIE: &str = "__Host-sightline";
 /// Browsers cannot send this header cross-site without a CORS preflight, which the
