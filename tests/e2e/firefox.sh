@@ -8,7 +8,10 @@ cd "$(dirname "$0")"
 ns="sl-ff-$$"
 cleanup() { ip netns del "$ns" 2>/dev/null || true; }
 trap cleanup EXIT
-ip netns add "$ns"
+if ! ip netns add "$ns" 2>/dev/null; then
+  echo "skipped: the Firefox run needs a network namespace (root and ip netns)"
+  exit 0
+fi
 ip -n "$ns" link set lo up
 ip -n "$ns" link add slffa type veth peer name slffb
 ip -n "$ns" addr add 198.18.9.1/24 dev slffa
