@@ -1,0 +1,110 @@
+//! The room a live session occupies while anyone is connected: who is attached, the relay
+//! peers and who owns them, the drawing, the frozen still, pending captures, the running
+//! recording and who is muted. Nothing here is stored; the store holds the session.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+use super::toolkit::{CameraCapabilities, Shape, StillPurpose};
+use super::{LiveError, RoomFacts, ServerMessage, SessionView, SupportSession};
+use crate::clock::UnixMillis;
+use crate::media::PeerId;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Participant {
+    Technician,
+    Customer,
+}
+
+/// One participant's signaling connection to a session.
+pub struct Attachment {
+    pub conn_id: u64,
+    pub session_id: String,
+    pub account_id: String,
+    pub participant: Participant,
+    pub actor: Option<String>,
+    /// The technician's display name, shown with their chat lines.
+    pub actor_name: Option<String>,
+    pub source: IpAddr,
+}
+
+pub(super) struct Connection {
+    pub(super) id: u64,
+    /// The technician's user id (`None`: the customer).
+    pub(super) user_id: Option<String>,
+    pub(super) tx: mpsc::UnboundedSender<ServerMessage>,
+}
+
+pub(super) struct Room {
+    pub(super) account_id: String,
+    pub(super) technicians: Vec<Connection>,
+    pub(super) customer: Option<Connection>,
+    /// Relay peers of this session and who owns them (`None`: the customer).
+    pub(super) peers: HashMap<PeerId, Option<String>>,
+    pub(super) drawing: Vec<Shape>,
+    /// The still shown while the picture is frozen.
+    pub(super) frozen: Option<String>,
+    /// Stills asked of the customer's page and not yet uploaded.
+    pub(super) captures: HashMap<String, StillPurpose>,
+    pub(super) capabilities: Option<CameraCapabilities>,
+    /// The recording running now: its id and start.
+    pub(super) recording: Option<(String, UnixMillis)>,
+    /// Who is muted now (by user id; the customer as ""), as the message that said so.
+    pub(super) muted: HashMap<String, ServerMessage>,
+}
+
+impl Room {
+    pub(super) fn broadcast(&self, message: &ServerMessage) {
+        for conn in self.technicians.iter().chain(self.customer.iter()) {
+            let _ = conn.tx.send(message.clone());
+        }
+    }
+
+    pub(super) fn to_technicians(&self, message: &ServerMessage) {
+        for conn in &self.technicians {
+            let _ = conn.tx.send(message.clone());
+        }
+    }
+
+    pub(super) fn to_customer(&self, message: ServerMessage) -> Result<(), LiveError> {
+        let conn = self.customer.as_ref().ok_or(LiveError::CustomerAbsent)?;
+        conn.tx.send(message).map_err(|_| LiveError::CustomerAbsent)
+    }
+
+    pub(super) fn facts(&self) -> RoomFacts {
+        RoomFacts {
+            customer_connected: self.customer.is_some(),
+            recording: self.recording.is_some(),
+            frozen: self.frozen.clone(),
+        }
+    }
+}
+
+pub(super) type Rooms = Arc<Mutex<HashMap<String, Room>>>;
+
+pub(super) fn lock(rooms: &Rooms) -> std::sync::MutexGuard<'_, HashMap<String, Room>> {
+    rooms.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(super) fn new_room(account_id: &str) -> Room {
+    Room {
+        account_id: account_id.to_owned(),
+        technicians: Vec::new(),
+        customer: None,
+        peers: HashMap::new(),
+        drawing: Vec::new(),
+        frozen: None,
+        captures: HashMap::new(),
+        capabilities: None,
+        recording: None,
+        muted: HashMap::new(),
+    }
+}
+
+pub(super) fn view_in(rooms: &HashMap<String, Room>, session: &SupportSession) -> SessionView {
+    let facts = rooms.get(&session.id).map(Room::facts).unwrap_or_default();
+    SessionView::of(session, facts)
+}
