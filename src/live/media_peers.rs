@@ -1,0 +1,192 @@
+//! The session's relay peers: technicians subscribing (WHEP), ICE restarts and leaving by
+//! their owner only, what the relay reports back, and ending a participant's media.
+
+use super::*;
+
+impl Live {
+    /// Ends the relay peers a participant owns in a session (`None`: the customer).
+    pub(super) fn drop_media_of(&self, session_id: &str, owner: Option<&str>) {
+        let peers: Vec<PeerId> = self
+            .rooms()
+            .get_mut(session_id)
+            .map(|room| {
+                let theirs: Vec<PeerId> = room
+                    .peers
+                    .iter()
+                    .filter(|(_, o)| o.as_deref() == owner)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in &theirs {
+                    room.peers.remove(id);
+                }
+                theirs
+            })
+            .unwrap_or_default();
+        for peer in peers {
+            self.media.remove_peer(peer);
+        }
+    }
+
+    /// A technician's console receives the session's media (WHEP).
+    pub fn subscribe(
+        &self,
+        who: &Principal,
+        session_id: &str,
+        source: IpAddr,
+        offer: &str,
+        announce: SocketAddr,
+    ) -> Result<(PeerId, String), LiveError> {
+        let session = self.load_visible(who, session_id)?;
+        if session.state == SessionState::Ended {
+            return Err(LiveError::Ended);
+        }
+        let talks = !session.observed_by(&who.user_id);
+        let (peer, answer) = self
+            .media
+            .negotiate(&session.id, PeerRole::Subscriber, talks, offer, announce)
+            .inspect_err(|e| self.media_offer_failed(&session, source, e))?;
+        self.register_peer(&session, peer, Some(who.user_id.clone()));
+        Ok((peer, answer))
+    }
+
+    pub(super) fn media_offer_failed(
+        &self,
+        session: &SupportSession,
+        source: IpAddr,
+        error: &MediaError,
+    ) {
+        self.audit.record(
+            AuditKind::MalformedMediaOffer,
+            Some(&session.account_id),
+            None,
+            Some(source),
+            format!("session {}: {error}", session.id),
+        );
+    }
+
+    pub(super) fn register_peer(
+        &self,
+        session: &SupportSession,
+        peer: PeerId,
+        owner: Option<String>,
+    ) {
+        let mut rooms = self.rooms();
+        let room = rooms
+            .entry(session.id.clone())
+            .or_insert_with(|| new_room(&session.account_id));
+        if owner.is_none() {
+            // A republishing customer (reload) replaces its earlier peer in the relay.
+            room.peers.retain(|_, o| o.is_some());
+        }
+        room.peers.insert(peer, owner);
+    }
+
+    /// An ICE restart (WHIP/WHEP `PATCH` with a new offer): the customer may restart only
+    /// its own peer, a technician only theirs.
+    pub async fn restart_media(
+        &self,
+        session_id: &str,
+        peer: PeerId,
+        owner: Option<&str>,
+        offer: &str,
+    ) -> Result<String, LiveError> {
+        let owned = self
+            .rooms()
+            .get(session_id)
+            .and_then(|room| room.peers.get(&peer))
+            .is_some_and(|o| o.as_deref() == owner);
+        if !owned {
+            return Err(LiveError::NotFound);
+        }
+        Ok(self.media.renegotiate(peer, offer).await?)
+    }
+
+    /// Ends a relay peer (WHIP/WHEP `DELETE`). The customer may end only its own peer,
+    /// a technician only theirs.
+    pub fn leave_media(
+        &self,
+        session_id: &str,
+        peer: PeerId,
+        owner: Option<&str>,
+    ) -> Result<(), LiveError> {
+        let mut rooms = self.rooms();
+        let room = rooms.get_mut(session_id).ok_or(LiveError::NotFound)?;
+        match room.peers.get(&peer) {
+            Some(o) if o.as_deref() == owner => {
+                room.peers.remove(&peer);
+                drop(rooms);
+                self.media.remove_peer(peer);
+                Ok(())
+            }
+            _ => Err(LiveError::NotFound),
+        }
+    }
+
+    /// Reacts to what the relay reports.
+    pub fn on_media_event(&self, event: MediaEvent) {
+        match event {
+            MediaEvent::VideoFlowing { room, peer } => {
+                let Some(account_id) = self.peer_account(&room, peer) else {
+                    return;
+                };
+                if let Ok(session) = self.transition(&account_id, &room, |s| {
+                    if s.state == SessionState::Consented {
+                        s.state = SessionState::Live;
+                    }
+                }) {
+                    self.broadcast_state(&session);
+                }
+            }
+            MediaEvent::Disconnected { room, peer, role } => {
+                let account_id = {
+                    let mut rooms = self.rooms();
+                    let Some(r) = rooms.get_mut(&room) else {
+                        return;
+                    };
+                    r.peers.remove(&peer);
+                    let account_id = r.account_id.clone();
+                    if r.peers.is_empty() && r.technicians.is_empty() && r.customer.is_none() {
+                        rooms.remove(&room);
+                    }
+                    account_id
+                };
+                if role == PeerRole::Publisher
+                    && let Ok(session) = self.transition(&account_id, &room, |s| {
+                        if s.state == SessionState::Live {
+                            s.state = SessionState::Consented;
+                        }
+                    })
+                {
+                    self.broadcast_state(&session);
+                }
+            }
+            MediaEvent::VideoSuspended {
+                room,
+                peer,
+                suspended,
+            } => {
+                let rooms = self.rooms();
+                let Some(r) = rooms.get(&room) else {
+                    return;
+                };
+                let Some(Some(owner)) = r.peers.get(&peer) else {
+                    return;
+                };
+                for conn in r
+                    .technicians
+                    .iter()
+                    .filter(|c| c.user_id.as_deref() == Some(owner.as_str()))
+                {
+                    let _ = conn.tx.send(ServerMessage::Bandwidth { video: !suspended });
+                }
+            }
+            MediaEvent::Connected { .. } | MediaEvent::MalformedFlood { .. } => {}
+        }
+    }
+
+    pub(super) fn peer_account(&self, room: &str, peer: PeerId) -> Option<String> {
+        let rooms = self.rooms();
+        let r = rooms.get(room)?;
+        r.peers.contains_key(&peer).then(|| r.account_id.clone())
+    }
+}
