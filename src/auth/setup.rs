@@ -1,0 +1,197 @@
+//! Setting up: the one-time setup code, the first account and its admin, and accounts the
+//! operator creates.
+
+use super::*;
+
+impl Auth {
+    pub fn setup_needed(&self) -> bool {
+        self.accounts.is_empty()
+    }
+
+    /// While no account exists, makes a fresh one-time setup code (replacing any earlier
+    /// one) and returns it for printing. Only its hash is stored.
+    pub fn issue_setup_code(&self) -> Result<Option<String>, AuthError> {
+        if !self.setup_needed() {
+            return Ok(None);
+        }
+        let raw: String = (0..12)
+            .map(|_| CODE_ALPHABET[OsRng.gen_range(0..CODE_ALPHABET.len())] as char)
+            .collect();
+        let code = format!("{}-{}-{}", &raw[0..4], &raw[4..8], &raw[8..12]);
+        self.meta.put(
+            SETUP_KEY,
+            &SetupState {
+                code_hash: sha256_hex(raw.as_bytes()),
+                expires_ms: self.clock.now_ms() + self.setup_code_ttl_ms,
+            },
+        )?;
+        self.store.flush_blocking()?;
+        Ok(Some(code))
+    }
+
+    /// Checks the setup code, consumes it and creates the account with its first admin.
+    pub async fn complete_setup(
+        &self,
+        request: SetupRequest,
+        source: IpAddr,
+    ) -> Result<(Principal, String), AuthError> {
+        let Some(guess) = self.throttle.begin(source) else {
+            return Err(AuthError::Throttled);
+        };
+        if !self.setup_needed() {
+            return Err(AuthError::AlreadySetUp);
+        }
+        let email = normalise_email(&request.email)?;
+        let display_name = clean_name(&request.display_name, "display name")?;
+        let organisation = clean_name(&request.organisation, "organisation")?;
+        password::check(
+            &request.password,
+            password::FLOOR_LENGTH,
+            &[&email, &display_name, &organisation],
+        )?;
+
+        let presented = normalise_code(&request.code);
+        let now = self.clock.now_ms();
+        // Consume the code atomically: of two concurrent attempts only one succeeds.
+        let mut accepted = false;
+        self.meta.update(SETUP_KEY, |state| {
+            accepted = false;
+            let state = state?;
+            let matches = sha256_hex(presented.as_bytes())
+                .as_bytes()
+                .ct_eq(state.code_hash.as_bytes())
+                .into();
+            if matches && now < state.expires_ms {
+                accepted = true;
+                None
+            } else {
+                Some(state)
+            }
+        })?;
+        if !accepted {
+            if guess.failed() {
+                self.audit.source_throttled(source, "setup code guessing");
+            }
+            self.audit.record(
+                AuditKind::SetupCodeRejected,
+                None,
+                None,
+                Some(source),
+                "wrong, used or expired setup code",
+            );
+            return Err(AuthError::BadSetupCode);
+        }
+
+        let password_hash = self.hash_password(request.password).await?;
+        let account = self.insert_account(organisation)?;
+        let user = self.insert_user(
+            &account,
+            email,
+            display_name,
+            Role::AccountAdmin,
+            password_hash,
+            false,
+            Vec::new(),
+        )?;
+        let token = self.start_login(&user, Stage::Complete)?;
+        self.store.flush().await?;
+        self.audit.record(
+            AuditKind::SetupCompleted,
+            Some(&account.id),
+            Some(&user.id),
+            Some(source),
+            "first account admin created",
+        );
+        Ok((self.principal(&user, &account, Stage::Complete)?, token))
+    }
+
+    /// Creates an account with its first admin (the operator's CLI). The admin's password
+    /// is a random one they must change at first sign-in; it is returned for handing over.
+    pub fn create_account(
+        &self,
+        organisation: &str,
+        admin_email: &str,
+        admin_name: &str,
+    ) -> Result<(Account, User, String), AuthError> {
+        let organisation = clean_name(organisation, "organisation")?;
+        let email = normalise_email(admin_email)?;
+        let name = clean_name(admin_name, "display name")?;
+        let temporary = temporary_password();
+        let hash = password::hash(&temporary).ok_or(AuthError::Hashing)?;
+        let account = self.insert_account(organisation)?;
+        let user = self.insert_user(
+            &account,
+            email,
+            name,
+            Role::AccountAdmin,
+            hash,
+            true,
+            Vec::new(),
+        )?;
+        self.audit.record(
+            AuditKind::AccountCreated,
+            Some(&account.id),
+            None,
+            None,
+            format!("account created by the operator with admin {}", user.id),
+        );
+        self.store.flush_blocking()?;
+        Ok((account, user, temporary))
+    }
+
+    pub(super) fn insert_account(&self, organisation: String) -> Result<Account, AuthError> {
+        let account = Account {
+            id: random_id(),
+            organisation,
+            created_ms: self.clock.now_ms(),
+            policy: AccountPolicy::default(),
+            subscription: Subscription::default(),
+        };
+        self.accounts.put(&account.id, &account)?;
+        Ok(account)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn insert_user(
+        &self,
+        account: &Account,
+        email: String,
+        display_name: String,
+        role: Role,
+        password_hash: String,
+        must_change_password: bool,
+        group_ids: Vec<String>,
+    ) -> Result<User, AuthError> {
+        let user = User {
+            id: random_id(),
+            account_id: account.id.clone(),
+            email: email.clone(),
+            display_name,
+            role,
+            password_hash,
+            created_ms: self.clock.now_ms(),
+            active: true,
+            must_change_password,
+            group_ids,
+            totp: None,
+            recovery_codes: Vec::new(),
+        };
+        // The email claim and the user record are written together or not at all.
+        let claimed = self.emails.insert_new_with(
+            &email,
+            &EmailIndexEntry {
+                account_id: account.id.clone(),
+                user_id: user.id.clone(),
+            },
+            &self.users(&account.id)?,
+            &user.id,
+            &user,
+        )?;
+        if !claimed {
+            return Err(AuthError::Conflict(
+                "a user with this email already exists".into(),
+            ));
+        }
+        Ok(user)
+    }
+}
