@@ -14,9 +14,11 @@ use crate::store::{Collection, Store, StoreError};
 
 mod counts;
 mod retention;
+mod syslog;
 mod throttle;
 pub use counts::SecurityCounts;
 pub use retention::{Checkpoint, verify_log};
+use syslog::Syslog;
 pub use throttle::{GUESS_PENALTY_SECS, GuessAttempt, GuessThrottle};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -137,11 +139,7 @@ impl AuditEntry {
             self.detail,
             self.prev_hash,
         ]);
-        use sha2::Digest;
-        sha2::Sha256::digest(content.to_string().as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        crate::ids::sha256_hex(content.to_string().as_bytes())
     }
 }
 
@@ -396,48 +394,6 @@ impl Audit {
         let mut entries = self.log.values()?;
         entries.sort_by_key(|e| e.seq);
         Ok(entries)
-    }
-}
-
-struct Syslog {
-    socket: std::net::UdpSocket,
-    collector: SocketAddr,
-    host: String,
-}
-
-impl Syslog {
-    /// One RFC 5424 message: facility authpriv, severity warning for alerts and failures,
-    /// notice otherwise; the structured entry as JSON after the header.
-    fn send(&self, entry: &AuditEntry) {
-        let severity = match entry.kind {
-            AuditKind::AnomalyAlert
-            | AuditKind::LoginLocked
-            | AuditKind::SourceThrottled
-            | AuditKind::AccessDenied
-            | AuditKind::BackupFailed => 4,
-            _ => 5,
-        };
-        let priority = 10 * 8 + severity;
-        let timestamp =
-            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(entry.at_ms) * 1_000_000)
-                .ok()
-                .and_then(|t| {
-                    t.format(&time::format_description::well_known::Rfc3339)
-                        .ok()
-                })
-                .unwrap_or_else(|| "-".into());
-        let kind = serde_json::to_value(&entry.kind)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        let json = serde_json::to_string(entry).unwrap_or_default();
-        let line = format!(
-            "<{priority}>1 {timestamp} {} sightline {} {kind} - {json}",
-            self.host,
-            std::process::id()
-        );
-        // Best effort, never blocking the caller: UDP syslog may drop like the network.
-        let _ = self.socket.send_to(line.as_bytes(), self.collector);
     }
 }
 

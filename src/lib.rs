@@ -13,6 +13,7 @@ pub mod config;
 pub mod files;
 pub mod firewall;
 pub mod http;
+pub mod ids;
 pub mod lifecycle;
 pub mod live;
 pub mod media;

@@ -14,13 +14,14 @@ mod self_service;
 mod setup;
 pub mod totp;
 
+pub use crate::ids::{random_id, random_token, sha256_hex};
+
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
 use rand::Rng;
 use rand::rngs::OsRng;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
@@ -563,24 +564,6 @@ fn normalise_code(code: &str) -> String {
         .filter(|c| c.is_ascii_alphanumeric())
         .map(|c| c.to_ascii_uppercase())
         .collect()
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// 256 random bits, URL-safe.
-pub fn random_token() -> String {
-    use base64::Engine;
-    let bytes: [u8; 32] = OsRng.r#gen();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// 128 random bits as hex: ids that appear in URLs.
-pub fn random_id() -> String {
-    let bytes: [u8; 16] = OsRng.r#gen();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! `model` (the session), `protocol` (the wire messages), `room` (the in-memory room),
 //! `customer` (invitation, PIN, joining and the device binding), `signaling` (what each
 //! message does), `media_peers`, `records` (recordings, stills, the record) and
-//! `colleagues`.
+//! `colleagues`, and `ending`.
 //!
 //! A session is created by a technician in the `Waiting` state with an invitation. The
 //! customer opens the link (or types the PIN) and joins; nothing is shared until the
@@ -14,6 +14,7 @@
 
 mod colleagues;
 mod customer;
+mod ending;
 mod media_peers;
 mod model;
 mod protocol;
@@ -439,85 +440,6 @@ impl Live {
         }
     }
 
-    /// Ends a session: records why, tells every participant, releases its media and
-    /// invalidates its invitation.
-    pub async fn end(
-        &self,
-        account_id: &str,
-        session_id: &str,
-        reason: EndReason,
-    ) -> Result<SessionView, LiveError> {
-        let session = self.finish(account_id, session_id, reason)?;
-        self.store.flush().await?;
-        Ok(self.view(&session))
-    }
-
-    pub async fn end_for(
-        &self,
-        who: &Principal,
-        session_id: &str,
-    ) -> Result<SessionView, LiveError> {
-        self.load_visible(who, session_id)?;
-        self.end(&who.account_id, session_id, EndReason::Technician)
-            .await
-    }
-
-    fn finish(
-        &self,
-        account_id: &str,
-        session_id: &str,
-        reason: EndReason,
-    ) -> Result<SupportSession, LiveError> {
-        let now = self.clock.now_ms();
-        let mut already = false;
-        let session = self
-            .sessions(account_id)?
-            .update(session_id, |s| {
-                let mut s = s?;
-                already = s.state == SessionState::Ended;
-                if !already {
-                    s.state = SessionState::Ended;
-                    s.ended_ms = Some(now);
-                    s.end_reason = Some(reason);
-                    if s.consent.as_ref().is_some_and(|c| c.camera) {
-                        s.consent_log.push(ConsentEvent {
-                            at_ms: now,
-                            event: ConsentChange::Revoked,
-                            camera: false,
-                            microphone: false,
-                            recording: false,
-                        });
-                    }
-                }
-                Some(s)
-            })?
-            .ok_or(LiveError::NotFound)?;
-        if already {
-            return Ok(session);
-        }
-        self.release_pin(session_id)?;
-        // Tokens stay known until the record goes (see `issue_invitation`); a session
-        // from before their keys were noted still drops its tokens here, as it did.
-        if self.invitation_keys(account_id)?.get(session_id)?.is_none() {
-            self.invitations.retain(|r| r.session_id != session_id)?;
-        }
-        if let Some(room) = self.rooms().remove(session_id) {
-            room.broadcast(&ServerMessage::State {
-                session: SessionView::of(&session, RoomFacts::default()),
-            });
-            room.broadcast(&ServerMessage::Ended { reason });
-        }
-        self.media.close_room(session_id);
-        self.audit.record(
-            AuditKind::SessionEnded,
-            Some(account_id),
-            None,
-            None,
-            format!("session {session_id} ended: {reason:?}"),
-        );
-        Ok(session)
-    }
-
     fn broadcast_state(&self, session: &SupportSession) {
         let message = ServerMessage::State {
             session: self.view(session),
@@ -559,57 +481,6 @@ impl Live {
     /// Sessions with someone connected.
     pub fn open_sessions(&self) -> usize {
         self.rooms().len()
-    }
-
-    /// Ends the open sessions of an account that is being deleted and forgets its
-    /// invitation tokens.
-    pub fn close_account(&self, account_id: &str) -> Result<(), LiveError> {
-        let open: Vec<String> = self
-            .rooms()
-            .iter()
-            .filter(|(_, room)| room.account_id == account_id)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for session_id in open {
-            let _ = self.finish(account_id, &session_id, EndReason::Expired);
-        }
-        // The token index is appliance-wide, outside the account's key: nothing of the
-        // account may stay in it once the account is gone.
-        self.invitations.retain(|r| r.account_id != account_id)?;
-        Ok(())
-    }
-
-    /// Ends every session that has participants; used on shutdown so they are told.
-    pub fn shutdown(&self) {
-        let open: Vec<(String, String)> = self
-            .rooms()
-            .iter()
-            .map(|(id, room)| (room.account_id.clone(), id.clone()))
-            .collect();
-        for (account_id, session_id) in open {
-            if let Err(e) = self.finish(&account_id, &session_id, EndReason::Shutdown) {
-                tracing::warn!(error = %e, session_id, "could not end session on shutdown");
-            }
-        }
-    }
-
-    /// Ends sessions whose time is up, so that participants still connected are told.
-    pub fn sweep(&self) {
-        let open: Vec<(String, String)> = self
-            .rooms()
-            .iter()
-            .map(|(id, room)| (room.account_id.clone(), id.clone()))
-            .collect();
-        for (account_id, session_id) in open {
-            if let Ok(mut session) = self
-                .sessions(&account_id)
-                .and_then(|c| c.get(&session_id))
-                .map_err(LiveError::from)
-                .and_then(|s| s.ok_or(LiveError::NotFound))
-            {
-                let _ = self.expire_if_due(&mut session);
-            }
-        }
     }
 }
 

@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::engine::{RawRecord, TreeRecord};
 use super::keys::{MasterKey, write_private};
@@ -128,10 +127,7 @@ fn recipient(text: &str) -> Result<age::x25519::Recipient, BackupError> {
 }
 
 fn digest_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::ids::sha256_hex(bytes)
 }
 
 /// Takes a backup now: full when forced, when none exists yet or when enough incrementals
@@ -218,7 +214,7 @@ pub fn run(
     }
 
     let seq = state.seq + 1;
-    // The store knows nothing of the identity module: a random id of its own.
+    // 256 random bits, hashed to the same 64 hex characters archives have always had.
     let id = digest_hex(&rand::random::<[u8; 32]>());
     let manifest = Manifest {
         format: FORMAT.into(),
