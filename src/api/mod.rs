@@ -3,8 +3,12 @@
 
 mod data;
 mod errors;
+mod files;
 mod identity;
+mod invitation;
+mod negotiation;
 mod sessions;
+mod signaling;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -110,8 +114,8 @@ fn table() -> Vec<(Route, MethodRouter<AppState>)> {
         r(Method::GET, "/api/setup", Public, identity::setup_status),
         r(Method::POST, "/api/setup", Public, identity::setup),
         r(Method::POST, "/api/login", Public, identity::login),
-        r(Method::POST, "/api/join/pin", Public, sessions::join_with_pin),
-        r(Method::GET, "/api/ws", Public, sessions::websocket),
+        r(Method::POST, "/api/join/pin", Public, invitation::join_with_pin),
+        r(Method::GET, "/api/ws", Public, signaling::websocket),
         r(Method::GET, "/api/me", SigningIn, identity::me),
         r(Method::POST, "/api/logout", SigningIn, identity::logout),
         r(Method::POST, "/api/login/second-factor", SigningIn, identity::second_factor),
@@ -125,21 +129,21 @@ fn table() -> Vec<(Route, MethodRouter<AppState>)> {
         r(Method::GET, "/api/sessions/{id}", Technician, sessions::get_session),
         r(Method::POST, "/api/sessions/{id}/end", Technician, sessions::end_session),
         r(Method::GET, "/api/sessions/{id}/transcript", Technician, sessions::transcript),
-        r(Method::GET, "/api/sessions/{id}/record", Technician, sessions::record),
-        r(Method::GET, "/api/sessions/{id}/stills/{still}", Technician, sessions::still),
-        r(Method::GET, "/api/sessions/{id}/recordings/{recording}", Technician, sessions::recording),
+        r(Method::GET, "/api/sessions/{id}/record", Technician, files::record),
+        r(Method::GET, "/api/sessions/{id}/stills/{still}", Technician, files::still),
+        r(Method::GET, "/api/sessions/{id}/recordings/{recording}", Technician, files::recording),
         r(Method::POST, "/api/sessions/{id}/colleagues", Technician, sessions::invite_colleague),
         r(Method::DELETE, "/api/sessions/{id}/colleagues/{user_id}", Technician, sessions::remove_colleague),
         r(Method::GET, "/api/colleagues", Technician, sessions::colleagues),
-        r(Method::POST, "/api/sessions/{id}/whep", Technician, sessions::whep),
-        r(Method::PATCH, "/api/sessions/{id}/whep/{peer}", Technician, sessions::whep_restart),
-        r(Method::DELETE, "/api/sessions/{id}/whep/{peer}", Technician, sessions::whep_delete),
-        r(Method::GET, "/api/invitation", Invitation, sessions::invitation),
-        r(Method::POST, "/api/invitation/whip", Invitation, sessions::whip),
-        r(Method::PATCH, "/api/invitation/whip/{peer}", Invitation, sessions::whip_restart),
-        r(Method::DELETE, "/api/invitation/whip/{peer}", Invitation, sessions::whip_delete),
-        large(r(Method::POST, "/api/invitation/stills/{id}", Invitation, sessions::upload_still)),
-        r(Method::GET, "/api/invitation/stills/{id}", Invitation, sessions::customer_still),
+        r(Method::POST, "/api/sessions/{id}/whep", Technician, negotiation::whep),
+        r(Method::PATCH, "/api/sessions/{id}/whep/{peer}", Technician, negotiation::whep_restart),
+        r(Method::DELETE, "/api/sessions/{id}/whep/{peer}", Technician, negotiation::whep_delete),
+        r(Method::GET, "/api/invitation", Invitation, invitation::invitation),
+        r(Method::POST, "/api/invitation/whip", Invitation, negotiation::whip),
+        r(Method::PATCH, "/api/invitation/whip/{peer}", Invitation, negotiation::whip_restart),
+        r(Method::DELETE, "/api/invitation/whip/{peer}", Invitation, negotiation::whip_delete),
+        large(r(Method::POST, "/api/invitation/stills/{id}", Invitation, files::upload_still)),
+        r(Method::GET, "/api/invitation/stills/{id}", Invitation, files::customer_still),
         r(Method::GET, "/api/users", Admin, identity::list_users),
         r(Method::POST, "/api/users", Admin, identity::create_user),
         r(Method::GET, "/api/users/{user_id}", Admin, identity::get_user),

@@ -1,0 +1,151 @@
+//! Media negotiation: WHIP for the customer, WHEP for technicians (RFC 9725 style).
+
+use std::net::SocketAddr;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::{ApiError, ApiState, AppState, Caller, Customer, User};
+use crate::media::PeerId;
+
+fn sdp_body(headers: &HeaderMap, body: &str) -> Result<(), ApiError> {
+    let is_sdp = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/sdp"));
+    if !is_sdp {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the offer must be sent as application/sdp",
+        ));
+    }
+    if body.trim().is_empty() {
+        return Err(ApiError::bad_request("the SDP offer is empty"));
+    }
+    Ok(())
+}
+
+fn announce_addr(state: &ApiState, caller: &Caller) -> SocketAddr {
+    let ip = state
+        .media_public_ip
+        .unwrap_or_else(|| caller.0.local.ip().to_canonical());
+    SocketAddr::new(ip, state.live.media().local_addr().port())
+}
+
+fn sdp_created(location: String, answer: String) -> Response {
+    let mut response = (StatusCode::CREATED, answer).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/sdp"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        headers.insert(header::LOCATION, value);
+    }
+    response
+}
+
+pub(super) async fn whip(
+    State(state): State<AppState>,
+    caller: Caller,
+    Customer(proof): Customer,
+    headers: HeaderMap,
+    body: String,
+) -> Result<Response, ApiError> {
+    sdp_body(&headers, &body)?;
+    let announce = announce_addr(&state, &caller);
+    let (_, peer, answer) = state.live.publish(&proof, caller.ip(), &body, announce)?;
+    Ok(sdp_created(
+        format!("/api/invitation/whip/{}", peer.0),
+        answer,
+    ))
+}
+
+fn sdp_answer(answer: String) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/sdp"),
+        )],
+        answer,
+    )
+        .into_response()
+}
+
+/// An ICE restart of the customer's connection: a new offer for the same resource.
+pub(super) async fn whip_restart(
+    State(state): State<AppState>,
+    caller: Caller,
+    Customer(proof): Customer,
+    Path(peer): Path<u64>,
+    headers: HeaderMap,
+    body: String,
+) -> Result<Response, ApiError> {
+    sdp_body(&headers, &body)?;
+    let answer = state
+        .live
+        .restart_customer_media(&proof, caller.ip(), PeerId(peer), &body)
+        .await?;
+    Ok(sdp_answer(answer))
+}
+
+pub(super) async fn whep_restart(
+    State(state): State<AppState>,
+    User(who): User,
+    Path((id, peer)): Path<(String, u64)>,
+    headers: HeaderMap,
+    body: String,
+) -> Result<Response, ApiError> {
+    sdp_body(&headers, &body)?;
+    state.live.session_for(&who, &id)?;
+    let answer = state
+        .live
+        .restart_media(&id, PeerId(peer), Some(&who.user_id), &body)
+        .await?;
+    Ok(sdp_answer(answer))
+}
+
+pub(super) async fn whip_delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Customer(proof): Customer,
+    Path(peer): Path<u64>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .live
+        .customer_leaves_media(&proof, caller.ip(), PeerId(peer))?;
+    Ok(StatusCode::OK)
+}
+
+pub(super) async fn whep(
+    State(state): State<AppState>,
+    caller: Caller,
+    User(who): User,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> Result<Response, ApiError> {
+    sdp_body(&headers, &body)?;
+    let announce = announce_addr(&state, &caller);
+    let (peer, answer) = state
+        .live
+        .subscribe(&who, &id, caller.ip(), &body, announce)?;
+    Ok(sdp_created(
+        format!("/api/sessions/{id}/whep/{}", peer.0),
+        answer,
+    ))
+}
+
+pub(super) async fn whep_delete(
+    State(state): State<AppState>,
+    User(who): User,
+    Path((id, peer)): Path<(String, u64)>,
+) -> Result<StatusCode, ApiError> {
+    state.live.session_for(&who, &id)?;
+    state
+        .live
+        .leave_media(&id, PeerId(peer), Some(&who.user_id))?;
+    Ok(StatusCode::OK)
+}
