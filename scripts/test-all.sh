@@ -30,6 +30,17 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# The gates: formatting, lints and the module graph (no module imports one that imports it
+# back). rustup's default profile has rustfmt and clippy; a minimal one gets them here.
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  rustup component add rustfmt clippy
+fi
+echo "==> cargo fmt --check"
+cargo fmt --check
+echo "==> module imports"
+python3 scripts/check-module-cycles.py src
+echo "==> cargo clippy"
+cargo clippy --locked --all-targets -- -D warnings
 echo "==> cargo build"
 cargo build --locked --bins
 echo "==> cargo test"

@@ -1,6 +1,8 @@
 //! Wiring and lifecycle: opens the store, prepares TLS, binds the listeners, starts the
 //! relay and the HTTPS server, and shuts everything down in order.
 
+mod tasks;
+
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -8,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, ApiState};
@@ -20,6 +22,7 @@ use crate::config::Config;
 use crate::lifecycle::Lifecycle;
 use crate::live::Live;
 use crate::media;
+use crate::shutdown::Shutdown;
 use crate::store::backup::{self, BackupError, BackupPolicy};
 use crate::store::{Store, StoreError};
 use crate::systemd::SystemdNotify;
@@ -81,7 +84,7 @@ pub struct Running {
     live: Arc<Live>,
     media: media::MediaHandle,
     media_thread: std::thread::JoinHandle<()>,
-    shutdown: watch::Sender<bool>,
+    shutdown: Shutdown,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -115,7 +118,18 @@ impl Core {
     }
 }
 
+/// Starts the appliance on its own: nothing supervises it (tests, or a foreground run).
 pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartError> {
+    start_supervised(config, clock, None).await
+}
+
+/// Starts the appliance and, under systemd, tells it when the appliance is ready and feeds
+/// its watchdog while the media loop turns.
+pub async fn start_supervised(
+    config: Config,
+    clock: SharedClock,
+    systemd: Option<SystemdNotify>,
+) -> Result<Running, StartError> {
     let data_dir = config.data_dir.clone();
     create_private_dir(&data_dir)?;
     let store = Store::open_data_dir(&data_dir, config.store.cache_bytes())?;
@@ -124,55 +138,11 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         throttle,
         auth,
     } = Core::open(&store, &config, clock.clone())?;
-    if let Some(collector) = config.audit.syslog_udp {
-        audit
-            .set_syslog(collector)
-            .map_err(|source| StartError::Syslog { collector, source })?;
-    }
-
-    let mut names = tls::default_names(&config.http.server_names);
-    if let Some(ip) = config.media.public_address {
-        names.push(ip.to_string());
-    }
-    let tls = tls::load_or_create(&store, &data_dir, &names)?;
-    if !tls.refused_names.is_empty() {
-        tracing::warn!(
-            names = ?tls.refused_names,
-            "the appliance CA's name constraints do not permit these names; they are left out of the server certificate"
-        );
-    }
-
-    let listener = TcpListener::bind(config.http.listen)
-        .await
-        .map_err(|source| StartError::BindHttps {
-            addr: config.http.listen,
-            source,
-        })?;
-    let https_addr = listener
-        .local_addr()
-        .map_err(|source| StartError::BindHttps {
-            addr: config.http.listen,
-            source,
-        })?;
-    let udp = media::bind(config.media.listen, config.media.workers).map_err(|source| {
-        StartError::BindMedia {
-            addr: config.media.listen,
-            source,
-        }
-    })?;
-    let (media, mut media_events, media_thread) = media::start(
-        udp,
-        Some(config.media.public_tcp_port.unwrap_or(https_addr.port())),
-        config.firewall.malformed_datagrams_per_minute,
-        Duration::from_secs(config.media.reconnect_grace_secs),
-    )
-    .map_err(StartError::Media)?;
-    audit.set_blocklist(
-        crate::firewall::BlocklistClient::new(config.firewall.helper_socket.clone()),
-        config.firewall.block_secs,
-    );
-    let media_addr = media.local_addr();
-
+    connect_syslog(&audit, &config)?;
+    let tls = prepare_tls(&store, &config)?;
+    let (listener, https_addr) = bind_https(&config).await?;
+    let (media, media_events, media_thread) = start_relay(&config, https_addr)?;
+    audit.set_blocklist(blocklist(&config), config.firewall.block_secs);
     let live = Arc::new(Live::new(
         &store,
         clock.clone(),
@@ -181,57 +151,6 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         media.clone(),
         config.sessions.clone(),
     )?);
-
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
-    {
-        let live = live.clone();
-        let audit = audit.clone();
-        let firewall = crate::firewall::BlocklistClient::new(config.firewall.helper_socket.clone());
-        let peer_secs = u32::try_from(config.sessions.max_duration_secs)
-            .unwrap_or(86_400)
-            .min(86_400);
-        tasks.push(tokio::spawn(async move {
-            while let Some(event) = media_events.recv().await {
-                match event {
-                    media::MediaEvent::MalformedFlood { source } => {
-                        audit.alert(source, "burst of malformed or unsolicited media datagrams");
-                    }
-                    media::MediaEvent::Connected {
-                        source: Some(source),
-                        ..
-                    } if firewall.is_configured() => {
-                        // Known peers are exempt from the firewall's unknown-source limit.
-                        let firewall = firewall.clone();
-                        tokio::task::spawn_blocking(move || {
-                            if let Err(e) = firewall.allow_media(source.ip().to_canonical(), peer_secs) {
-                                tracing::warn!(error = %e, "cannot mark media peer in the firewall");
-                            }
-                        });
-                        live.on_media_event(event);
-                    }
-                    other => live.on_media_event(other),
-                }
-            }
-        }));
-    }
-    {
-        let live = live.clone();
-        let auth = auth.clone();
-        let mut stop = shutdown_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {
-                        live.sweep();
-                        auth.sweep();
-                    }
-                    _ = stop.wait_for(|s| *s) => return,
-                }
-            }
-        }));
-    }
     let lifecycle = Arc::new(Lifecycle::new(
         store.clone(),
         auth.clone(),
@@ -241,42 +160,39 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         config.retention.clone(),
         config.backup.clone(),
     ));
-    {
-        let lifecycle = lifecycle.clone();
-        let stop = shutdown_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {
-                        if let Err(e) = lifecycle.sweep().await {
-                            tracing::error!(error = %e, "retention sweep failed");
-                        }
-                    }
-                    () = stopped(stop.clone()) => return,
-                }
-            }
-        }));
-    }
+    let backups = Backups {
+        store: store.clone(),
+        config: config.clone(),
+        audit: audit.clone(),
+        clock,
+    };
+
+    let shutdown = Shutdown::new();
+    let mut tasks = vec![
+        tokio::spawn(tasks::route_media_events(
+            media_events,
+            live.clone(),
+            audit.clone(),
+            blocklist(&config),
+            config.sessions.max_duration_secs,
+        )),
+        tokio::spawn(tasks::sweep_sessions(
+            live.clone(),
+            auth.clone(),
+            shutdown.subscribe(),
+        )),
+        tokio::spawn(tasks::sweep_retention(
+            lifecycle.clone(),
+            shutdown.subscribe(),
+        )),
+    ];
     if config.backup.directory.is_some() {
-        let backups = Backups {
-            store: store.clone(),
-            config: config.clone(),
-            audit: audit.clone(),
-            clock: clock.clone(),
-        };
-        let stop = shutdown_rx.clone();
         let every = Duration::from_secs(config.backup.interval_hours * 3600);
-        tasks.push(tokio::spawn(async move {
-            // The first scheduled backup comes one interval after start.
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => { let _ = backups.run(false).await; }
-                    () = stopped(stop.clone()) => return,
-                }
-            }
-        }));
+        tasks.push(tokio::spawn(tasks::scheduled_backups(
+            backups.clone(),
+            every,
+            shutdown.subscribe(),
+        )));
     }
     let state = Arc::new(ApiState {
         auth: auth.clone(),
@@ -287,41 +203,157 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         ca_pem: tls.ca_pem.clone(),
         public_url: config.http.public_url.clone(),
         media_public_ip: config.media.public_address,
-        shutdown: shutdown_rx.clone(),
+        stopping: shutdown.subscribe(),
     });
     tasks.push(tokio::spawn(crate::http::serve(
         listener,
         media.clone(),
         tls.server_config,
         api::router(state),
-        shutdown_rx.clone(),
+        shutdown.subscribe(),
     )));
-
-    let mut metrics_addr = None;
-    if let Some(listen) = config.metrics.listen {
-        let bind_error = |source| StartError::BindMetrics {
-            addr: listen,
-            source,
-        };
-        let listener = TcpListener::bind(listen).await.map_err(bind_error)?;
-        metrics_addr = Some(listener.local_addr().map_err(bind_error)?);
-        let metrics = crate::metrics::Metrics {
-            firewall: crate::firewall::BlocklistClient::new(config.firewall.helper_socket.clone()),
-            live: live.clone(),
-            media: media.clone(),
-            auth: auth.clone(),
-            audit: audit.clone(),
-            store: store.clone(),
-        };
-        tasks.push(tokio::spawn(crate::metrics::serve(
-            listener,
-            metrics,
-            shutdown_rx.clone(),
-        )));
-    }
+    let metrics = crate::metrics::Metrics {
+        firewall: blocklist(&config),
+        live: live.clone(),
+        media: media.clone(),
+        auth: auth.clone(),
+        audit: audit.clone(),
+        store: store.clone(),
+    };
+    let metrics_addr = serve_metrics(&config, metrics, &shutdown, &mut tasks).await?;
 
     let setup_code = auth.issue_setup_code()?;
-    let console_url = match &config.http.public_url {
+    let console_url = console_url(&config, https_addr);
+    // Every listener is bound and the store is open: tell systemd.
+    if let Some(notify) = &systemd {
+        notify.send(&format!("READY=1\nSTATUS=Console: {console_url}"));
+        if let Some(period) = notify.watchdog {
+            tasks.push(tokio::spawn(tasks::feed_watchdog(
+                notify.clone(),
+                period,
+                media.clone(),
+                shutdown.subscribe(),
+            )));
+        }
+    }
+    Ok(Running {
+        https_addr,
+        media_addr: media.local_addr(),
+        metrics_addr,
+        systemd,
+        setup_code,
+        ca_pem: tls.ca_pem,
+        console_url,
+        data_dir,
+        store,
+        audit,
+        lifecycle,
+        backups,
+        live,
+        media,
+        media_thread,
+        shutdown,
+        tasks,
+    })
+}
+
+/// Copies the security log to the configured syslog collector.
+fn connect_syslog(audit: &Audit, config: &Config) -> Result<(), StartError> {
+    if let Some(collector) = config.audit.syslog_udp {
+        audit
+            .set_syslog(collector)
+            .map_err(|source| StartError::Syslog { collector, source })?;
+    }
+    Ok(())
+}
+
+/// The appliance's CA and server certificate for the configured names.
+fn prepare_tls(store: &Store, config: &Config) -> Result<tls::ApplianceTls, StartError> {
+    let mut names = tls::default_names(&config.http.server_names);
+    if let Some(ip) = config.media.public_address {
+        names.push(ip.to_string());
+    }
+    let tls = tls::load_or_create(store, &config.data_dir, &names)?;
+    if !tls.refused_names.is_empty() {
+        tracing::warn!(
+            names = ?tls.refused_names,
+            "the appliance CA's name constraints do not permit these names; they are left out of the server certificate"
+        );
+    }
+    Ok(tls)
+}
+
+async fn bind_https(config: &Config) -> Result<(TcpListener, SocketAddr), StartError> {
+    let bind_error = |source| StartError::BindHttps {
+        addr: config.http.listen,
+        source,
+    };
+    let listener = TcpListener::bind(config.http.listen)
+        .await
+        .map_err(bind_error)?;
+    let addr = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, addr))
+}
+
+/// Binds the media port and starts the relay's workers; ICE-TCP is announced on the
+/// HTTPS port unless a port forwarded in front of it is configured.
+fn start_relay(
+    config: &Config,
+    https_addr: SocketAddr,
+) -> Result<
+    (
+        media::MediaHandle,
+        mpsc::UnboundedReceiver<media::MediaEvent>,
+        std::thread::JoinHandle<()>,
+    ),
+    StartError,
+> {
+    let udp = media::bind(config.media.listen, config.media.workers).map_err(|source| {
+        StartError::BindMedia {
+            addr: config.media.listen,
+            source,
+        }
+    })?;
+    media::start(
+        udp,
+        Some(config.media.public_tcp_port.unwrap_or(https_addr.port())),
+        config.firewall.malformed_datagrams_per_minute,
+        Duration::from_secs(config.media.reconnect_grace_secs),
+    )
+    .map_err(StartError::Media)
+}
+
+fn blocklist(config: &Config) -> crate::firewall::BlocklistClient {
+    crate::firewall::BlocklistClient::new(config.firewall.helper_socket.clone())
+}
+
+/// Serves `/metrics` on its own plain-HTTP listener, when one is configured.
+async fn serve_metrics(
+    config: &Config,
+    metrics: crate::metrics::Metrics,
+    shutdown: &Shutdown,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Result<Option<SocketAddr>, StartError> {
+    let Some(listen) = config.metrics.listen else {
+        return Ok(None);
+    };
+    let bind_error = |source| StartError::BindMetrics {
+        addr: listen,
+        source,
+    };
+    let listener = TcpListener::bind(listen).await.map_err(bind_error)?;
+    let addr = listener.local_addr().map_err(bind_error)?;
+    tasks.push(tokio::spawn(crate::metrics::serve(
+        listener,
+        metrics,
+        shutdown.subscribe(),
+    )));
+    Ok(Some(addr))
+}
+
+/// Where people open the console: the configured public URL, or the listener's address.
+fn console_url(config: &Config, https_addr: SocketAddr) -> String {
+    match &config.http.public_url {
         Some(url) => format!("{}/", url.trim_end_matches('/')),
         None => {
             let host = if https_addr.ip().is_unspecified() {
@@ -333,43 +365,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
             };
             format!("https://{host}:{}/", https_addr.port())
         }
-    };
-    // Every listener is bound and the store is open: tell systemd (no-op without it).
-    if let Some(notify) = &config.systemd {
-        notify.send(&format!("READY=1\nSTATUS=Console: {console_url}"));
-        if let Some(period) = notify.watchdog {
-            tasks.push(tokio::spawn(feed_watchdog(
-                notify.clone(),
-                period,
-                media.clone(),
-                shutdown_rx.clone(),
-            )));
-        }
     }
-    Ok(Running {
-        https_addr,
-        media_addr,
-        metrics_addr,
-        systemd: config.systemd.clone(),
-        setup_code,
-        ca_pem: tls.ca_pem,
-        console_url,
-        data_dir,
-        store: store.clone(),
-        audit: audit.clone(),
-        lifecycle,
-        backups: Backups {
-            store,
-            config,
-            audit,
-            clock,
-        },
-        live,
-        media,
-        media_thread,
-        shutdown,
-        tasks,
-    })
 }
 
 /// Takes scheduled and on-demand backups of a running appliance.
@@ -457,7 +453,7 @@ impl Running {
             notify.send("STOPPING=1\nSTATUS=Shutting down");
         }
         self.live.shutdown();
-        let _ = self.shutdown.send(true);
+        self.shutdown.begin();
         self.media.shutdown();
         for task in self.tasks {
             // The media-event task ends when the relay drops its sender; others on signal.
@@ -476,35 +472,4 @@ fn create_private_dir(path: &std::path::Path) -> Result<(), StartError> {
     };
     std::fs::create_dir_all(path).map_err(io)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(io)
-}
-
-/// Feeds the systemd watchdog from the HTTP runtime, but only while the media loop is
-/// turning too: a stalled relay (or a stalled runtime) stops the feeding and systemd
-/// restarts the service.
-async fn feed_watchdog(
-    notify: SystemdNotify,
-    period: Duration,
-    media: media::MediaHandle,
-    shutdown: watch::Receiver<bool>,
-) {
-    let half = period / 2;
-    let mut tick = tokio::time::interval(half);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                let age = media.stats().heartbeat_age();
-                if age < half {
-                    notify.send("WATCHDOG=1");
-                } else {
-                    tracing::error!(stalled_ms = age.as_millis() as u64, "media loop stalled; not feeding the watchdog");
-                }
-            }
-            () = stopped(shutdown.clone()) => return,
-        }
-    }
-}
-
-/// Resolves when the appliance starts shutting down.
-pub async fn stopped(mut shutdown: watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|s| *s).await;
 }

@@ -320,9 +320,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(mut config: Config) -> anyhow::Result<()> {
-    config.systemd = crate::systemd::SystemdNotify::from_env();
-    let running = appliance::start(config, Arc::new(SystemClock)).await?;
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let systemd = crate::systemd::SystemdNotify::from_env();
+    let running = appliance::start_supervised(config, Arc::new(SystemClock), systemd).await?;
     println!("Sightline is running.");
     println!("  Console:        {}", running.console_url);
     println!("  Media (UDP):    {}", running.media_addr);

@@ -34,9 +34,6 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub firewall: FirewallConfig,
     pub audit: AuditConfig,
-    /// systemd notification settings; from the environment, never from the file.
-    #[serde(skip)]
-    pub systemd: Option<crate::systemd::SystemdNotify>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -73,7 +70,7 @@ pub struct AuditConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct FirewallConfig {
     /// Networks allowed to reach ssh (CIDR, IPv4 or IPv6). Empty: ssh is closed.
-    pub admin_networks: Vec<crate::firewall::ipnet_like::Network>,
+    pub admin_networks: Vec<IpNetwork>,
     pub ssh_port: u16,
     /// New HTTPS connections per second allowed from one source.
     pub new_connections_per_second: u32,
@@ -100,6 +97,59 @@ impl Default for FirewallConfig {
             block_secs: 900,
             malformed_datagrams_per_minute: 100,
         }
+    }
+}
+
+/// An IP network in CIDR notation (`198.18.0.0/24`, `2001:db8::/32`; a bare address is
+/// its own /32 or /128), as the firewall's allow-lists take it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNetwork {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl IpNetwork {
+    pub fn is_v6(&self) -> bool {
+        self.addr.is_ipv6()
+    }
+}
+
+impl std::str::FromStr for IpNetwork {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IP address or network"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{s:?} has an invalid prefix length"))?,
+            None => max,
+        };
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl std::fmt::Display for IpNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for IpNetwork {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -225,7 +275,6 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             firewall: FirewallConfig::default(),
             audit: AuditConfig::default(),
-            systemd: None,
         }
     }
 }

@@ -10,7 +10,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use crate::config::Config;
+use crate::config::{Config, IpNetwork};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FirewallError {
@@ -20,7 +20,7 @@ pub enum FirewallError {
     Refused(String),
 }
 
-fn elements(networks: &[ipnet_like::Network], v6: bool) -> Vec<String> {
+fn elements(networks: &[IpNetwork], v6: bool) -> Vec<String> {
     networks
         .iter()
         .filter(|n| n.is_v6() == v6)
@@ -341,63 +341,6 @@ impl BlocklistClient {
 }
 
 /// A small CIDR type, parsed at the edge so that the ruleset never sees raw text.
-pub mod ipnet_like {
-    use std::fmt;
-    use std::net::IpAddr;
-    use std::str::FromStr;
-
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub struct Network {
-        addr: IpAddr,
-        prefix: u8,
-    }
-
-    impl Network {
-        pub fn is_v6(&self) -> bool {
-            self.addr.is_ipv6()
-        }
-    }
-
-    impl FromStr for Network {
-        type Err = String;
-
-        fn from_str(s: &str) -> Result<Self, String> {
-            let (addr, prefix) = match s.split_once('/') {
-                Some((a, p)) => (a, Some(p)),
-                None => (s, None),
-            };
-            let addr: IpAddr = addr
-                .trim()
-                .parse()
-                .map_err(|_| format!("{s:?} is not an IP address or network"))?;
-            let max = if addr.is_ipv4() { 32 } else { 128 };
-            let prefix = match prefix {
-                Some(p) => p
-                    .trim()
-                    .parse::<u8>()
-                    .ok()
-                    .filter(|p| *p <= max)
-                    .ok_or_else(|| format!("{s:?} has an invalid prefix length"))?,
-                None => max,
-            };
-            Ok(Self { addr, prefix })
-        }
-    }
-
-    impl fmt::Display for Network {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            write!(f, "{}/{}", self.addr, self.prefix)
-        }
-    }
-
-    impl<'de> serde::Deserialize<'de> for Network {
-        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            let text = String::deserialize(d)?;
-            text.parse().map_err(serde::de::Error::custom)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,13 +380,10 @@ mod tests {
 
     #[test]
     fn admin_networks_are_parsed_strictly() {
-        assert!("198.18.0.0/33".parse::<ipnet_like::Network>().is_err());
-        assert!("not-an-ip".parse::<ipnet_like::Network>().is_err());
+        assert!("198.18.0.0/33".parse::<IpNetwork>().is_err());
+        assert!("not-an-ip".parse::<IpNetwork>().is_err());
         assert_eq!(
-            "198.18.0.7"
-                .parse::<ipnet_like::Network>()
-                .expect("host")
-                .to_string(),
+            "198.18.0.7".parse::<IpNetwork>().expect("host").to_string(),
             "198.18.0.7/32"
         );
         let err = Config::from_toml("[firewall]\nadmin_networks = [\"10.0.0.0/40\"]\n")

@@ -15,12 +15,13 @@ use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::media::MediaHandle;
 use crate::media::tcp::{FirstBytes, classify};
+use crate::shutdown::Stopping;
 
 /// Where a request came from and which local address it reached; handlers use the latter
 /// as the address the browser can reach the appliance on.
@@ -64,14 +65,14 @@ async fn first_bytes(stream: &tokio::net::TcpStream) -> FirstBytes {
     }
 }
 
-/// Accepts connections until `shutdown` turns true, then lets open requests finish.
+/// Accepts connections until the shutdown begins, then lets open requests finish.
 /// Connections that open with ICE-TCP instead of TLS go to the media relay.
 pub async fn serve(
     listener: TcpListener,
     media: MediaHandle,
     tls: Arc<ServerConfig>,
     router: Router,
-    mut shutdown: watch::Receiver<bool>,
+    stopping: Stopping,
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -81,7 +82,7 @@ pub async fn serve(
                 Ok(p) => p,
                 Err(_) => break,
             },
-            _ = shutdown.changed() => break,
+            () = stopping.wait() => break,
         };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -92,7 +93,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = shutdown.changed() => break,
+            () = stopping.wait() => break,
         };
         let Ok(local) = stream.local_addr() else {
             continue;
@@ -100,7 +101,7 @@ pub async fn serve(
         let info = ConnInfo { peer, local };
         let acceptor = acceptor.clone();
         let router = router.clone();
-        let mut shutdown = shutdown.clone();
+        let stopping = stopping.clone();
         let media = media.clone();
         tokio::spawn(async move {
             let _permit = permit;
@@ -144,9 +145,6 @@ pub async fn serve(
                 .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service))
                 .with_upgrades();
             tokio::pin!(connection);
-            let stopping = async move {
-                let _ = shutdown.wait_for(|stop| *stop).await;
-            };
             tokio::select! {
                 result = connection.as_mut() => {
                     if let Err(e) = result {
@@ -154,7 +152,7 @@ pub async fn serve(
                     }
                     return;
                 }
-                () = stopping => {}
+                () = stopping.wait() => {}
             }
             connection.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;

@@ -18,6 +18,7 @@ pub mod lifecycle;
 pub mod live;
 pub mod media;
 pub mod metrics;
+pub mod shutdown;
 pub mod store;
 pub mod systemd;
 pub mod tls;

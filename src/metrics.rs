@@ -11,11 +11,11 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::auth::Auth;
 use crate::live::Live;
 use crate::media::MediaHandle;
+use crate::shutdown::Stopping;
 use crate::store::Store;
 
 #[derive(Clone)]
@@ -89,14 +89,12 @@ async fn metrics(State(metrics): State<Metrics>) -> impl IntoResponse {
     )
 }
 
-pub async fn serve(listener: TcpListener, metrics: Metrics, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, metrics: Metrics, stopping: Stopping) {
     let router = Router::new()
         .route("/metrics", get(self::metrics))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(metrics);
     let _ = axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        })
+        .with_graceful_shutdown(async move { stopping.wait().await })
         .await;
 }

@@ -33,7 +33,7 @@ async fn systemd_hears_ready_and_a_watchdog_that_stops_while_the_media_loop_stal
     let path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&path).expect("bind");
     let notify = SystemdNotify::new(path.to_string_lossy(), Some(Duration::from_millis(400)));
-    let app = TestAppliance::start_with(move |c| c.systemd = Some(notify)).await;
+    let app = TestAppliance::start_supervised(|_| {}, Some(notify)).await;
 
     let first = drain(&socket, Duration::from_millis(700));
     assert!(first[0].starts_with("READY=1"), "{first:?}");

@@ -45,7 +45,7 @@ pub struct ApiState {
     pub public_url: Option<String>,
     pub media_public_ip: Option<IpAddr>,
     /// Turns true when the appliance shuts down; long-lived WebSocket tasks watch it.
-    pub shutdown: tokio::sync::watch::Receiver<bool>,
+    pub stopping: crate::shutdown::Stopping,
 }
 
 type AppState = Arc<ApiState>;

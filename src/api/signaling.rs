@@ -82,7 +82,7 @@ async fn signaling(
 ) {
     let first = tokio::select! {
         first = tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, socket.recv()) => first,
-        () = stopped(state.shutdown.clone()) => return,
+        () = state.stopping.wait() => return,
     };
     let first = match first {
         Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str::<ClientMessage>(&text),
@@ -139,7 +139,7 @@ async fn converse(
     loop {
         tokio::select! {
             // Participants are told by `Live::shutdown` first; this only ends the task.
-            () = stopped(state.shutdown.clone()) => {
+            () = state.stopping.wait() => {
                 while let Ok(message) = outbox.try_recv() {
                     send(&state.store, socket, &message).await;
                 }
@@ -193,10 +193,6 @@ async fn converse(
             }
         }
     }
-}
-
-async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|s| *s).await;
 }
 
 fn live_error_message(e: &LiveError) -> ServerMessage {

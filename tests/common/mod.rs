@@ -37,6 +37,14 @@ impl TestAppliance {
     }
 
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::start_supervised(adjust, None).await
+    }
+
+    /// Starts as `systemd` would supervise it (readiness and watchdog to its socket).
+    pub async fn start_supervised(
+        adjust: impl FnOnce(&mut Config),
+        systemd: Option<sightline::systemd::SystemdNotify>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = Config {
             data_dir: dir.path().join("data"),
@@ -47,7 +55,7 @@ impl TestAppliance {
         config.metrics.listen = Some("127.0.0.1:0".parse().expect("addr"));
         adjust(&mut config);
         let clock = ManualClock::new(START_MS);
-        let running = appliance::start(config.clone(), Arc::new(clock.clone()))
+        let running = appliance::start_supervised(config.clone(), Arc::new(clock.clone()), systemd)
             .await
             .expect("appliance starts");
         Self {
