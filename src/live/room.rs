@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
-use super::toolkit::{CameraCapabilities, Shape, StillPurpose};
+use super::toolkit::{self, CameraCapabilities, Point, Shape, StillPurpose};
 use super::{LiveError, RoomFacts, ServerMessage, SessionView, SupportSession};
 use crate::clock::UnixMillis;
+use crate::ids::random_id;
 use crate::media::PeerId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +81,85 @@ impl Room {
             recording: self.recording.is_some(),
             frozen: self.frozen.clone(),
         }
+    }
+}
+
+/// Snapshots asked of the customer's page and not yet delivered, at most.
+const MAX_PENDING_CAPTURES: usize = 8;
+
+/// The technician's tools on the room's shared state; each tells everyone what changed.
+impl Room {
+    pub(super) fn draw(&mut self, shape: Shape) -> Result<(), LiveError> {
+        shape.validate().map_err(LiveError::BadMessage)?;
+        if self.drawing.len() >= toolkit::MAX_SHAPES {
+            return Err(LiveError::BadMessage(format!(
+                "a drawing has at most {} shapes; clear it first",
+                toolkit::MAX_SHAPES
+            )));
+        }
+        self.drawing.push(shape);
+        self.broadcast_drawing();
+        Ok(())
+    }
+
+    pub(super) fn undo(&mut self) {
+        self.drawing.pop();
+        self.broadcast_drawing();
+    }
+
+    pub(super) fn clear_drawing(&mut self) {
+        self.drawing.clear();
+        self.broadcast_drawing();
+    }
+
+    fn broadcast_drawing(&self) {
+        self.broadcast(&ServerMessage::Drawing {
+            shapes: self.drawing.clone(),
+        });
+    }
+
+    pub(super) fn point(&self, at: Option<Point>) -> Result<(), LiveError> {
+        if at.as_ref().is_some_and(|p| !toolkit::valid_point(p)) {
+            return Err(LiveError::BadMessage(
+                "positions are fractions of the picture, from 0 to 1".into(),
+            ));
+        }
+        self.broadcast(&ServerMessage::Pointer { at });
+        Ok(())
+    }
+
+    pub(super) fn ask_for_snapshot(&mut self) -> Result<(), LiveError> {
+        if self.captures.len() >= MAX_PENDING_CAPTURES {
+            return Err(LiveError::BadMessage(
+                "wait for the snapshots already asked for".into(),
+            ));
+        }
+        self.ask_for_capture(StillPurpose::Snapshot)
+    }
+
+    /// Asks for the still to freeze on, unless the picture is frozen or one was asked for.
+    pub(super) fn freeze(&mut self) -> Result<(), LiveError> {
+        if self.frozen.is_none() && !self.captures.values().any(|p| *p == StillPurpose::Freeze) {
+            self.ask_for_capture(StillPurpose::Freeze)?;
+        }
+        Ok(())
+    }
+
+    fn ask_for_capture(&mut self, purpose: StillPurpose) -> Result<(), LiveError> {
+        let request = random_id();
+        self.to_customer(ServerMessage::Capture {
+            request: request.clone(),
+            purpose,
+        })?;
+        self.captures.insert(request, purpose);
+        Ok(())
+    }
+
+    /// Ends the freeze: the frozen still and the drawing made on it, if it was frozen.
+    pub(super) fn unfreeze(&mut self) -> Option<(String, Vec<Shape>)> {
+        self.captures.retain(|_, p| *p != StillPurpose::Freeze);
+        let still_id = self.frozen.take()?;
+        Some((still_id, std::mem::take(&mut self.drawing)))
     }
 }
 
