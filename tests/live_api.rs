@@ -856,9 +856,10 @@ async fn chat_lines_are_relayed_stored_and_validated() {
 
     for bad in [json!(""), json!("x".repeat(2001)), json!("bell\u{7}")] {
         send(&mut customer, json!({"type": "chat", "text": bad})).await;
+        // The same code an API request with unacceptable content gets.
         assert_eq!(
             recv_type(&mut customer, "error").await["code"],
-            "unexpected"
+            "bad_request"
         );
     }
 

@@ -24,7 +24,7 @@ async fn drawings_camera_requests_and_stills_go_where_they_should() {
         json!({"kind": "pen", "color": "#000000", "points": []}),
     ] {
         send(&mut tech, json!({"type": "draw", "shape": bad})).await;
-        assert_eq!(recv_type(&mut tech, "error").await["code"], "unexpected");
+        assert_eq!(recv_type(&mut tech, "error").await["code"], "bad_request");
     }
     send(&mut customer, json!({"type": "draw", "shape": arrow})).await;
     let refused = recv_type(&mut customer, "error").await;
@@ -51,7 +51,7 @@ async fn drawings_camera_requests_and_stills_go_where_they_should() {
     let request = recv_type(&mut customer, "camera").await;
     assert_eq!(request["torch"], true);
     send(&mut tech, json!({"type": "camera"})).await;
-    assert_eq!(recv_type(&mut tech, "error").await["code"], "unexpected");
+    assert_eq!(recv_type(&mut tech, "error").await["code"], "bad_request");
     send(
         &mut customer,
         json!({"type": "capabilities", "capabilities": {"cameras": 2, "torch": null, "zoom": null}}),

@@ -11,14 +11,15 @@ use serde::Serialize;
 
 use crate::auth::AuthError;
 use crate::http::{MAX_HEADER_BYTES, MAX_HEADERS};
-use crate::live::LiveError;
+use crate::live::{ErrorCode, LiveError};
 
-/// Every code an API error carries. A code not listed here is a bug (debug builds
+/// Every code an API error or a signaling error carries. A code not listed here is a bug (debug builds
 /// assert it), and the pages have a translation for each (a test checks).
 pub const ERROR_CODES: &[&str] = &[
     "already_joined",
     "already_set_up",
     "bad_credentials",
+    "bad_message",
     "bad_request",
     "bad_second_factor",
     "bad_setup_code",
@@ -50,6 +51,7 @@ pub const ERROR_CODES: &[&str] = &[
     "throttled",
     "too_large",
     "unauthenticated",
+    "unexpected",
     "unsupported_media_type",
     "wrong_device",
     "wrong_stage",
@@ -184,30 +186,28 @@ impl From<crate::lifecycle::LifecycleError> for ApiError {
 
 impl From<LiveError> for ApiError {
     fn from(e: LiveError) -> Self {
-        let (status, code) = match &e {
-            LiveError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
-            LiveError::InvitationInvalid => (StatusCode::FORBIDDEN, "invitation_invalid"),
-            LiveError::PinInvalid => (StatusCode::FORBIDDEN, "pin_invalid"),
-            LiveError::Throttled => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
-            LiveError::AlreadyJoined => (StatusCode::CONFLICT, "already_joined"),
-            LiveError::WrongDevice => (StatusCode::FORBIDDEN, "wrong_device"),
-            LiveError::NoConsent => (StatusCode::FORBIDDEN, "no_consent"),
-            LiveError::NotAllowed(_) => (StatusCode::FORBIDDEN, "not_allowed"),
-            LiveError::CustomerAbsent => (StatusCode::CONFLICT, "customer_absent"),
-            LiveError::Ended => (StatusCode::GONE, "ended"),
-            LiveError::BadMessage(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            LiveError::Media(crate::media::MediaError::InvalidOffer(_)) => {
-                (StatusCode::BAD_REQUEST, "invalid_sdp")
+        let code = e.code();
+        let status = match code {
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::InvitationInvalid
+            | ErrorCode::PinInvalid
+            | ErrorCode::WrongDevice
+            | ErrorCode::NoConsent
+            | ErrorCode::NotAllowed => StatusCode::FORBIDDEN,
+            ErrorCode::Throttled => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::AlreadyJoined | ErrorCode::CustomerAbsent | ErrorCode::Unexpected => {
+                StatusCode::CONFLICT
             }
-            LiveError::Media(crate::media::MediaError::UnknownPeer) => {
-                (StatusCode::NOT_FOUND, "not_found")
+            ErrorCode::Ended => StatusCode::GONE,
+            ErrorCode::BadMessage | ErrorCode::BadRequest | ErrorCode::InvalidSdp => {
+                StatusCode::BAD_REQUEST
             }
-            LiveError::Media(_) | LiveError::Store(_) => {
+            ErrorCode::Internal => {
                 tracing::error!(error = %e, "internal error");
                 return Self::internal();
             }
         };
-        Self::new(status, code, e.to_string())
+        Self::new(status, code.as_str(), e.public_message())
     }
 }
 
@@ -282,27 +282,19 @@ mod tests {
 
     /// One source of error codes: every code the API or the signaling socket sends has a
     /// translation in both languages of the pages.
+    /// The live service's codes are this list's, spelt as serde spells them on the socket.
+    #[test]
+    fn the_live_codes_are_listed_and_spelt_alike_on_both_wires() {
+        for code in ErrorCode::ALL {
+            assert!(ERROR_CODES.contains(&code.as_str()), "{code:?}");
+            assert_eq!(serde_json::to_value(code).expect("code"), code.as_str());
+        }
+    }
+
     #[test]
     fn every_error_code_is_translated_in_every_language() {
         let strings = include_str!("../web/strings.js");
-        let signaling = [
-            crate::live::ErrorCode::BadMessage,
-            crate::live::ErrorCode::Unexpected,
-            crate::live::ErrorCode::NotAllowed,
-            crate::live::ErrorCode::InvitationInvalid,
-            crate::live::ErrorCode::NotFound,
-            crate::live::ErrorCode::AlreadyJoined,
-            crate::live::ErrorCode::Throttled,
-            crate::live::ErrorCode::Internal,
-        ]
-        .map(|c| {
-            serde_json::to_value(c)
-                .expect("code")
-                .as_str()
-                .expect("str")
-                .to_owned()
-        });
-        for code in ERROR_CODES.iter().map(|c| (*c).to_owned()).chain(signaling) {
+        for code in ERROR_CODES {
             let key = format!("'err.{code}':");
             assert_eq!(
                 strings.matches(&key).count(),

@@ -196,19 +196,8 @@ async fn converse(
 }
 
 fn live_error_message(e: &LiveError) -> ServerMessage {
-    let code = match e {
-        LiveError::InvitationInvalid | LiveError::PinInvalid | LiveError::Ended => {
-            ErrorCode::InvitationInvalid
-        }
-        LiveError::NotFound => ErrorCode::NotFound,
-        LiveError::AlreadyJoined => ErrorCode::AlreadyJoined,
-        LiveError::Throttled => ErrorCode::Throttled,
-        LiveError::NoConsent | LiveError::NotAllowed(_) | LiveError::WrongDevice => {
-            ErrorCode::NotAllowed
-        }
-        LiveError::CustomerAbsent => ErrorCode::Unexpected,
-        LiveError::BadMessage(_) => ErrorCode::Unexpected,
-        LiveError::Media(_) | LiveError::Store(_) => ErrorCode::Internal,
-    };
-    ServerMessage::error(code, e.to_string())
+    if e.code() == ErrorCode::Internal {
+        tracing::error!(error = %e, "internal error in signaling");
+    }
+    ServerMessage::error(e.code(), e.public_message())
 }

@@ -77,10 +77,44 @@ pub enum LiveError {
     Ended,
     #[error("{0}")]
     BadMessage(String),
+    /// A message its sender cannot send now, or not in its role.
+    #[error("{0}")]
+    Unexpected(String),
     #[error(transparent)]
     Media(#[from] MediaError),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl LiveError {
+    /// The one code this error goes out with, over HTTP and over the signaling socket.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::NotFound | Self::Media(MediaError::UnknownPeer) => ErrorCode::NotFound,
+            Self::InvitationInvalid => ErrorCode::InvitationInvalid,
+            Self::PinInvalid => ErrorCode::PinInvalid,
+            Self::Throttled => ErrorCode::Throttled,
+            Self::AlreadyJoined => ErrorCode::AlreadyJoined,
+            Self::WrongDevice => ErrorCode::WrongDevice,
+            Self::NoConsent => ErrorCode::NoConsent,
+            Self::NotAllowed(_) => ErrorCode::NotAllowed,
+            Self::CustomerAbsent => ErrorCode::CustomerAbsent,
+            Self::Ended => ErrorCode::Ended,
+            Self::BadMessage(_) => ErrorCode::BadRequest,
+            Self::Unexpected(_) => ErrorCode::Unexpected,
+            Self::Media(MediaError::InvalidOffer(_)) => ErrorCode::InvalidSdp,
+            Self::Media(_) | Self::Store(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// What a participant may read: everything but an internal error's text, which stays
+    /// in the log.
+    pub fn public_message(&self) -> String {
+        match self.code() {
+            ErrorCode::Internal => "internal error".to_owned(),
+            _ => self.to_string(),
+        }
+    }
 }
 
 pub struct Live {

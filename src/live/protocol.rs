@@ -85,14 +85,65 @@ pub enum ClientMessage {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
+    /// Not a signaling message at all (not JSON, an unknown type, a missing field).
     BadMessage,
+    /// A well-formed message its sender cannot send now (or ever, in its role).
     Unexpected,
+    /// A well-formed message or request whose content is not acceptable.
+    BadRequest,
     NotAllowed,
     InvitationInvalid,
+    PinInvalid,
     NotFound,
     AlreadyJoined,
+    WrongDevice,
+    NoConsent,
+    CustomerAbsent,
+    Ended,
+    InvalidSdp,
     Throttled,
     Internal,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 15] = [
+        Self::BadMessage,
+        Self::Unexpected,
+        Self::BadRequest,
+        Self::NotAllowed,
+        Self::InvitationInvalid,
+        Self::PinInvalid,
+        Self::NotFound,
+        Self::AlreadyJoined,
+        Self::WrongDevice,
+        Self::NoConsent,
+        Self::CustomerAbsent,
+        Self::Ended,
+        Self::InvalidSdp,
+        Self::Throttled,
+        Self::Internal,
+    ];
+
+    /// The code as the wire carries it, in an API error and a signaling error alike.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadMessage => "bad_message",
+            Self::Unexpected => "unexpected",
+            Self::BadRequest => "bad_request",
+            Self::NotAllowed => "not_allowed",
+            Self::InvitationInvalid => "invitation_invalid",
+            Self::PinInvalid => "pin_invalid",
+            Self::NotFound => "not_found",
+            Self::AlreadyJoined => "already_joined",
+            Self::WrongDevice => "wrong_device",
+            Self::NoConsent => "no_consent",
+            Self::CustomerAbsent => "customer_absent",
+            Self::Ended => "ended",
+            Self::InvalidSdp => "invalid_sdp",
+            Self::Throttled => "throttled",
+            Self::Internal => "internal",
+        }
+    }
 }
 
 /// Messages the appliance sends over the signaling WebSocket.

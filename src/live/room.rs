@@ -92,7 +92,7 @@ impl Room {
     pub(super) fn draw(&mut self, shape: Shape) -> Result<(), LiveError> {
         shape.validate().map_err(LiveError::BadMessage)?;
         if self.drawing.len() >= toolkit::MAX_SHAPES {
-            return Err(LiveError::BadMessage(format!(
+            return Err(LiveError::Unexpected(format!(
                 "a drawing has at most {} shapes; clear it first",
                 toolkit::MAX_SHAPES
             )));
@@ -130,7 +130,7 @@ impl Room {
 
     pub(super) fn ask_for_snapshot(&mut self) -> Result<(), LiveError> {
         if self.captures.len() >= MAX_PENDING_CAPTURES {
-            return Err(LiveError::BadMessage(
+            return Err(LiveError::Unexpected(
                 "wait for the snapshots already asked for".into(),
             ));
         }

@@ -15,7 +15,7 @@ impl Live {
         match message {
             ClientMessage::Ping => return Ok(Some(ServerMessage::Pong)),
             ClientMessage::Watch { .. } | ClientMessage::Join { .. } => {
-                return Err(LiveError::BadMessage(
+                return Err(LiveError::Unexpected(
                     "already joined; send this only once, first".into(),
                 ));
             }
@@ -37,7 +37,7 @@ impl Live {
             ClientMessage::Consent { .. }
             | ClientMessage::Pause { .. }
             | ClientMessage::Capabilities { .. } => {
-                return Err(LiveError::BadMessage(
+                return Err(LiveError::Unexpected(
                     "only the customer can send this message".into(),
                 ));
             }
@@ -207,7 +207,7 @@ impl Live {
         message: ClientMessage,
     ) -> Result<(), LiveError> {
         if from.participant == Participant::Customer {
-            return Err(LiveError::BadMessage(
+            return Err(LiveError::Unexpected(
                 "only a technician can send this message".into(),
             ));
         }
@@ -255,7 +255,7 @@ impl Live {
                 self.broadcast_state(&session);
             }
             _ => {
-                return Err(LiveError::BadMessage(
+                return Err(LiveError::Unexpected(
                     "this message cannot be sent now".into(),
                 ));
             }

@@ -150,7 +150,7 @@ function onMessage(message) {
   } else if (message.type === 'ended') {
     finish(message.reason);
   } else if (message.type === 'error') {
-    if (message.code === 'invitation_invalid' || message.code === 'already_joined') {
+    if (['invitation_invalid', 'already_joined', 'ended'].includes(message.code)) {
       $('#problem-text').textContent = errorText(message);
       ended = true;
       show('problem');
