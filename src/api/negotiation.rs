@@ -2,29 +2,43 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, ApiState, AppState, Caller, Customer, User};
+use crate::live::Participant;
 use crate::media::PeerId;
 
-fn sdp_body(headers: &HeaderMap, body: &str) -> Result<(), ApiError> {
-    let is_sdp = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/sdp"));
-    if !is_sdp {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "the offer must be sent as application/sdp",
-        ));
+/// An SDP offer as a WHIP/WHEP request carries it: `application/sdp`, not empty.
+pub(super) struct SdpOffer(String);
+
+impl<S: Send + Sync> FromRequest<S> for SdpOffer {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Response> {
+        let is_sdp = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/sdp"));
+        if !is_sdp {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the offer must be sent as application/sdp",
+            )
+            .into_response());
+        }
+        // Its refusals (too large, not UTF-8) get their typed shape from `typed_errors`.
+        let body = String::from_request(request, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        if body.trim().is_empty() {
+            return Err(ApiError::bad_request("the SDP offer is empty").into_response());
+        }
+        Ok(Self(body))
     }
-    if body.trim().is_empty() {
-        return Err(ApiError::bad_request("the SDP offer is empty"));
-    }
-    Ok(())
 }
 
 fn announce_addr(state: &ApiState, caller: &Caller) -> SocketAddr {
@@ -51,12 +65,10 @@ pub(super) async fn whip(
     State(state): State<AppState>,
     caller: Caller,
     Customer(proof): Customer,
-    headers: HeaderMap,
-    body: String,
+    SdpOffer(offer): SdpOffer,
 ) -> Result<Response, ApiError> {
-    sdp_body(&headers, &body)?;
     let announce = announce_addr(&state, &caller);
-    let (_, peer, answer) = state.live.publish(&proof, caller.ip(), &body, announce)?;
+    let (_, peer, answer) = state.live.publish(&proof, caller.ip(), &offer, announce)?;
     Ok(sdp_created(
         format!("/api/invitation/whip/{}", peer.0),
         answer,
@@ -80,13 +92,11 @@ pub(super) async fn whip_restart(
     caller: Caller,
     Customer(proof): Customer,
     Path(peer): Path<u64>,
-    headers: HeaderMap,
-    body: String,
+    SdpOffer(offer): SdpOffer,
 ) -> Result<Response, ApiError> {
-    sdp_body(&headers, &body)?;
     let answer = state
         .live
-        .restart_customer_media(&proof, caller.ip(), PeerId(peer), &body)
+        .restart_customer_media(&proof, caller.ip(), PeerId(peer), &offer)
         .await?;
     Ok(sdp_answer(answer))
 }
@@ -95,14 +105,19 @@ pub(super) async fn whep_restart(
     State(state): State<AppState>,
     User(who): User,
     Path((id, peer)): Path<(String, u64)>,
-    headers: HeaderMap,
-    body: String,
+    SdpOffer(offer): SdpOffer,
 ) -> Result<Response, ApiError> {
-    sdp_body(&headers, &body)?;
     state.live.session_for(&who, &id)?;
     let answer = state
         .live
-        .restart_media(&id, PeerId(peer), Some(&who.user_id), &body)
+        .restart_media(
+            &id,
+            PeerId(peer),
+            &Participant::Technician {
+                user_id: who.user_id.clone(),
+            },
+            &offer,
+        )
         .await?;
     Ok(sdp_answer(answer))
 }
@@ -124,14 +139,12 @@ pub(super) async fn whep(
     caller: Caller,
     User(who): User,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: String,
+    SdpOffer(offer): SdpOffer,
 ) -> Result<Response, ApiError> {
-    sdp_body(&headers, &body)?;
     let announce = announce_addr(&state, &caller);
     let (peer, answer) = state
         .live
-        .subscribe(&who, &id, caller.ip(), &body, announce)?;
+        .subscribe(&who, &id, caller.ip(), &offer, announce)?;
     Ok(sdp_created(
         format!("/api/sessions/{id}/whep/{}", peer.0),
         answer,
@@ -144,8 +157,12 @@ pub(super) async fn whep_delete(
     Path((id, peer)): Path<(String, u64)>,
 ) -> Result<StatusCode, ApiError> {
     state.live.session_for(&who, &id)?;
-    state
-        .live
-        .leave_media(&id, PeerId(peer), Some(&who.user_id))?;
+    state.live.leave_media(
+        &id,
+        PeerId(peer),
+        &Participant::Technician {
+            user_id: who.user_id.clone(),
+        },
+    )?;
     Ok(StatusCode::OK)
 }

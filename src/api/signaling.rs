@@ -176,7 +176,7 @@ async fn converse(
                             state.audit.record(
                                 AuditKind::MalformedSignaling,
                                 Some(&attachment.account_id),
-                                attachment.actor.as_deref(),
+                                attachment.participant.user_id(),
                                 Some(attachment.source),
                                 format!("session {}: {e}", attachment.session_id),
                             );

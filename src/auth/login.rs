@@ -32,14 +32,7 @@ impl Auth {
         let user = match found {
             Some(user) if verified => user,
             other => {
-                let failures = self.failures.update(&email, |f| {
-                    let mut f = f.unwrap_or_default();
-                    f.count += 1;
-                    if f.count >= MAX_FAILURES {
-                        f.locked_until_ms = Some(now + LOCKOUT_MS);
-                    }
-                    Some(f)
-                })?;
+                let locked_until = self.count_failure(&email, now)?;
                 self.store.flush().await?;
                 let (account_id, user_id) = other
                     .as_ref()
@@ -65,7 +58,7 @@ impl Auth {
                         "unknown email"
                     },
                 );
-                if let Some(until) = failures.and_then(|f| f.locked_until_ms) {
+                if let Some(until) = locked_until {
                     self.counters
                         .lockouts
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -214,15 +207,7 @@ impl Auth {
                 format!("{} recovery codes left", user.recovery_codes.len()),
             );
         } else {
-            let now = self.clock.now_ms();
-            let failures = self.failures.update(&email, |f| {
-                let mut f = f.unwrap_or_default();
-                f.count += 1;
-                if f.count >= MAX_FAILURES {
-                    f.locked_until_ms = Some(now + LOCKOUT_MS);
-                }
-                Some(f)
-            })?;
+            let locked_until = self.count_failure(&email, self.clock.now_ms())?;
             self.audit.record(
                 AuditKind::SecondFactorFailed,
                 Some(&user.account_id),
@@ -230,7 +215,7 @@ impl Auth {
                 Some(source),
                 "wrong or reused code",
             );
-            if let Some(until) = failures.and_then(|f| f.locked_until_ms) {
+            if let Some(until) = locked_until {
                 self.logins.remove(&key)?;
                 self.audit.record(
                     AuditKind::LoginLocked,
@@ -248,6 +233,20 @@ impl Auth {
         self.set_stage(&key, stage)?;
         let account = self.account(&user.account_id)?;
         self.principal(&user, &account, stage)
+    }
+
+    /// Counts one more consecutive failure for `email` (a wrong password or second
+    /// factor); returns when the lockout it caused ends, if it caused one.
+    fn count_failure(&self, email: &str, now: u64) -> Result<Option<u64>, StoreError> {
+        let failures = self.failures.update(email, |f| {
+            let mut f = f.unwrap_or_default();
+            f.count += 1;
+            if f.count >= MAX_FAILURES {
+                f.locked_until_ms = Some(now + LOCKOUT_MS);
+            }
+            Some(f)
+        })?;
+        Ok(failures.and_then(|f| f.locked_until_ms))
     }
 
     /// Resolves a login cookie to its principal, enforcing the account's idle and

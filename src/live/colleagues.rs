@@ -72,11 +72,13 @@ impl Live {
                 Some(s)
             })?
             .ok_or(LiveError::NotFound)?;
+        let removed = Participant::Technician {
+            user_id: user_id.to_owned(),
+        };
         if let Some(room) = self.rooms().get_mut(session_id) {
-            room.technicians
-                .retain(|c| c.user_id.as_deref() != Some(user_id));
+            room.technicians.retain(|c| c.participant != removed);
         }
-        self.drop_media_of(session_id, Some(user_id));
+        self.drop_media_of(session_id, &removed);
         self.store.flush().await?;
         self.broadcast_state(&session);
         Ok(self.view(&session))

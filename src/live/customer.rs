@@ -140,7 +140,7 @@ impl Live {
             }
             room.customer = Some(Connection {
                 id: conn_id,
-                user_id: None,
+                participant: Participant::Customer,
                 tx,
             });
         }
@@ -194,7 +194,7 @@ impl Live {
         if replaced {
             // The first device's media and recording ran under its consent; they end.
             self.stop_recording(&session);
-            self.drop_media_of(&session.id, None);
+            self.drop_media_of(&session.id, &Participant::Customer);
             self.audit.record(
                 AuditKind::CustomerDeviceChanged,
                 Some(&session.account_id),
@@ -238,8 +238,7 @@ impl Live {
                 session_id: session.id,
                 account_id: session.account_id,
                 participant: Participant::Customer,
-                actor: None,
-                actor_name: None,
+                name: "Customer".to_owned(),
                 source,
             },
             rx,
@@ -302,7 +301,7 @@ impl Live {
                 announce,
             )
             .inspect_err(|e| self.media_offer_failed(&session, source, e))?;
-        self.register_peer(&session, peer, None);
+        self.register_peer(&session, peer, Participant::Customer);
         Ok((session.id, peer, answer))
     }
 
@@ -315,7 +314,8 @@ impl Live {
         offer: &str,
     ) -> Result<String, LiveError> {
         let session = self.customer_session(proof, source)?;
-        self.restart_media(&session.id, peer, None, offer).await
+        self.restart_media(&session.id, peer, &Participant::Customer, offer)
+            .await
     }
 
     /// The customer's page leaves the relay (WHIP `DELETE`), from the device that joined.
@@ -327,7 +327,7 @@ impl Live {
         peer: PeerId,
     ) -> Result<(), LiveError> {
         let session = self.customer_session(proof, source)?;
-        self.leave_media(&session.id, peer, None)
+        self.leave_media(&session.id, peer, &Participant::Customer)
     }
 
     /// Stores a still the customer's page took because a technician asked for it.

@@ -101,14 +101,17 @@ impl Live {
         Ok(())
     }
 
-    /// Ends every session that has participants; used on shutdown so they are told.
-    pub fn shutdown(&self) {
-        let open: Vec<(String, String)> = self
-            .rooms()
+    /// The sessions that have a room now, as (account, session) ids.
+    fn sessions_with_rooms(&self) -> Vec<(String, String)> {
+        self.rooms()
             .iter()
             .map(|(id, room)| (room.account_id.clone(), id.clone()))
-            .collect();
-        for (account_id, session_id) in open {
+            .collect()
+    }
+
+    /// Ends every session that has participants; used on shutdown so they are told.
+    pub fn shutdown(&self) {
+        for (account_id, session_id) in self.sessions_with_rooms() {
             if let Err(e) = self.finish(&account_id, &session_id, EndReason::Shutdown) {
                 tracing::warn!(error = %e, session_id, "could not end session on shutdown");
             }
@@ -117,12 +120,7 @@ impl Live {
 
     /// Ends sessions whose time is up, so that participants still connected are told.
     pub fn sweep(&self) {
-        let open: Vec<(String, String)> = self
-            .rooms()
-            .iter()
-            .map(|(id, room)| (room.account_id.clone(), id.clone()))
-            .collect();
-        for (account_id, session_id) in open {
+        for (account_id, session_id) in self.sessions_with_rooms() {
             if let Ok(mut session) = self
                 .sessions(&account_id)
                 .and_then(|c| c.get(&session_id))

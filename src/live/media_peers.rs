@@ -5,7 +5,7 @@ use super::*;
 
 impl Live {
     /// Ends the relay peers a participant owns in a session (`None`: the customer).
-    pub(super) fn drop_media_of(&self, session_id: &str, owner: Option<&str>) {
+    pub(super) fn drop_media_of(&self, session_id: &str, owner: &Participant) {
         let peers: Vec<PeerId> = self
             .rooms()
             .get_mut(session_id)
@@ -13,7 +13,7 @@ impl Live {
                 let theirs: Vec<PeerId> = room
                     .peers
                     .iter()
-                    .filter(|(_, o)| o.as_deref() == owner)
+                    .filter(|(_, o)| *o == owner)
                     .map(|(id, _)| *id)
                     .collect();
                 for id in &theirs {
@@ -45,7 +45,13 @@ impl Live {
             .media
             .negotiate(&session.id, PeerRole::Subscriber, talks, offer, announce)
             .inspect_err(|e| self.media_offer_failed(&session, source, e))?;
-        self.register_peer(&session, peer, Some(who.user_id.clone()));
+        self.register_peer(
+            &session,
+            peer,
+            Participant::Technician {
+                user_id: who.user_id.clone(),
+            },
+        );
         Ok((peer, answer))
     }
 
@@ -64,19 +70,14 @@ impl Live {
         );
     }
 
-    pub(super) fn register_peer(
-        &self,
-        session: &SupportSession,
-        peer: PeerId,
-        owner: Option<String>,
-    ) {
+    pub(super) fn register_peer(&self, session: &SupportSession, peer: PeerId, owner: Participant) {
         let mut rooms = self.rooms();
         let room = rooms
             .entry(session.id.clone())
             .or_insert_with(|| new_room(&session.account_id));
-        if owner.is_none() {
+        if owner.is_customer() {
             // A republishing customer (reload) replaces its earlier peer in the relay.
-            room.peers.retain(|_, o| o.is_some());
+            room.peers.retain(|_, o| !o.is_customer());
         }
         room.peers.insert(peer, owner);
     }
@@ -87,14 +88,14 @@ impl Live {
         &self,
         session_id: &str,
         peer: PeerId,
-        owner: Option<&str>,
+        owner: &Participant,
         offer: &str,
     ) -> Result<String, LiveError> {
         let owned = self
             .rooms()
             .get(session_id)
             .and_then(|room| room.peers.get(&peer))
-            .is_some_and(|o| o.as_deref() == owner);
+            .is_some_and(|o| o == owner);
         if !owned {
             return Err(LiveError::NotFound);
         }
@@ -107,12 +108,12 @@ impl Live {
         &self,
         session_id: &str,
         peer: PeerId,
-        owner: Option<&str>,
+        owner: &Participant,
     ) -> Result<(), LiveError> {
         let mut rooms = self.rooms();
         let room = rooms.get_mut(session_id).ok_or(LiveError::NotFound)?;
         match room.peers.get(&peer) {
-            Some(o) if o.as_deref() == owner => {
+            Some(o) if o == owner => {
                 room.peers.remove(&peer);
                 drop(rooms);
                 self.media.remove_peer(peer);
@@ -169,14 +170,10 @@ impl Live {
                 let Some(r) = rooms.get(&room) else {
                     return;
                 };
-                let Some(Some(owner)) = r.peers.get(&peer) else {
+                let Some(owner) = r.peers.get(&peer).filter(|o| !o.is_customer()) else {
                     return;
                 };
-                for conn in r
-                    .technicians
-                    .iter()
-                    .filter(|c| c.user_id.as_deref() == Some(owner.as_str()))
-                {
+                for conn in r.technicians.iter().filter(|c| c.participant == *owner) {
                     let _ = conn.tx.send(ServerMessage::Bandwidth { video: !suspended });
                 }
             }

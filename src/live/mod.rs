@@ -379,7 +379,9 @@ impl Live {
             .technicians
             .push(Connection {
                 id: conn_id,
-                user_id: Some(who.user_id.clone()),
+                participant: Participant::Technician {
+                    user_id: who.user_id.clone(),
+                },
                 tx,
             });
         self.send_state_to(&session, conn_id);
@@ -389,9 +391,10 @@ impl Live {
                 conn_id,
                 session_id: session.id,
                 account_id: session.account_id,
-                participant: Participant::Technician,
-                actor: Some(who.user_id.clone()),
-                actor_name: Some(who.display_name.clone()),
+                participant: Participant::Technician {
+                    user_id: who.user_id.clone(),
+                },
+                name: who.display_name.clone(),
                 source,
             },
             rx,
@@ -425,7 +428,9 @@ impl Live {
                 return;
             };
             match attachment.participant {
-                Participant::Technician => room.technicians.retain(|c| c.id != attachment.conn_id),
+                Participant::Technician { .. } => {
+                    room.technicians.retain(|c| c.id != attachment.conn_id)
+                }
                 Participant::Customer => {
                     if room
                         .customer

@@ -40,7 +40,7 @@ impl Live {
         self.audit.record(
             AuditKind::RecordingStarted,
             Some(&session.account_id),
-            by.actor.as_deref(),
+            by.participant.user_id(),
             None,
             format!("session {} recording {recording_id}", session.id),
         );

@@ -14,10 +14,25 @@ use crate::clock::UnixMillis;
 use crate::ids::random_id;
 use crate::media::PeerId;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Who a signaling connection or a relay peer belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Participant {
-    Technician,
     Customer,
+    Technician { user_id: String },
+}
+
+impl Participant {
+    /// The technician's user id; none for the customer.
+    pub fn user_id(&self) -> Option<&str> {
+        match self {
+            Self::Customer => None,
+            Self::Technician { user_id } => Some(user_id),
+        }
+    }
+
+    pub fn is_customer(&self) -> bool {
+        *self == Self::Customer
+    }
 }
 
 /// One participant's signaling connection to a session.
@@ -26,16 +41,14 @@ pub struct Attachment {
     pub session_id: String,
     pub account_id: String,
     pub participant: Participant,
-    pub actor: Option<String>,
-    /// The technician's display name, shown with their chat lines.
-    pub actor_name: Option<String>,
+    /// Shown with their chat lines: the technician's display name, or "Customer".
+    pub name: String,
     pub source: IpAddr,
 }
 
 pub(super) struct Connection {
     pub(super) id: u64,
-    /// The technician's user id (`None`: the customer).
-    pub(super) user_id: Option<String>,
+    pub(super) participant: Participant,
     pub(super) tx: mpsc::UnboundedSender<ServerMessage>,
 }
 
@@ -43,8 +56,8 @@ pub(super) struct Room {
     pub(super) account_id: String,
     pub(super) technicians: Vec<Connection>,
     pub(super) customer: Option<Connection>,
-    /// Relay peers of this session and who owns them (`None`: the customer).
-    pub(super) peers: HashMap<PeerId, Option<String>>,
+    /// Relay peers of this session and who owns them.
+    pub(super) peers: HashMap<PeerId, Participant>,
     pub(super) drawing: Vec<Shape>,
     /// The still shown while the picture is frozen.
     pub(super) frozen: Option<String>,

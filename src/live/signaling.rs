@@ -11,7 +11,7 @@ impl Live {
         from: &Attachment,
         message: ClientMessage,
     ) -> Result<Option<ServerMessage>, LiveError> {
-        let customer = from.participant == Participant::Customer;
+        let customer = from.participant.is_customer();
         match message {
             ClientMessage::Ping => return Ok(Some(ServerMessage::Pong)),
             ClientMessage::Watch { .. } | ClientMessage::Join { .. } => {
@@ -60,15 +60,10 @@ impl Live {
         if session.state == SessionState::Ended {
             return Err(LiveError::Ended);
         }
-        let customer = from.participant == Participant::Customer;
         let line = ChatLine {
             at_ms: self.clock.now_ms(),
             from: speaker(from),
-            author: if customer {
-                "Customer".to_owned()
-            } else {
-                from.actor_name.clone().unwrap_or_default()
-            },
+            author: from.name.clone(),
             text: text.to_owned(),
         };
         self.transcripts(&from.account_id)?
@@ -87,7 +82,7 @@ impl Live {
     async fn end_by(&self, from: &Attachment) -> Result<(), LiveError> {
         let reason = match from.participant {
             Participant::Customer => EndReason::Customer,
-            Participant::Technician => EndReason::Technician,
+            Participant::Technician { .. } => EndReason::Technician,
         };
         self.end(&from.account_id, &from.session_id, reason).await?;
         Ok(())
@@ -96,15 +91,12 @@ impl Live {
     fn mute(&self, from: &Attachment, muted: bool) {
         let message = ServerMessage::Muted {
             from: speaker(from),
-            author: from
-                .actor_name
-                .clone()
-                .unwrap_or_else(|| "Customer".to_owned()),
+            author: from.name.clone(),
             muted,
         };
         if let Some(room) = self.rooms().get_mut(&from.session_id) {
             // Kept for whoever joins later, so they know who is muted.
-            let who = from.actor.clone().unwrap_or_default();
+            let who = from.participant.user_id().unwrap_or_default().to_owned();
             if muted {
                 room.muted.insert(who, message.clone());
             } else {
@@ -169,7 +161,7 @@ impl Live {
             ),
         );
         if !camera {
-            self.drop_media_of(&from.session_id, None);
+            self.drop_media_of(&from.session_id, &Participant::Customer);
         }
         self.store.flush().await?;
         self.broadcast_state(&session);
@@ -206,7 +198,7 @@ impl Live {
         from: &Attachment,
         message: ClientMessage,
     ) -> Result<(), LiveError> {
-        if from.participant == Participant::Customer {
+        if from.participant.is_customer() {
             return Err(LiveError::Unexpected(
                 "only a technician can send this message".into(),
             ));
@@ -216,8 +208,8 @@ impl Live {
             return Err(LiveError::Ended);
         }
         if from
-            .actor
-            .as_deref()
+            .participant
+            .user_id()
             .is_some_and(|u| session.observed_by(u))
         {
             return Err(LiveError::NotAllowed(
@@ -288,6 +280,6 @@ impl Live {
 fn speaker(from: &Attachment) -> Speaker {
     match from.participant {
         Participant::Customer => Speaker::Customer,
-        Participant::Technician => Speaker::Technician,
+        Participant::Technician { .. } => Speaker::Technician,
     }
 }
