@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::{self, ApiState};
 use crate::audit::AuditKind;
-use crate::audit::{Audit, GuessThrottle};
+use crate::audit::{Actor, Audit, GuessThrottle};
 use crate::auth::{Auth, AuthError};
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -406,15 +406,13 @@ impl Backups {
         match &result {
             Ok(path) => self.audit.record(
                 AuditKind::BackupWritten,
-                None,
-                None,
-                None,
+                Actor::APPLIANCE,
                 format!("{}", path.display()),
             ),
             Err(e) => {
                 tracing::error!(error = %e, "backup failed");
                 self.audit
-                    .record(AuditKind::BackupFailed, None, None, None, e.to_string());
+                    .record(AuditKind::BackupFailed, Actor::APPLIANCE, e.to_string());
             }
         }
         result

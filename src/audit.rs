@@ -203,6 +203,54 @@ fn entry_key(seq: u64) -> String {
     format!("{seq:016}")
 }
 
+/// Who an entry is about, each part only when known: the account it belongs to, the user
+/// who acted, and the address the request came from.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Actor<'a> {
+    pub account_id: Option<&'a str>,
+    pub user_id: Option<&'a str>,
+    pub source: Option<IpAddr>,
+}
+
+impl<'a> Actor<'a> {
+    /// The appliance itself: a schedule, start-up, maintenance.
+    pub const APPLIANCE: Actor<'static> = Actor {
+        account_id: None,
+        user_id: None,
+        source: None,
+    };
+
+    /// Someone not known (yet) at an address.
+    pub fn stranger(source: IpAddr) -> Self {
+        Self::APPLIANCE.at(source)
+    }
+
+    /// An account, and nobody in it in particular: a customer, a rule, a schedule.
+    pub fn account(account_id: &'a str) -> Self {
+        Self {
+            account_id: Some(account_id),
+            ..Self::APPLIANCE
+        }
+    }
+
+    /// A user of an account.
+    pub fn user(account_id: &'a str, user_id: &'a str) -> Self {
+        Self {
+            account_id: Some(account_id),
+            user_id: Some(user_id),
+            source: None,
+        }
+    }
+
+    /// The same actor, acting from `source`.
+    pub fn at(self, source: IpAddr) -> Self {
+        Self {
+            source: Some(source),
+            ..self
+        }
+    }
+}
+
 pub struct Audit {
     store: Store,
     log: Collection<AuditEntry>,
@@ -255,14 +303,12 @@ impl Audit {
         })
     }
 
-    pub fn record(
-        &self,
-        kind: AuditKind,
-        account_id: Option<&str>,
-        actor: Option<&str>,
-        source: Option<IpAddr>,
-        detail: impl Into<String>,
-    ) {
+    pub fn record(&self, kind: AuditKind, actor: Actor<'_>, detail: impl Into<String>) {
+        let Actor {
+            account_id,
+            user_id,
+            source,
+        } = actor;
         let detail = detail.into();
         self.counts.note(&kind);
         let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
@@ -271,7 +317,7 @@ impl Audit {
             at_ms: self.clock.now_ms(),
             kind,
             account_id: account_id.map(str::to_owned),
-            actor: actor.map(str::to_owned),
+            actor: user_id.map(str::to_owned),
             source,
             detail,
             prev_hash: head.1.clone(),
@@ -335,7 +381,7 @@ impl Audit {
     /// A source used up its guessing allowance: records that it is throttled and raises
     /// the anomaly alert that blocklists it.
     pub fn source_throttled(&self, source: IpAddr, what: &str) {
-        self.record(AuditKind::SourceThrottled, None, None, Some(source), what);
+        self.record(AuditKind::SourceThrottled, Actor::stranger(source), what);
         self.alert(source, what);
     }
 
@@ -352,9 +398,7 @@ impl Audit {
         tracing::warn!(target: "sightline::alert", %source, why, outcome = %outcome, "anomaly");
         self.record(
             AuditKind::AnomalyAlert,
-            None,
-            None,
-            Some(source),
+            Actor::stranger(source),
             format!("{why}; {outcome}"),
         );
     }
@@ -411,9 +455,7 @@ mod tests {
         for i in 0..5 {
             audit.record(
                 AuditKind::LoginFailed,
-                Some("acct"),
-                None,
-                None,
+                Actor::account("acct"),
                 format!("attempt {i}"),
             );
         }
@@ -478,13 +520,13 @@ mod tests {
             master.write(&master_path).expect("write");
             let store = Store::open(dir.path(), master).expect("store");
             let audit = Audit::open(&store, Arc::new(ManualClock::new(1))).expect("audit");
-            audit.record(AuditKind::Logout, None, None, None, "first run");
+            audit.record(AuditKind::Logout, Actor::APPLIANCE, "first run");
             store.flush_blocking().expect("flush");
         }
         let store =
             Store::open(dir.path(), MasterKey::read(&master_path).expect("read")).expect("store");
         let audit = Audit::open(&store, Arc::new(ManualClock::new(2))).expect("audit");
-        audit.record(AuditKind::Logout, None, None, None, "second run");
+        audit.record(AuditKind::Logout, Actor::APPLIANCE, "second run");
         assert_eq!(verify_chain(&audit.entries().expect("entries")), Ok(2));
     }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{Audit, AuditKind};
+use crate::audit::{Actor, Audit, AuditKind};
 use crate::auth::{Auth, AuthError, Principal};
 use crate::clock::{SharedClock, UnixMillis};
 use crate::config::{BackupConfig, RetentionConfig};
@@ -204,9 +204,7 @@ impl Lifecycle {
         drop(tar);
         self.audit.record(
             AuditKind::DataExported,
-            Some(account_id),
-            None,
-            None,
+            Actor::account(account_id),
             format!("export of {}", scope.describe()),
         );
         Ok(())
@@ -240,9 +238,7 @@ impl Lifecycle {
         self.requests(&who.account_id)?.put(&request.id, &request)?;
         self.audit.record(
             AuditKind::DeletionRequested,
-            Some(&who.account_id),
-            Some(&who.user_id),
-            None,
+            Actor::user(&who.account_id, &who.user_id),
             format!(
                 "deletion of {} requested, due {}",
                 request.scope.describe(),
@@ -274,9 +270,7 @@ impl Lifecycle {
         self.requests(account_id)?.remove(&request.id)?;
         self.audit.record(
             AuditKind::ContentDeleted,
-            Some(account_id),
-            Some(&request.requested_by),
-            None,
+            Actor::user(account_id, &request.requested_by),
             format!(
                 "{} deleted ({} sessions) on request of user {} made at {}",
                 request.scope.describe(),
@@ -319,9 +313,7 @@ impl Lifecycle {
             self.delete_session(&account.id, &session.id)?;
             self.audit.record(
                 AuditKind::ContentDeleted,
-                Some(&account.id),
-                None,
-                None,
+                Actor::account(&account.id),
                 format!(
                     "session {} deleted by retention: ended at {ended}, kept {days} days",
                     session.id
@@ -397,9 +389,7 @@ impl Lifecycle {
             .map_err(|e| LifecycleError::Vault(e.to_string()))?;
         self.audit.record(
             AuditKind::AccountDeleted,
-            None,
-            None,
-            None,
+            Actor::APPLIANCE,
             format!("account {account_id} deleted ({why}); its key was destroyed"),
         );
         Ok(())

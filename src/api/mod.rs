@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, get, on};
 use axum::{Json, Router};
 
-use crate::audit::{Audit, AuditKind};
+use crate::audit::{Actor, Audit, AuditKind};
 use crate::auth::{Auth, AuthError, Principal, Role, Stage};
 use crate::http::{ConnInfo, security_headers};
 use crate::live::Live;
@@ -261,9 +261,10 @@ async fn enforce(
                 .map(|c| c.peer.ip().to_canonical());
             state.audit.record(
                 AuditKind::AccessDenied,
-                Some(&principal.account_id),
-                Some(&principal.user_id),
-                source,
+                Actor {
+                    source,
+                    ..Actor::user(&principal.account_id, &principal.user_id)
+                },
                 format!("{} {}", request.method(), request.uri().path()),
             );
             return ApiError::from(AuthError::Forbidden).into_response();

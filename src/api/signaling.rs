@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, ApiState, AppState, Caller, cookie_token, own_origin};
-use crate::audit::AuditKind;
+use crate::audit::{Actor, AuditKind};
 use crate::auth::{Principal, Stage};
 use crate::live::{Attachment, ClientMessage, ErrorCode, LiveError, ServerMessage};
 use crate::store::Store;
@@ -35,9 +35,7 @@ pub(super) async fn websocket(
             .unwrap_or("(not text)");
         state.audit.record(
             AuditKind::AccessDenied,
-            None,
-            None,
-            Some(source),
+            Actor::stranger(source),
             format!("signaling socket from another origin: {:.100}", origin),
         );
         return ApiError::new(
@@ -108,9 +106,7 @@ async fn signaling(
         (Err(e), _) => {
             state.audit.record(
                 AuditKind::MalformedSignaling,
-                None,
-                None,
-                Some(source),
+                Actor::stranger(source),
                 "malformed first signaling message",
             );
             Err(ServerMessage::error(ErrorCode::BadMessage, e.to_string()))
@@ -175,9 +171,7 @@ async fn converse(
                         if bad_messages <= AUDITED_BAD_MESSAGES {
                             state.audit.record(
                                 AuditKind::MalformedSignaling,
-                                Some(&attachment.account_id),
-                                attachment.participant.user_id(),
-                                Some(attachment.source),
+                                attachment.actor(),
                                 format!("session {}: {e}", attachment.session_id),
                             );
                         }

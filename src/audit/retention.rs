@@ -7,6 +7,7 @@ use super::{
     Audit, AuditEntry, AuditKind, CHECKPOINT_KEY, ChainBreak, GENESIS, entry_key, verify_chain,
     verify_from,
 };
+use crate::audit::Actor;
 use crate::clock::UnixMillis;
 use crate::store::StoreError;
 
@@ -110,9 +111,7 @@ impl Audit {
         }
         self.record(
             AuditKind::AuditLogTrimmed,
-            None,
-            None,
-            None,
+            Actor::APPLIANCE,
             cut_detail(removed, cutoff_ms, &end),
         );
         let mut from = start;
@@ -162,11 +161,11 @@ mod tests {
         let clock = ManualClock::new(1_000);
         let audit = Audit::open(&store, Arc::new(clock.clone())).expect("audit");
         for i in 0..5 {
-            audit.record(AuditKind::Logout, None, None, None, format!("old {i}"));
+            audit.record(AuditKind::Logout, Actor::APPLIANCE, format!("old {i}"));
         }
         clock.advance_secs(100 * DAY / 1000);
         for i in 0..3 {
-            audit.record(AuditKind::Logout, None, None, None, format!("new {i}"));
+            audit.record(AuditKind::Logout, Actor::APPLIANCE, format!("new {i}"));
         }
         (store, audit, clock)
     }
@@ -214,7 +213,7 @@ mod tests {
             let store = Store::open(dir.path(), master).expect("store");
             let audit = Audit::open(&store, Arc::new(ManualClock::new(1_000))).expect("audit");
             for i in 0..3 {
-                audit.record(AuditKind::Logout, None, None, None, format!("old {i}"));
+                audit.record(AuditKind::Logout, Actor::APPLIANCE, format!("old {i}"));
             }
             // Everything is older than the cut-off; the newest entry stays anyway.
             assert_eq!(audit.cut_before(u64::MAX).expect("cut"), 2);
@@ -224,7 +223,7 @@ mod tests {
         let store =
             Store::open(dir.path(), MasterKey::read(&master_path).expect("read")).expect("store");
         let audit = Audit::open(&store, Arc::new(ManualClock::new(2_000))).expect("audit");
-        audit.record(AuditKind::Logout, None, None, None, "after the restart");
+        audit.record(AuditKind::Logout, Actor::APPLIANCE, "after the restart");
         assert_eq!(audit.verify().expect("read"), Ok(3));
     }
 

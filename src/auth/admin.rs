@@ -2,6 +2,7 @@
 //! list technicians pick from).
 
 use super::*;
+use crate::audit::Actor;
 
 impl Auth {
     pub fn list_users(&self, admin: &Principal) -> Result<Vec<UserView>, AuthError> {
@@ -159,9 +160,7 @@ impl Auth {
         self.failures.remove(&user.email)?;
         self.audit.record(
             AuditKind::LockoutEnded,
-            Some(&admin.account_id),
-            Some(&user.id),
-            Some(source),
+            Actor::user(&admin.account_id, &user.id).at(source),
             format!("unlocked by admin {}", admin.user_id),
         );
         Ok(())
@@ -191,9 +190,7 @@ impl Auth {
         self.store.flush().await?;
         self.audit.record(
             AuditKind::PasswordReset,
-            Some(&admin.account_id),
-            Some(id),
-            Some(source),
+            Actor::user(&admin.account_id, id).at(source),
             format!("by admin {}", admin.user_id),
         );
         Ok(())
@@ -214,9 +211,7 @@ impl Auth {
         self.store.flush().await?;
         self.audit.record(
             AuditKind::TwoFactorReset,
-            Some(&admin.account_id),
-            Some(id),
-            Some(source),
+            Actor::user(&admin.account_id, id).at(source),
             format!("by admin {}", admin.user_id),
         );
         Ok(())

@@ -2,6 +2,7 @@
 //! stages, and ending sign-ins.
 
 use super::*;
+use crate::audit::Actor;
 
 impl Auth {
     /// Checks email and password. Returns the principal in the stage the login reached
@@ -49,9 +50,11 @@ impl Auth {
                 }
                 self.audit.record(
                     AuditKind::LoginFailed,
-                    account_id,
-                    user_id,
-                    Some(source),
+                    Actor {
+                        account_id,
+                        user_id,
+                        source: Some(source),
+                    },
                     if other.is_some() {
                         "wrong password"
                     } else {
@@ -64,9 +67,11 @@ impl Auth {
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     self.audit.record(
                         AuditKind::LoginLocked,
-                        account_id,
-                        user_id,
-                        Some(source),
+                        Actor {
+                            account_id,
+                            user_id,
+                            source: Some(source),
+                        },
                         format!("{MAX_FAILURES} consecutive failures; locked for 5 minutes"),
                     );
                     return Err(AuthError::Locked { until_ms: until });
@@ -95,9 +100,7 @@ impl Auth {
         let token = self.start_login(&user, stage)?;
         self.audit.record(
             AuditKind::LoginSucceeded,
-            Some(&user.account_id),
-            Some(&user.id),
-            Some(source),
+            Actor::user(&user.account_id, &user.id).at(source),
             format!("stage {stage:?}"),
         );
         Ok((self.principal(&user, &account, stage)?, token))
@@ -115,9 +118,11 @@ impl Auth {
             let user = self.emails.get(email)?;
             self.audit.record(
                 AuditKind::LockoutEnded,
-                user.as_ref().map(|u| u.account_id.as_str()),
-                user.as_ref().map(|u| u.user_id.as_str()),
-                None,
+                Actor {
+                    account_id: user.as_ref().map(|u| u.account_id.as_str()),
+                    user_id: user.as_ref().map(|u| u.user_id.as_str()),
+                    source: None,
+                },
                 "lockout time ran out",
             );
         }
@@ -201,27 +206,21 @@ impl Auth {
             })?;
             self.audit.record(
                 AuditKind::RecoveryCodeUsed,
-                Some(&user.account_id),
-                Some(&user.id),
-                Some(source),
+                Actor::user(&user.account_id, &user.id).at(source),
                 format!("{} recovery codes left", user.recovery_codes.len()),
             );
         } else {
             let locked_until = self.count_failure(&email, self.clock.now_ms())?;
             self.audit.record(
                 AuditKind::SecondFactorFailed,
-                Some(&user.account_id),
-                Some(&user.id),
-                Some(source),
+                Actor::user(&user.account_id, &user.id).at(source),
                 "wrong or reused code",
             );
             if let Some(until) = locked_until {
                 self.logins.remove(&key)?;
                 self.audit.record(
                     AuditKind::LoginLocked,
-                    Some(&user.account_id),
-                    Some(&user.id),
-                    Some(source),
+                    Actor::user(&user.account_id, &user.id).at(source),
                     "repeated wrong second factor",
                 );
                 return Err(AuthError::Locked { until_ms: until });
@@ -294,9 +293,7 @@ impl Auth {
         if let Some(s) = self.logins.remove(&sha256_hex(token.as_bytes()))? {
             self.audit.record(
                 AuditKind::Logout,
-                Some(&s.account_id),
-                Some(&s.user_id),
-                Some(source),
+                Actor::user(&s.account_id, &s.user_id).at(source),
                 "",
             );
         }

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
-use crate::audit::{Audit, AuditKind, GuessThrottle};
+use crate::audit::{Actor, Audit, AuditKind, GuessThrottle};
 use crate::clock::{SharedClock, UnixMillis};
 use crate::store::{Collection, Store, StoreError};
 pub use password::PolicyViolation;
@@ -398,9 +398,7 @@ impl Auth {
     ) {
         self.audit.record(
             kind,
-            Some(&who.account_id),
-            Some(&who.user_id),
-            Some(source),
+            Actor::user(&who.account_id, &who.user_id).at(source),
             detail,
         );
     }

@@ -2,6 +2,7 @@
 //! operator creates.
 
 use super::*;
+use crate::audit::Actor;
 
 impl Auth {
     pub fn setup_needed(&self) -> bool {
@@ -74,9 +75,7 @@ impl Auth {
             }
             self.audit.record(
                 AuditKind::SetupCodeRejected,
-                None,
-                None,
-                Some(source),
+                Actor::stranger(source),
                 "wrong, used or expired setup code",
             );
             return Err(AuthError::BadSetupCode);
@@ -97,9 +96,7 @@ impl Auth {
         self.store.flush().await?;
         self.audit.record(
             AuditKind::SetupCompleted,
-            Some(&account.id),
-            Some(&user.id),
-            Some(source),
+            Actor::user(&account.id, &user.id).at(source),
             "first account admin created",
         );
         Ok((self.principal(&user, &account, Stage::Complete)?, token))
@@ -130,9 +127,7 @@ impl Auth {
         )?;
         self.audit.record(
             AuditKind::AccountCreated,
-            Some(&account.id),
-            None,
-            None,
+            Actor::account(&account.id),
             format!("account created by the operator with admin {}", user.id),
         );
         self.store.flush_blocking()?;

@@ -2,6 +2,7 @@
 //! account admin.
 
 use super::*;
+use crate::audit::Actor;
 
 impl Live {
     /// Invites another technician of the account into a session. Only the session's
@@ -24,9 +25,7 @@ impl Live {
         })?;
         self.audit.record(
             AuditKind::ColleagueInvited,
-            Some(&who.account_id),
-            Some(&who.user_id),
-            None,
+            Actor::user(&who.account_id, &who.user_id),
             format!(
                 "session {session_id}: {} as {:?}",
                 colleague.user_id, colleague.role

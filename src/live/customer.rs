@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use tokio::sync::mpsc;
 
 use super::*;
+use crate::audit::Actor;
 
 impl Live {
     /// Resolves an invitation token to its session, counting failures per source.
@@ -105,7 +106,7 @@ impl Live {
         source: IpAddr,
         detail: impl Into<String>,
     ) {
-        self.audit.record(kind, None, None, Some(source), detail);
+        self.audit.record(kind, Actor::stranger(source), detail);
         if guess.failed() {
             self.audit
                 .source_throttled(source, "invitation or PIN guessing");
@@ -195,15 +196,16 @@ impl Live {
             // The first device's media and recording ran under its consent; they end.
             self.stop_recording(&session);
             self.drop_media_of(&session.id, &Participant::Customer);
+            let device = session
+                .customer_device
+                .as_deref()
+                .unwrap_or("unknown device");
             self.audit.record(
                 AuditKind::CustomerDeviceChanged,
-                Some(&session.account_id),
-                None,
-                Some(source),
+                Actor::account(&session.account_id).at(source),
                 format!(
-                    "session {}: another device joined with the invitation ({}); consent asked afresh",
+                    "session {}: another device joined with the invitation ({device}); consent asked afresh",
                     session.id,
-                    session.customer_device.as_deref().unwrap_or("unknown device")
                 ),
             );
         }
@@ -266,9 +268,7 @@ impl Live {
         if !proven {
             self.audit.record(
                 AuditKind::InvitationDeviceRefused,
-                Some(&session.account_id),
-                None,
-                Some(source),
+                Actor::account(&session.account_id).at(source),
                 format!(
                     "session {}: the invitation used from a device that did not join",
                     session.id
@@ -346,9 +346,7 @@ impl Live {
         let Some(purpose) = purpose else {
             self.audit.record(
                 AuditKind::UnexpectedUpload,
-                Some(&session.account_id),
-                None,
-                Some(source),
+                Actor::account(&session.account_id).at(source),
                 format!("session {}: a still nobody asked for", session.id),
             );
             return Err(LiveError::NotFound);
@@ -363,9 +361,7 @@ impl Live {
         let (Some(size), false) = (size, content_type.is_empty()) else {
             self.audit.record(
                 AuditKind::UnexpectedUpload,
-                Some(&session.account_id),
-                None,
-                Some(source),
+                Actor::account(&session.account_id).at(source),
                 format!(
                     "session {}: a still that is not a JPEG, PNG or WebP image",
                     session.id

@@ -2,6 +2,7 @@
 //! account is closed.
 
 use super::*;
+use crate::audit::Actor;
 
 impl Live {
     /// Ends a session: records why, tells every participant, releases its media and
@@ -75,9 +76,7 @@ impl Live {
         self.media.close_room(session_id);
         self.audit.record(
             AuditKind::SessionEnded,
-            Some(account_id),
-            None,
-            None,
+            Actor::account(account_id),
             format!("session {session_id} ended: {reason:?}"),
         );
         Ok(session)

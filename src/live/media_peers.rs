@@ -2,6 +2,7 @@
 //! their owner only, what the relay reports back, and ending a participant's media.
 
 use super::*;
+use crate::audit::Actor;
 
 impl Live {
     /// Ends the relay peers a participant owns in a session (`None`: the customer).
@@ -63,9 +64,7 @@ impl Live {
     ) {
         self.audit.record(
             AuditKind::MalformedMediaOffer,
-            Some(&session.account_id),
-            None,
-            Some(source),
+            Actor::account(&session.account_id).at(source),
             format!("session {}: {error}", session.id),
         );
     }

@@ -33,7 +33,7 @@ use rand::Rng;
 use rand::rngs::OsRng;
 use tokio::sync::mpsc;
 
-use crate::audit::{Audit, AuditKind, GuessThrottle};
+use crate::audit::{Actor, Audit, AuditKind, GuessThrottle};
 use crate::auth::{Principal, Role, random_id, random_token, sha256_hex};
 use crate::clock::{SharedClock, UnixMillis};
 use crate::config::SessionConfig;
@@ -249,9 +249,7 @@ impl Live {
         self.store.flush().await?;
         self.audit.record(
             AuditKind::SessionCreated,
-            Some(&by.account_id),
-            Some(&by.user_id),
-            None,
+            Actor::user(&by.account_id, &by.user_id),
             format!("session {}", session.id),
         );
         Ok(NewInvitation {

@@ -2,6 +2,7 @@
 //! by those who may, the session record, and deleting it.
 
 use super::*;
+use crate::audit::Actor;
 
 impl Live {
     pub(super) fn start_recording(
@@ -39,9 +40,11 @@ impl Live {
         self.media.start_recording(&session.id, Box::new(sink));
         self.audit.record(
             AuditKind::RecordingStarted,
-            Some(&session.account_id),
-            by.participant.user_id(),
-            None,
+            Actor {
+                account_id: Some(&session.account_id),
+                user_id: by.participant.user_id(),
+                source: None,
+            },
             format!("session {} recording {recording_id}", session.id),
         );
         Ok(())
@@ -108,9 +111,7 @@ impl Live {
             }
             audit.record(
                 AuditKind::RecordingStored,
-                Some(&account_id),
-                None,
-                None,
+                Actor::account(&account_id),
                 format!(
                     "session {session_id} recording {recording_id}: {} ms",
                     recording.duration_ms

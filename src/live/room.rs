@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use super::toolkit::{self, CameraCapabilities, Point, Shape, StillPurpose};
 use super::{LiveError, RoomFacts, ServerMessage, SessionView, SupportSession};
+use crate::audit::Actor;
 use crate::clock::UnixMillis;
 use crate::ids::random_id;
 use crate::media::PeerId;
@@ -44,6 +45,17 @@ pub struct Attachment {
     /// Shown with their chat lines: the technician's display name, or "Customer".
     pub name: String,
     pub source: IpAddr,
+}
+
+impl Attachment {
+    /// The participant as the security log names them.
+    pub fn actor(&self) -> Actor<'_> {
+        Actor {
+            account_id: Some(&self.account_id),
+            user_id: self.participant.user_id(),
+            source: Some(self.source),
+        }
+    }
 }
 
 pub(super) struct Connection {

@@ -2,6 +2,7 @@
 //! technician's tools (drawing, pointer, freeze, camera requests, snapshots, recording).
 
 use super::*;
+use crate::audit::Actor;
 
 impl Live {
     /// Handles one message from an attached participant; the reply (if any) goes back
@@ -152,9 +153,7 @@ impl Live {
             } else {
                 AuditKind::ConsentDeclined
             },
-            Some(&from.account_id),
-            None,
-            Some(from.source),
+            Actor::account(&from.account_id).at(from.source),
             format!(
                 "session {} camera={camera} microphone={microphone} recording={recording}",
                 from.session_id,
