@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, AppState, Caller, Customer, User};
-use crate::live::{SessionRecord, Still};
+use crate::live::{ReadSeek, RecordingFile, SessionRecord, Still};
 
 pub(super) async fn upload_still(
     State(state): State<AppState>,
@@ -73,7 +73,7 @@ pub(super) async fn recording(
     Path((id, recording_id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (recording, parts) = state.live.recording_for(&who, &id, &recording_id)?;
+    let RecordingFile { recording, parts } = state.live.recording_for(&who, &id, &recording_id)?;
     let total = recording.len();
     let range = headers
         .get(header::RANGE)
@@ -139,7 +139,7 @@ fn byte_range(value: &str, total: u64) -> Option<(u64, u64)> {
 
 /// Reads `[start, end)` of the concatenated parts and sends it in chunks.
 fn send_range(
-    mut parts: Vec<Box<dyn crate::live::ReadSeek + Send>>,
+    mut parts: Vec<Box<dyn ReadSeek + Send>>,
     lens: [u64; 3],
     start: u64,
     end: u64,

@@ -1,6 +1,7 @@
 //! The account admin's work: users, groups and the account's settings (and the colleague
 //! list technicians pick from).
 
+use super::setup::UserDraft;
 use super::*;
 use crate::audit::Actor;
 
@@ -71,7 +72,17 @@ impl Auth {
             )));
         }
         let hash = self.hash_password(new.password).await?;
-        let user = self.insert_user(&account, email, name, new.role, hash, true, new.group_ids)?;
+        let user = self.insert_user(
+            &account,
+            UserDraft {
+                email,
+                display_name: name,
+                role: new.role,
+                password_hash: hash,
+                must_change_password: true,
+                group_ids: new.group_ids,
+            },
+        )?;
         self.committed(
             admin,
             AuditKind::UserCreated,

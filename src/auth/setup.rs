@@ -85,12 +85,14 @@ impl Auth {
         let account = self.insert_account(organisation)?;
         let user = self.insert_user(
             &account,
-            email,
-            display_name,
-            Role::AccountAdmin,
-            password_hash,
-            false,
-            Vec::new(),
+            UserDraft {
+                email,
+                display_name,
+                role: Role::AccountAdmin,
+                password_hash,
+                must_change_password: false,
+                group_ids: Vec::new(),
+            },
         )?;
         let token = self.start_login(&user, Stage::Complete)?;
         self.store.flush().await?;
@@ -118,12 +120,14 @@ impl Auth {
         let account = self.insert_account(organisation)?;
         let user = self.insert_user(
             &account,
-            email,
-            name,
-            Role::AccountAdmin,
-            hash,
-            true,
-            Vec::new(),
+            UserDraft {
+                email,
+                display_name: name,
+                role: Role::AccountAdmin,
+                password_hash: hash,
+                must_change_password: true,
+                group_ids: Vec::new(),
+            },
         )?;
         self.audit.record(
             AuditKind::AccountCreated,
@@ -146,17 +150,19 @@ impl Auth {
         Ok(account)
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn insert_user(
         &self,
         account: &Account,
-        email: String,
-        display_name: String,
-        role: Role,
-        password_hash: String,
-        must_change_password: bool,
-        group_ids: Vec<String>,
+        draft: UserDraft,
     ) -> Result<User, AuthError> {
+        let UserDraft {
+            email,
+            display_name,
+            role,
+            password_hash,
+            must_change_password,
+            group_ids,
+        } = draft;
         let user = User {
             id: random_id(),
             account_id: account.id.clone(),
@@ -189,4 +195,15 @@ impl Auth {
         }
         Ok(user)
     }
+}
+
+/// A user about to be stored, as the caller decided it; the id, dates and second factor
+/// come at insertion.
+pub(super) struct UserDraft {
+    pub(super) email: String,
+    pub(super) display_name: String,
+    pub(super) role: Role,
+    pub(super) password_hash: String,
+    pub(super) must_change_password: bool,
+    pub(super) group_ids: Vec<String>,
 }

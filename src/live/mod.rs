@@ -525,6 +525,12 @@ impl Live {
 pub trait ReadSeek: std::io::Read + std::io::Seek {}
 impl<T: std::io::Read + std::io::Seek> ReadSeek for T {}
 
+/// A stored recording and readers of its parts (head, body, tail), in order.
+pub struct RecordingFile {
+    pub recording: Recording,
+    pub parts: Vec<Box<dyn ReadSeek + Send>>,
+}
+
 fn still_file(session_id: &str, still_id: &str) -> String {
     format!("{session_id}-still-{still_id}")
 }

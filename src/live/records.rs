@@ -161,13 +161,12 @@ impl Live {
     }
 
     /// A recording of a session the user may see, and readers of its three parts.
-    #[allow(clippy::type_complexity)]
     pub fn recording_for(
         &self,
         who: &Principal,
         session_id: &str,
         recording_id: &str,
-    ) -> Result<(Recording, Vec<Box<dyn ReadSeek + Send>>), LiveError> {
+    ) -> Result<RecordingFile, LiveError> {
         let session = self.load_visible(who, session_id)?;
         let recording = session
             .recordings
@@ -182,7 +181,7 @@ impl Live {
                 files.open_file(&name)?.ok_or(LiveError::NotFound)?,
             ));
         }
-        Ok((recording, parts))
+        Ok(RecordingFile { recording, parts })
     }
 
     /// Everything about a session, for its record page.
