@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use crate::appliance;
 use crate::clock::SystemClock;
 use crate::config::Config;
+use crate::ids::AccountId;
 use offline::{Offline, admin, backup_now, check, keys};
 
 #[derive(Debug, Parser)]
@@ -68,7 +69,7 @@ pub enum Command {
     /// Export an account's content (or one customer's) as a tar archive.
     Export {
         #[arg(long)]
-        account: String,
+        account: AccountId,
         #[arg(long)]
         session: Option<String>,
         #[arg(long)]
@@ -132,7 +133,7 @@ pub enum AuditCommand {
     /// Print the security log as JSON lines (all, or one account's).
     Export {
         #[arg(long)]
-        account: Option<String>,
+        account: Option<AccountId>,
     },
 }
 
@@ -153,7 +154,7 @@ pub enum AccountCommand {
     /// everywhere, backups included.
     Delete {
         #[arg(long)]
-        account: String,
+        account: AccountId,
     },
     /// Create an account and its first admin; prints a temporary password to hand over.
     Create {
@@ -171,7 +172,7 @@ pub enum UserCommand {
     /// Create a user in an account; prints a temporary password (changed at first sign-in).
     Create {
         #[arg(long)]
-        account: String,
+        account: AccountId,
         #[arg(long)]
         email: String,
         #[arg(long)]
@@ -291,10 +292,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("{checked} entries; the hash chain is intact");
                 }
                 AuditCommand::Export { account } => {
-                    for entry in entries
-                        .iter()
-                        .filter(|e| account.is_none() || e.account_id == account)
-                    {
+                    for entry in entries.iter().filter(|e| {
+                        account.is_none() || e.account_id.as_deref() == account.as_deref()
+                    }) {
                         println!("{}", serde_json::to_string(entry)?);
                     }
                 }

@@ -12,6 +12,7 @@ use crate::audit::{Actor, Audit, AuditKind};
 use crate::auth::{Auth, AuthError, Principal};
 use crate::clock::{SharedClock, UnixMillis};
 use crate::config::{BackupConfig, RetentionConfig};
+use crate::ids::{AccountId, SessionId, UserId};
 use crate::live::{Live, LiveError};
 use crate::store::backup;
 use crate::store::{Collection, Store, StoreError};
@@ -65,7 +66,7 @@ impl Scope {
 pub struct DeletionRequest {
     pub id: String,
     pub scope: Scope,
-    pub requested_by: String,
+    pub requested_by: UserId,
     pub requested_ms: UnixMillis,
     pub due_ms: UnixMillis,
 }
@@ -107,7 +108,7 @@ impl Lifecycle {
         }
     }
 
-    fn requests(&self, account_id: &str) -> Result<Collection<DeletionRequest>, StoreError> {
+    fn requests(&self, account_id: &AccountId) -> Result<Collection<DeletionRequest>, StoreError> {
         self.store
             .account(account_id)
             .collection("deletion_requests")
@@ -116,7 +117,7 @@ impl Lifecycle {
     /// Writes a tar archive with the scope's records as JSON and its files decrypted.
     pub fn export(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         scope: &Scope,
         out: impl Write,
     ) -> Result<(), LifecycleError> {
@@ -252,13 +253,17 @@ impl Lifecycle {
         Ok(request)
     }
 
-    pub fn pending(&self, account_id: &str) -> Result<Vec<DeletionRequest>, LifecycleError> {
+    pub fn pending(&self, account_id: &AccountId) -> Result<Vec<DeletionRequest>, LifecycleError> {
         let mut requests = self.requests(account_id)?.values()?;
         requests.sort_by_key(|r| r.due_ms);
         Ok(requests)
     }
 
-    fn carry_out(&self, account_id: &str, request: &DeletionRequest) -> Result<(), LifecycleError> {
+    fn carry_out(
+        &self,
+        account_id: &AccountId,
+        request: &DeletionRequest,
+    ) -> Result<(), LifecycleError> {
         let sessions = self.live.records(
             account_id,
             request.scope.session_id.as_deref(),
@@ -283,10 +288,14 @@ impl Lifecycle {
     }
 
     /// A session's record, chat, stills and recordings, and any other file of it.
-    fn delete_session(&self, account_id: &str, session_id: &str) -> Result<(), LifecycleError> {
+    fn delete_session(
+        &self,
+        account_id: &AccountId,
+        session_id: &SessionId,
+    ) -> Result<(), LifecycleError> {
         let files = self.store.account(account_id);
         for name in files.file_names()? {
-            if name.starts_with(session_id) {
+            if name.starts_with(session_id.as_str()) {
                 files.remove_file(&name)?;
             }
         }
@@ -375,7 +384,11 @@ impl Lifecycle {
 
     /// Deletes an account: its key first (crypto-shredding, also for existing backups,
     /// whose key vault is rewritten), then its records and files.
-    pub async fn delete_account(&self, account_id: &str, why: &str) -> Result<(), LifecycleError> {
+    pub async fn delete_account(
+        &self,
+        account_id: &AccountId,
+        why: &str,
+    ) -> Result<(), LifecycleError> {
         self.live.close_account(account_id)?;
         self.auth.forget_account(account_id)?;
         self.store.destroy_account(account_id).await?;

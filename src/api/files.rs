@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, AppState, Caller, Customer, User};
+use crate::ids::SessionId;
 use crate::live::{ReadSeek, RecordingFile, SessionRecord, Still};
 
 pub(super) async fn upload_still(
@@ -51,7 +52,7 @@ pub(super) async fn customer_still(
 pub(super) async fn still(
     State(state): State<AppState>,
     User(who): User,
-    Path((id, still_id)): Path<(String, String)>,
+    Path((id, still_id)): Path<(SessionId, String)>,
 ) -> Result<Response, ApiError> {
     let (still, image) = state.live.still_for(&who, &id, &still_id)?;
     Ok(image_response(&still, image))
@@ -60,7 +61,7 @@ pub(super) async fn still(
 pub(super) async fn record(
     State(state): State<AppState>,
     User(who): User,
-    Path(id): Path<String>,
+    Path(id): Path<SessionId>,
 ) -> Result<Json<SessionRecord>, ApiError> {
     Ok(Json(state.live.record_for(&who, &id)?))
 }
@@ -70,7 +71,7 @@ pub(super) async fn record(
 pub(super) async fn recording(
     State(state): State<AppState>,
     User(who): User,
-    Path((id, recording_id)): Path<(String, String)>,
+    Path((id, recording_id)): Path<(SessionId, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let RecordingFile { recording, parts } = state.live.recording_for(&who, &id, &recording_id)?;

@@ -15,6 +15,7 @@ use crate::auth::{
     Account, AccountPolicy, AuthError, Group, GroupChange, NewUser, Principal, SetupRequest,
     Subscription, UserChange, UserView,
 };
+use crate::ids::UserId;
 
 #[derive(Serialize)]
 pub(super) struct SetupStatus {
@@ -201,7 +202,7 @@ pub(super) async fn create_user(
 pub(super) async fn get_user(
     State(state): State<AppState>,
     User(admin): User,
-    Path(id): Path<String>,
+    Path(id): Path<UserId>,
 ) -> Result<Json<UserView>, ApiError> {
     Ok(Json(state.auth.get_user(&admin, &id)?))
 }
@@ -210,7 +211,7 @@ pub(super) async fn update_user(
     State(state): State<AppState>,
     caller: Caller,
     User(admin): User,
-    Path(id): Path<String>,
+    Path(id): Path<UserId>,
     JsonBody(change): JsonBody<UserChange>,
 ) -> Result<Json<UserView>, ApiError> {
     Ok(Json(
@@ -225,7 +226,7 @@ pub(super) async fn delete_user(
     State(state): State<AppState>,
     caller: Caller,
     User(admin): User,
-    Path(id): Path<String>,
+    Path(id): Path<UserId>,
 ) -> Result<StatusCode, ApiError> {
     state.auth.delete_user(&admin, &id, caller.ip()).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -235,7 +236,7 @@ pub(super) async fn unlock_user(
     State(state): State<AppState>,
     caller: Caller,
     User(admin): User,
-    Path(id): Path<String>,
+    Path(id): Path<UserId>,
 ) -> Result<StatusCode, ApiError> {
     state.auth.unlock(&admin, &id, caller.ip())?;
     Ok(StatusCode::NO_CONTENT)
@@ -251,7 +252,7 @@ pub(super) async fn reset_password(
     State(state): State<AppState>,
     caller: Caller,
     User(admin): User,
-    Path(id): Path<String>,
+    Path(id): Path<UserId>,
     JsonBody(request): JsonBody<PasswordReset>,
 ) -> Result<StatusCode, ApiError> {
     state
@@ -265,7 +266,7 @@ pub(super) async fn reset_two_factor(
     State(state): State<AppState>,
     caller: Caller,
     User(admin): User,
-    Path(id): Path<String>,
+    Path(id): Path<UserId>,
 ) -> Result<StatusCode, ApiError> {
     state
         .auth

@@ -6,6 +6,7 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState, Caller, InvitationToken, JsonBody};
+use crate::ids::SessionId;
 
 #[derive(Deserialize)]
 pub(super) struct PinRequest {
@@ -29,7 +30,7 @@ pub(super) async fn join_with_pin(
 /// What the customer sees before deciding: who asks, and exactly what would be shared.
 #[derive(Serialize)]
 pub(super) struct InvitationView {
-    session_id: String,
+    session_id: SessionId,
     technician_name: String,
     organisation: String,
     state: crate::live::SessionState,

@@ -7,6 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, ApiState, AppState, Caller, Customer, User};
+use crate::ids::SessionId;
 use crate::live::Participant;
 use crate::media::PeerId;
 
@@ -104,7 +105,7 @@ pub(super) async fn whip_restart(
 pub(super) async fn whep_restart(
     State(state): State<AppState>,
     User(who): User,
-    Path((id, peer)): Path<(String, u64)>,
+    Path((id, peer)): Path<(SessionId, u64)>,
     SdpOffer(offer): SdpOffer,
 ) -> Result<Response, ApiError> {
     state.live.session_for(&who, &id)?;
@@ -138,7 +139,7 @@ pub(super) async fn whep(
     State(state): State<AppState>,
     caller: Caller,
     User(who): User,
-    Path(id): Path<String>,
+    Path(id): Path<SessionId>,
     SdpOffer(offer): SdpOffer,
 ) -> Result<Response, ApiError> {
     let announce = announce_addr(&state, &caller);
@@ -154,7 +155,7 @@ pub(super) async fn whep(
 pub(super) async fn whep_delete(
     State(state): State<AppState>,
     User(who): User,
-    Path((id, peer)): Path<(String, u64)>,
+    Path((id, peer)): Path<(SessionId, u64)>,
 ) -> Result<StatusCode, ApiError> {
     state.live.session_for(&who, &id)?;
     state.live.leave_media(

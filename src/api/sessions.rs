@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiState, AppState, JsonBody, User};
 use crate::auth::ColleagueChoice;
+use crate::ids::{SessionId, UserId};
 use crate::live::{Colleague, ColleagueRole, LiveError, SessionFilter, SessionView};
 
 #[derive(Serialize)]
@@ -128,7 +129,7 @@ pub(super) async fn sessions_csv(
             _ => String::new(),
         };
         let record = [
-            s.id.clone(),
+            s.id.to_string(),
             rfc3339(Some(s.created_ms)),
             s.technician_name.clone(),
             s.customer_reference.clone().unwrap_or_default(),
@@ -199,7 +200,7 @@ fn defuse_formula(field: &str) -> String {
 pub(super) async fn get_session(
     State(state): State<AppState>,
     User(who): User,
-    Path(id): Path<String>,
+    Path(id): Path<SessionId>,
 ) -> Result<Json<SessionView>, ApiError> {
     Ok(Json(state.live.session_for(&who, &id)?))
 }
@@ -207,7 +208,7 @@ pub(super) async fn get_session(
 pub(super) async fn transcript(
     State(state): State<AppState>,
     User(who): User,
-    Path(id): Path<String>,
+    Path(id): Path<SessionId>,
 ) -> Result<Json<Vec<crate::live::ChatLine>>, ApiError> {
     Ok(Json(state.live.transcript_for(&who, &id)?))
 }
@@ -215,7 +216,7 @@ pub(super) async fn transcript(
 pub(super) async fn end_session(
     State(state): State<AppState>,
     User(who): User,
-    Path(id): Path<String>,
+    Path(id): Path<SessionId>,
 ) -> Result<Json<SessionView>, ApiError> {
     Ok(Json(state.live.end_for(&who, &id).await?))
 }
@@ -230,14 +231,14 @@ pub(super) async fn colleagues(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Invite {
-    user_id: String,
+    user_id: UserId,
     role: ColleagueRole,
 }
 
 pub(super) async fn invite_colleague(
     State(state): State<AppState>,
     User(who): User,
-    Path(id): Path<String>,
+    Path(id): Path<SessionId>,
     JsonBody(invite): JsonBody<Invite>,
 ) -> Result<Json<SessionView>, ApiError> {
     // Someone outside the account is answered like a session that does not exist.
@@ -258,7 +259,7 @@ pub(super) async fn invite_colleague(
 pub(super) async fn remove_colleague(
     State(state): State<AppState>,
     User(who): User,
-    Path((id, user_id)): Path<(String, String)>,
+    Path((id, user_id)): Path<(SessionId, UserId)>,
 ) -> Result<Json<SessionView>, ApiError> {
     Ok(Json(
         state.live.remove_colleague(&who, &id, &user_id).await?,

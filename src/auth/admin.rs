@@ -29,7 +29,7 @@ impl Auth {
     }
 
     /// One active user of the caller's account; others are not found.
-    pub fn colleague(&self, who: &Principal, id: &str) -> Result<ColleagueChoice, AuthError> {
+    pub fn colleague(&self, who: &Principal, id: &UserId) -> Result<ColleagueChoice, AuthError> {
         let user = self.user_record(&who.account_id, id)?;
         if !user.active {
             return Err(AuthError::NotFound);
@@ -40,7 +40,7 @@ impl Auth {
         })
     }
 
-    pub fn get_user(&self, admin: &Principal, id: &str) -> Result<UserView, AuthError> {
+    pub fn get_user(&self, admin: &Principal, id: &UserId) -> Result<UserView, AuthError> {
         self.user_view(&self.user_record(&admin.account_id, id)?)
     }
 
@@ -96,7 +96,7 @@ impl Auth {
     pub async fn update_user(
         &self,
         admin: &Principal,
-        id: &str,
+        id: &UserId,
         change: UserChange,
         source: IpAddr,
     ) -> Result<UserView, AuthError> {
@@ -109,7 +109,7 @@ impl Auth {
         if let Some(groups) = &change.group_ids {
             self.check_groups(&admin.account_id, groups)?;
         }
-        if id == admin.user_id
+        if admin.user_id == id
             && (change.role == Some(Role::Technician) || change.active == Some(false))
         {
             return Err(AuthError::Conflict(
@@ -150,10 +150,10 @@ impl Auth {
     pub async fn delete_user(
         &self,
         admin: &Principal,
-        id: &str,
+        id: &UserId,
         source: IpAddr,
     ) -> Result<(), AuthError> {
-        if id == admin.user_id {
+        if admin.user_id == id {
             return Err(AuthError::Conflict("you cannot delete yourself".into()));
         }
         let user = self.user_record(&admin.account_id, id)?;
@@ -166,7 +166,7 @@ impl Auth {
         Ok(())
     }
 
-    pub fn unlock(&self, admin: &Principal, id: &str, source: IpAddr) -> Result<(), AuthError> {
+    pub fn unlock(&self, admin: &Principal, id: &UserId, source: IpAddr) -> Result<(), AuthError> {
         let user = self.user_record(&admin.account_id, id)?;
         self.failures.remove(&user.email)?;
         self.audit.record(
@@ -181,7 +181,7 @@ impl Auth {
     pub async fn reset_password(
         &self,
         admin: &Principal,
-        id: &str,
+        id: &UserId,
         new: String,
         source: IpAddr,
     ) -> Result<(), AuthError> {
@@ -210,7 +210,7 @@ impl Auth {
     pub async fn reset_two_factor(
         &self,
         admin: &Principal,
-        id: &str,
+        id: &UserId,
         source: IpAddr,
     ) -> Result<(), AuthError> {
         self.user_record(&admin.account_id, id)?;
@@ -228,7 +228,11 @@ impl Auth {
         Ok(())
     }
 
-    pub(super) fn check_groups(&self, account_id: &str, ids: &[String]) -> Result<(), AuthError> {
+    pub(super) fn check_groups(
+        &self,
+        account_id: &AccountId,
+        ids: &[String],
+    ) -> Result<(), AuthError> {
         let groups = self.groups_collection(account_id)?;
         for id in ids {
             if groups.get(id)?.is_none() {

@@ -307,7 +307,7 @@ impl Auth {
         Ok(())
     }
 
-    pub(super) fn end_sessions_of(&self, user_id: &str) -> Result<(), AuthError> {
+    pub(super) fn end_sessions_of(&self, user_id: &UserId) -> Result<(), AuthError> {
         self.logins.retain(|s| s.user_id != user_id)?;
         Ok(())
     }

@@ -27,6 +27,7 @@ use tokio::sync::Semaphore;
 
 use crate::audit::{Actor, Audit, AuditKind, GuessThrottle};
 use crate::clock::{SharedClock, UnixMillis};
+pub use crate::ids::{AccountId, UserId};
 use crate::store::{Collection, Store, StoreError};
 pub use password::PolicyViolation;
 
@@ -123,7 +124,7 @@ impl Default for Subscription {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Account {
-    pub id: String,
+    pub id: AccountId,
     pub organisation: String,
     pub created_ms: UnixMillis,
     #[serde(default)]
@@ -152,8 +153,8 @@ struct TotpState {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct User {
-    pub id: String,
-    pub account_id: String,
+    pub id: UserId,
+    pub account_id: AccountId,
     pub email: String,
     pub display_name: String,
     pub role: Role,
@@ -177,13 +178,13 @@ impl User {
 /// What an admin sees of a user.
 #[derive(Debug, Clone, Serialize)]
 pub struct ColleagueChoice {
-    pub id: String,
+    pub id: UserId,
     pub display_name: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct UserView {
-    pub id: String,
+    pub id: UserId,
     pub email: String,
     pub display_name: String,
     pub role: Role,
@@ -197,8 +198,8 @@ pub struct UserView {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct EmailIndexEntry {
-    account_id: String,
-    user_id: String,
+    account_id: AccountId,
+    user_id: UserId,
 }
 
 /// Failed sign-ins per email, kept whether or not the email belongs to a user, so that
@@ -225,8 +226,8 @@ pub enum Stage {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct LoginSession {
-    account_id: String,
-    user_id: String,
+    account_id: AccountId,
+    user_id: UserId,
     created_ms: UnixMillis,
     last_seen_ms: UnixMillis,
     stage: Stage,
@@ -241,8 +242,8 @@ struct SetupState {
 /// The authenticated user an API call runs as.
 #[derive(Debug, Clone, Serialize)]
 pub struct Principal {
-    pub user_id: String,
-    pub account_id: String,
+    pub user_id: UserId,
+    pub account_id: AccountId,
     pub email: String,
     pub display_name: String,
     pub organisation: String,
@@ -417,21 +418,21 @@ impl Auth {
         Ok(())
     }
 
-    fn users(&self, account_id: &str) -> Result<Collection<User>, StoreError> {
+    fn users(&self, account_id: &AccountId) -> Result<Collection<User>, StoreError> {
         self.store.account(account_id).collection("users")
     }
 
-    fn groups_collection(&self, account_id: &str) -> Result<Collection<Group>, StoreError> {
+    fn groups_collection(&self, account_id: &AccountId) -> Result<Collection<Group>, StoreError> {
         self.store.account(account_id).collection("groups")
     }
 
-    fn user_record(&self, account_id: &str, id: &str) -> Result<User, AuthError> {
+    fn user_record(&self, account_id: &AccountId, id: &UserId) -> Result<User, AuthError> {
         self.users(account_id)?.get(id)?.ok_or(AuthError::NotFound)
     }
 
     fn change_user(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         id: &str,
         mut change: impl FnMut(&mut User),
     ) -> Result<User, AuthError> {
@@ -444,7 +445,7 @@ impl Auth {
             .ok_or(AuthError::NotFound)
     }
 
-    fn account(&self, account_id: &str) -> Result<Account, AuthError> {
+    fn account(&self, account_id: &AccountId) -> Result<Account, AuthError> {
         self.accounts
             .get(account_id)?
             .ok_or(AuthError::Unauthenticated)

@@ -12,7 +12,7 @@ impl Auth {
     /// Removes an account's identity records that live outside the account's own trees
     /// (the email index, sign-ins, lockout counters) and the account record itself. The
     /// account's trees go with its key (`Store::destroy_account`).
-    pub fn forget_account(&self, account_id: &str) -> Result<(), AuthError> {
+    pub fn forget_account(&self, account_id: &AccountId) -> Result<(), AuthError> {
         for user in self.users(account_id)?.values()? {
             self.emails.remove(&user.email)?;
             self.failures.remove(&user.email)?;
@@ -22,17 +22,17 @@ impl Auth {
         Ok(())
     }
 
-    pub fn user_views(&self, account_id: &str) -> Result<Vec<UserView>, AuthError> {
+    pub fn user_views(&self, account_id: &AccountId) -> Result<Vec<UserView>, AuthError> {
         let mut users = self.users(account_id)?.values()?;
         users.sort_by(|a, b| a.email.cmp(&b.email));
         users.iter().map(|u| self.user_view(u)).collect()
     }
 
-    pub fn groups_of(&self, account_id: &str) -> Result<Vec<Group>, AuthError> {
+    pub fn groups_of(&self, account_id: &AccountId) -> Result<Vec<Group>, AuthError> {
         Ok(self.groups_collection(account_id)?.values()?)
     }
 
-    pub fn account_record(&self, account_id: &str) -> Result<Account, AuthError> {
+    pub fn account_record(&self, account_id: &AccountId) -> Result<Account, AuthError> {
         self.accounts.get(account_id)?.ok_or(AuthError::NotFound)
     }
 
@@ -55,7 +55,7 @@ impl Auth {
     }
 
     /// An operator principal acting as admin of `account_id` (for CLI commands).
-    pub fn operator_for(&self, account_id: &str) -> Result<Principal, AuthError> {
+    pub fn operator_for(&self, account_id: &AccountId) -> Result<Principal, AuthError> {
         let account = self.account(account_id)?;
         Ok(Principal {
             user_id: "operator".into(),

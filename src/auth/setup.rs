@@ -140,7 +140,7 @@ impl Auth {
 
     pub(super) fn insert_account(&self, organisation: String) -> Result<Account, AuthError> {
         let account = Account {
-            id: random_id(),
+            id: AccountId::random(),
             organisation,
             created_ms: self.clock.now_ms(),
             policy: AccountPolicy::default(),
@@ -164,7 +164,7 @@ impl Auth {
             group_ids,
         } = draft;
         let user = User {
-            id: random_id(),
+            id: UserId::random(),
             account_id: account.id.clone(),
             email: email.clone(),
             display_name,

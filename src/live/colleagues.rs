@@ -10,7 +10,7 @@ impl Live {
     pub async fn add_colleague(
         &self,
         who: &Principal,
-        session_id: &str,
+        session_id: &SessionId,
         colleague: Colleague,
     ) -> Result<SessionView, LiveError> {
         let session = self.load_manageable(who, session_id)?;
@@ -41,7 +41,7 @@ impl Live {
     pub(super) fn load_manageable(
         &self,
         who: &Principal,
-        id: &str,
+        id: &SessionId,
     ) -> Result<SupportSession, LiveError> {
         let session = self.load_visible(who, id)?;
         if who.user_id != session.technician_id && who.role != Role::AccountAdmin {
@@ -56,8 +56,8 @@ impl Live {
     pub async fn remove_colleague(
         &self,
         who: &Principal,
-        session_id: &str,
-        user_id: &str,
+        session_id: &SessionId,
+        user_id: &UserId,
     ) -> Result<SessionView, LiveError> {
         let session = self.load_manageable(who, session_id)?;
         if !session.colleagues.iter().any(|c| c.user_id == user_id) {
@@ -72,7 +72,7 @@ impl Live {
             })?
             .ok_or(LiveError::NotFound)?;
         let removed = Participant::Technician {
-            user_id: user_id.to_owned(),
+            user_id: user_id.clone(),
         };
         if let Some(room) = self.rooms().get_mut(session_id) {
             room.technicians.retain(|c| c.participant != removed);

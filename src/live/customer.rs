@@ -247,7 +247,7 @@ impl Live {
         ))
     }
 
-    fn let_go_of_customer(&self, session_id: &str, conn_id: u64) {
+    fn let_go_of_customer(&self, session_id: &SessionId, conn_id: u64) {
         if let Some(room) = self.rooms().get_mut(session_id)
             && room.customer.as_ref().is_some_and(|c| c.id == conn_id)
         {
@@ -286,7 +286,7 @@ impl Live {
         source: IpAddr,
         offer: &str,
         announce: SocketAddr,
-    ) -> Result<(String, PeerId, String), LiveError> {
+    ) -> Result<(SessionId, PeerId, String), LiveError> {
         let session = self.customer_session(proof, source)?;
         let Some(consent) = session.consent.as_ref().filter(|c| c.camera) else {
             return Err(LiveError::NoConsent);

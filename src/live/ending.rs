@@ -9,8 +9,8 @@ impl Live {
     /// invalidates its invitation.
     pub async fn end(
         &self,
-        account_id: &str,
-        session_id: &str,
+        account_id: &AccountId,
+        session_id: &SessionId,
         reason: EndReason,
     ) -> Result<SessionView, LiveError> {
         let session = self.finish(account_id, session_id, reason)?;
@@ -21,7 +21,7 @@ impl Live {
     pub async fn end_for(
         &self,
         who: &Principal,
-        session_id: &str,
+        session_id: &SessionId,
     ) -> Result<SessionView, LiveError> {
         self.load_visible(who, session_id)?;
         self.end(&who.account_id, session_id, EndReason::Technician)
@@ -30,8 +30,8 @@ impl Live {
 
     pub(super) fn finish(
         &self,
-        account_id: &str,
-        session_id: &str,
+        account_id: &AccountId,
+        session_id: &SessionId,
         reason: EndReason,
     ) -> Result<SupportSession, LiveError> {
         let now = self.clock.now_ms();
@@ -84,8 +84,8 @@ impl Live {
 
     /// Ends the open sessions of an account that is being deleted and forgets its
     /// invitation tokens.
-    pub fn close_account(&self, account_id: &str) -> Result<(), LiveError> {
-        let open: Vec<String> = self
+    pub fn close_account(&self, account_id: &AccountId) -> Result<(), LiveError> {
+        let open: Vec<SessionId> = self
             .rooms()
             .iter()
             .filter(|(_, room)| room.account_id == account_id)
@@ -101,7 +101,7 @@ impl Live {
     }
 
     /// The sessions that have a room now, as (account, session) ids.
-    fn sessions_with_rooms(&self) -> Vec<(String, String)> {
+    fn sessions_with_rooms(&self) -> Vec<(AccountId, SessionId)> {
         self.rooms()
             .iter()
             .map(|(id, room)| (room.account_id.clone(), id.clone()))
@@ -112,7 +112,7 @@ impl Live {
     pub fn shutdown(&self) {
         for (account_id, session_id) in self.sessions_with_rooms() {
             if let Err(e) = self.finish(&account_id, &session_id, EndReason::Shutdown) {
-                tracing::warn!(error = %e, session_id, "could not end session on shutdown");
+                tracing::warn!(error = %e, %session_id, "could not end session on shutdown");
             }
         }
     }

@@ -6,7 +6,7 @@ use crate::audit::Actor;
 
 impl Live {
     /// Ends the relay peers a participant owns in a session (`None`: the customer).
-    pub(super) fn drop_media_of(&self, session_id: &str, owner: &Participant) {
+    pub(super) fn drop_media_of(&self, session_id: &SessionId, owner: &Participant) {
         let peers: Vec<PeerId> = self
             .rooms()
             .get_mut(session_id)
@@ -32,7 +32,7 @@ impl Live {
     pub fn subscribe(
         &self,
         who: &Principal,
-        session_id: &str,
+        session_id: &SessionId,
         source: IpAddr,
         offer: &str,
         announce: SocketAddr,
@@ -85,7 +85,7 @@ impl Live {
     /// its own peer, a technician only theirs.
     pub async fn restart_media(
         &self,
-        session_id: &str,
+        session_id: &SessionId,
         peer: PeerId,
         owner: &Participant,
         offer: &str,
@@ -105,7 +105,7 @@ impl Live {
     /// a technician only theirs.
     pub fn leave_media(
         &self,
-        session_id: &str,
+        session_id: &SessionId,
         peer: PeerId,
         owner: &Participant,
     ) -> Result<(), LiveError> {
@@ -126,6 +126,7 @@ impl Live {
     pub fn on_media_event(&self, event: MediaEvent) {
         match event {
             MediaEvent::VideoFlowing { room, peer } => {
+                let room = SessionId::from(room);
                 let Some(account_id) = self.peer_account(&room, peer) else {
                     return;
                 };
@@ -138,6 +139,7 @@ impl Live {
                 }
             }
             MediaEvent::Disconnected { room, peer, role } => {
+                let room = SessionId::from(room);
                 let account_id = {
                     let mut rooms = self.rooms();
                     let Some(r) = rooms.get_mut(&room) else {
@@ -166,7 +168,7 @@ impl Live {
                 suspended,
             } => {
                 let rooms = self.rooms();
-                let Some(r) = rooms.get(&room) else {
+                let Some(r) = rooms.get(room.as_str()) else {
                     return;
                 };
                 let Some(owner) = r.peers.get(&peer).filter(|o| !o.is_customer()) else {
@@ -180,7 +182,7 @@ impl Live {
         }
     }
 
-    pub(super) fn peer_account(&self, room: &str, peer: PeerId) -> Option<String> {
+    pub(super) fn peer_account(&self, room: &str, peer: PeerId) -> Option<AccountId> {
         let rooms = self.rooms();
         let r = rooms.get(room)?;
         r.peers.contains_key(&peer).then(|| r.account_id.clone())

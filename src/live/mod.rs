@@ -37,6 +37,7 @@ use crate::audit::{Actor, Audit, AuditKind, GuessThrottle};
 use crate::auth::{Principal, Role, random_id, random_token, sha256_hex};
 use crate::clock::{SharedClock, UnixMillis};
 use crate::config::SessionConfig;
+use crate::ids::{AccountId, SessionId, UserId};
 use crate::media::{MediaError, MediaEvent, MediaHandle, PeerId, PeerRole};
 use crate::store::{Collection, Store, StoreError};
 pub use model::{
@@ -161,24 +162,27 @@ impl Live {
         &self.media
     }
 
-    fn sessions(&self, account_id: &str) -> Result<Collection<SupportSession>, StoreError> {
+    fn sessions(&self, account_id: &AccountId) -> Result<Collection<SupportSession>, StoreError> {
         self.store.account(account_id).collection("sessions")
     }
 
     /// The stored keys of the invitation tokens issued for each session.
-    fn invitation_keys(&self, account_id: &str) -> Result<Collection<Vec<String>>, StoreError> {
+    fn invitation_keys(
+        &self,
+        account_id: &AccountId,
+    ) -> Result<Collection<Vec<String>>, StoreError> {
         self.store.account(account_id).collection("invitation_keys")
     }
 
-    fn transcripts(&self, account_id: &str) -> Result<Collection<Vec<ChatLine>>, StoreError> {
+    fn transcripts(&self, account_id: &AccountId) -> Result<Collection<Vec<ChatLine>>, StoreError> {
         self.store.account(account_id).collection("transcripts")
     }
 
     /// A session's chat, for the session record and exports.
     pub fn transcript(
         &self,
-        account_id: &str,
-        session_id: &str,
+        account_id: &AccountId,
+        session_id: &SessionId,
     ) -> Result<Vec<ChatLine>, LiveError> {
         Ok(self
             .transcripts(account_id)?
@@ -190,13 +194,13 @@ impl Live {
     pub fn transcript_for(
         &self,
         who: &Principal,
-        session_id: &str,
+        session_id: &SessionId,
     ) -> Result<Vec<ChatLine>, LiveError> {
         let session = self.load_visible(who, session_id)?;
         self.transcript(&session.account_id, &session.id)
     }
 
-    fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<String, Room>> {
+    fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Room>> {
         lock(&self.rooms)
     }
 
@@ -219,7 +223,7 @@ impl Live {
         };
         let now = self.clock.now_ms();
         let session = SupportSession {
-            id: random_id(),
+            id: SessionId::random(),
             account_id: by.account_id.clone(),
             technician_id: by.user_id.clone(),
             technician_name: by.display_name.clone(),
@@ -281,7 +285,7 @@ impl Live {
         }
     }
 
-    pub fn session_for(&self, who: &Principal, id: &str) -> Result<SessionView, LiveError> {
+    pub fn session_for(&self, who: &Principal, id: &SessionId) -> Result<SessionView, LiveError> {
         let session = self.load_visible(who, id)?;
         Ok(self.view(&session))
     }
@@ -298,7 +302,7 @@ impl Live {
     }
 
     /// Loads a session the user may see; others are answered exactly like missing ones.
-    fn load_visible(&self, who: &Principal, id: &str) -> Result<SupportSession, LiveError> {
+    fn load_visible(&self, who: &Principal, id: &SessionId) -> Result<SupportSession, LiveError> {
         let session = self.load(&who.account_id, id)?;
         if Self::visible_to(who, &session) {
             Ok(session)
@@ -332,7 +336,7 @@ impl Live {
         Ok(sessions)
     }
 
-    fn load(&self, account_id: &str, id: &str) -> Result<SupportSession, LiveError> {
+    fn load(&self, account_id: &AccountId, id: &SessionId) -> Result<SupportSession, LiveError> {
         let mut session = self
             .sessions(account_id)?
             .get(id)?
@@ -362,7 +366,7 @@ impl Live {
     pub fn attach_technician(
         &self,
         who: &Principal,
-        session_id: &str,
+        session_id: &SessionId,
         source: IpAddr,
     ) -> Result<(Attachment, mpsc::UnboundedReceiver<ServerMessage>), LiveError> {
         let session = self.load_visible(who, session_id)?;
@@ -400,7 +404,7 @@ impl Live {
     }
 
     /// Tells a participant who joins who is muted already.
-    fn send_muted_to(&self, session_id: &str, conn_id: u64) {
+    fn send_muted_to(&self, session_id: &SessionId, conn_id: u64) {
         if let Some(room) = self.rooms().get(session_id)
             && let Some(conn) = room
                 .technicians
@@ -414,7 +418,7 @@ impl Live {
         }
     }
 
-    fn release_pin(&self, session_id: &str) -> Result<(), StoreError> {
+    fn release_pin(&self, session_id: &SessionId) -> Result<(), StoreError> {
         // PINs are few (unused invitations only), so a scan is cheap.
         self.pins.retain(|e| e.session_id != session_id)
     }
@@ -455,8 +459,8 @@ impl Live {
     /// Applies a change to the stored session, refusing changes to an ended one.
     fn transition(
         &self,
-        account_id: &str,
-        session_id: &str,
+        account_id: &AccountId,
+        session_id: &SessionId,
         mut change: impl FnMut(&mut SupportSession),
     ) -> Result<SupportSession, LiveError> {
         let mut ended = false;
@@ -531,7 +535,7 @@ pub struct RecordingFile {
     pub parts: Vec<Box<dyn ReadSeek + Send>>,
 }
 
-fn still_file(session_id: &str, still_id: &str) -> String {
+fn still_file(session_id: &SessionId, still_id: &str) -> String {
     format!("{session_id}-still-{still_id}")
 }
 

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::ChatLine;
 use super::toolkit::{Colleague, ColleagueRole, ConsentChange, ConsentEvent, Recording, Still};
 use crate::clock::UnixMillis;
+use crate::ids::{AccountId, SessionId, UserId};
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -45,9 +46,9 @@ pub struct ConsentReceipt {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SupportSession {
-    pub id: String,
-    pub account_id: String,
-    pub technician_id: String,
+    pub id: SessionId,
+    pub account_id: AccountId,
+    pub technician_id: UserId,
     pub technician_name: String,
     pub organisation: String,
     /// What the technician noted to find the customer again (ticket, name, device).
@@ -99,7 +100,7 @@ impl SupportSession {
     }
 
     /// Whether this user takes part as a mere observer.
-    pub(super) fn observed_by(&self, user_id: &str) -> bool {
+    pub(super) fn observed_by(&self, user_id: &UserId) -> bool {
         self.colleagues
             .iter()
             .any(|c| c.user_id == user_id && c.role == ColleagueRole::Observer)
@@ -152,7 +153,7 @@ pub struct SessionRecord {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionFilter {
-    pub technician_id: Option<String>,
+    pub technician_id: Option<UserId>,
     pub state: Option<SessionState>,
     pub customer_reference: Option<String>,
     /// Sessions created at or after this time.
@@ -180,9 +181,9 @@ impl SessionFilter {
 /// What participants see of a session.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SessionView {
-    pub id: String,
+    pub id: SessionId,
     pub state: SessionState,
-    pub technician_id: String,
+    pub technician_id: UserId,
     pub technician_name: String,
     pub organisation: String,
     pub customer_reference: Option<String>,
@@ -224,13 +225,13 @@ pub struct NewInvitation {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct InvitationRef {
-    pub(super) account_id: String,
-    pub(super) session_id: String,
+    pub(super) account_id: AccountId,
+    pub(super) session_id: SessionId,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct PinEntry {
-    pub(super) account_id: String,
-    pub(super) session_id: String,
+    pub(super) account_id: AccountId,
+    pub(super) session_id: SessionId,
     pub(super) expires_ms: UnixMillis,
 }

@@ -9,6 +9,7 @@ use super::toolkit::{
     CameraCapabilities, CameraRequest, Point, Recording, Shape, Still, StillPurpose,
 };
 use crate::clock::UnixMillis;
+use crate::ids::SessionId;
 
 /// Messages a participant sends over the signaling WebSocket.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -16,7 +17,7 @@ use crate::clock::UnixMillis;
 pub enum ClientMessage {
     /// First message on a technician's socket: which session to follow.
     Watch {
-        session_id: String,
+        session_id: SessionId,
     },
     /// First message on a customer's socket: the invitation token, and the device secret
     /// the appliance gave this browser when it first joined (so that a reload or a

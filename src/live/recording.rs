@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::sync::mpsc;
 
+use crate::ids::SessionId;
 use crate::media::RecordingSink;
 use crate::store::{AccountStore, StoreError};
 use crate::webm::{self, Summary};
@@ -15,7 +16,7 @@ enum Chunk {
 
 /// The stored names of a recording's three parts. Like every file of a session they
 /// start with its id, which is how exports and deletions find them.
-pub fn part_names(session_id: &str, recording_id: &str) -> [String; 3] {
+pub fn part_names(session_id: &SessionId, recording_id: &str) -> [String; 3] {
     ["head", "body", "tail"].map(|part| format!("{session_id}-rec-{recording_id}-{part}"))
 }
 
@@ -37,7 +38,7 @@ pub struct StoreSink {
 impl StoreSink {
     pub fn start(
         files: AccountStore,
-        session_id: &str,
+        session_id: &SessionId,
         recording_id: &str,
         done: Done,
     ) -> Result<Self, StoreError> {
@@ -140,7 +141,7 @@ mod tests {
         let mut sink: Box<dyn RecordingSink> = Box::new(
             StoreSink::start(
                 files.clone(),
-                "sess",
+                &SessionId::from("sess"),
                 "rec",
                 Box::new(move |result| {
                     let _ = tx.send(result.map(|s| s.map(|s| s.summary.body_len)));
@@ -177,7 +178,7 @@ mod tests {
             .expect("not empty");
 
         let mut file = Vec::new();
-        for name in part_names("sess", "rec") {
+        for name in part_names(&SessionId::from("sess"), "rec") {
             let mut reader = files.open_file(&name).expect("open").expect("exists");
             reader.read_to_end(&mut file).expect("read");
         }

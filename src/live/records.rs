@@ -42,7 +42,7 @@ impl Live {
             AuditKind::RecordingStarted,
             Actor {
                 account_id: Some(&session.account_id),
-                user_id: by.participant.user_id(),
+                user_id: by.participant.user_id().map(UserId::as_str),
                 source: None,
             },
             format!("session {} recording {recording_id}", session.id),
@@ -79,7 +79,7 @@ impl Live {
                 Ok(Some(stored)) => stored,
                 Ok(None) => return,
                 Err(e) => {
-                    tracing::error!(error = %e, session_id, "recording could not be stored");
+                    tracing::error!(error = %e, %session_id, "recording could not be stored");
                     return;
                 }
             };
@@ -106,7 +106,7 @@ impl Live {
                 })
             });
             if let Err(e) = stored {
-                tracing::error!(error = %e, session_id, "recording could not be recorded");
+                tracing::error!(error = %e, %session_id, "recording could not be recorded");
                 return;
             }
             audit.record(
@@ -135,7 +135,7 @@ impl Live {
     pub fn still_for(
         &self,
         who: &Principal,
-        session_id: &str,
+        session_id: &SessionId,
         still_id: &str,
     ) -> Result<(Still, Vec<u8>), LiveError> {
         let session = self.load_visible(who, session_id)?;
@@ -164,7 +164,7 @@ impl Live {
     pub fn recording_for(
         &self,
         who: &Principal,
-        session_id: &str,
+        session_id: &SessionId,
         recording_id: &str,
     ) -> Result<RecordingFile, LiveError> {
         let session = self.load_visible(who, session_id)?;
@@ -188,7 +188,7 @@ impl Live {
     pub fn record_for(
         &self,
         who: &Principal,
-        session_id: &str,
+        session_id: &SessionId,
     ) -> Result<SessionRecord, LiveError> {
         let session = self.load_visible(who, session_id)?;
         let transcript = self.transcript(&session.account_id, &session.id)?;
@@ -206,7 +206,7 @@ impl Live {
     /// The account's session records matching a scope, for export and deletion.
     pub fn records(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         session_id: Option<&str>,
         customer_reference: Option<&str>,
     ) -> Result<Vec<SupportSession>, LiveError> {
@@ -220,7 +220,11 @@ impl Live {
     }
 
     /// Removes a session's record (ending it first if it is still open).
-    pub fn delete_record(&self, account_id: &str, session_id: &str) -> Result<(), LiveError> {
+    pub fn delete_record(
+        &self,
+        account_id: &AccountId,
+        session_id: &SessionId,
+    ) -> Result<(), LiveError> {
         if self.load(account_id, session_id)?.state != SessionState::Ended {
             self.finish(account_id, session_id, EndReason::Technician)?;
         }

@@ -12,19 +12,19 @@ use super::toolkit::{self, CameraCapabilities, Point, Shape, StillPurpose};
 use super::{LiveError, RoomFacts, ServerMessage, SessionView, SupportSession};
 use crate::audit::Actor;
 use crate::clock::UnixMillis;
-use crate::ids::random_id;
+use crate::ids::{AccountId, SessionId, UserId, random_id};
 use crate::media::PeerId;
 
 /// Who a signaling connection or a relay peer belongs to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Participant {
     Customer,
-    Technician { user_id: String },
+    Technician { user_id: UserId },
 }
 
 impl Participant {
     /// The technician's user id; none for the customer.
-    pub fn user_id(&self) -> Option<&str> {
+    pub fn user_id(&self) -> Option<&UserId> {
         match self {
             Self::Customer => None,
             Self::Technician { user_id } => Some(user_id),
@@ -39,8 +39,8 @@ impl Participant {
 /// One participant's signaling connection to a session.
 pub struct Attachment {
     pub conn_id: u64,
-    pub session_id: String,
-    pub account_id: String,
+    pub session_id: SessionId,
+    pub account_id: AccountId,
     pub participant: Participant,
     /// Shown with their chat lines: the technician's display name, or "Customer".
     pub name: String,
@@ -52,7 +52,7 @@ impl Attachment {
     pub fn actor(&self) -> Actor<'_> {
         Actor {
             account_id: Some(&self.account_id),
-            user_id: self.participant.user_id(),
+            user_id: self.participant.user_id().map(UserId::as_str),
             source: Some(self.source),
         }
     }
@@ -65,7 +65,7 @@ pub(super) struct Connection {
 }
 
 pub(super) struct Room {
-    pub(super) account_id: String,
+    pub(super) account_id: AccountId,
     pub(super) technicians: Vec<Connection>,
     pub(super) customer: Option<Connection>,
     /// Relay peers of this session and who owns them.
@@ -78,8 +78,8 @@ pub(super) struct Room {
     pub(super) capabilities: Option<CameraCapabilities>,
     /// The recording running now: its id and start.
     pub(super) recording: Option<(String, UnixMillis)>,
-    /// Who is muted now (by user id; the customer as ""), as the message that said so.
-    pub(super) muted: HashMap<String, ServerMessage>,
+    /// Who is muted now, as the message that said so.
+    pub(super) muted: HashMap<Participant, ServerMessage>,
 }
 
 impl Room {
@@ -188,15 +188,15 @@ impl Room {
     }
 }
 
-pub(super) type Rooms = Arc<Mutex<HashMap<String, Room>>>;
+pub(super) type Rooms = Arc<Mutex<HashMap<SessionId, Room>>>;
 
-pub(super) fn lock(rooms: &Rooms) -> std::sync::MutexGuard<'_, HashMap<String, Room>> {
+pub(super) fn lock(rooms: &Rooms) -> std::sync::MutexGuard<'_, HashMap<SessionId, Room>> {
     rooms.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-pub(super) fn new_room(account_id: &str) -> Room {
+pub(super) fn new_room(account_id: &AccountId) -> Room {
     Room {
-        account_id: account_id.to_owned(),
+        account_id: account_id.clone(),
         technicians: Vec::new(),
         customer: None,
         peers: HashMap::new(),
@@ -209,7 +209,7 @@ pub(super) fn new_room(account_id: &str) -> Room {
     }
 }
 
-pub(super) fn view_in(rooms: &HashMap<String, Room>, session: &SupportSession) -> SessionView {
+pub(super) fn view_in(rooms: &HashMap<SessionId, Room>, session: &SupportSession) -> SessionView {
     let facts = rooms.get(&session.id).map(Room::facts).unwrap_or_default();
     SessionView::of(session, facts)
 }

@@ -97,11 +97,10 @@ impl Live {
         };
         if let Some(room) = self.rooms().get_mut(&from.session_id) {
             // Kept for whoever joins later, so they know who is muted.
-            let who = from.participant.user_id().unwrap_or_default().to_owned();
             if muted {
-                room.muted.insert(who, message.clone());
+                room.muted.insert(from.participant.clone(), message.clone());
             } else {
-                room.muted.remove(&who);
+                room.muted.remove(&from.participant);
             }
             room.broadcast(&message);
         }

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::clock::UnixMillis;
+use crate::ids::UserId;
 
 /// A position in the video frame, normalised: (0, 0) is the top left corner and (1, 1)
 /// the bottom right, whatever the size either side shows it at.
@@ -226,11 +227,11 @@ pub enum ColleagueRole {
 /// Another technician of the account invited into a session.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Colleague {
-    pub user_id: String,
+    pub user_id: UserId,
     pub name: String,
     pub role: ColleagueRole,
     pub invited_ms: UnixMillis,
-    pub invited_by: String,
+    pub invited_by: UserId,
 }
 
 /// One entry of the consent record: what the customer allowed, and when.
