@@ -19,7 +19,7 @@
 //! Prints the cycles run, the acknowledged writes per kind and the losses (which must be
 //! zero); exits non-zero on any loss.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/integration/common.rs"]
 mod common;
 
 use std::collections::{BTreeMap, HashSet};

@@ -5,7 +5,7 @@
 //! while other tasks send 50 wrong-password logins per second. Prints p50/p99 of both
 //! and the ratio. Run with `cargo run --release --example login_flood [seconds]`.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/integration/common.rs"]
 mod common;
 
 use std::time::{Duration, Instant};

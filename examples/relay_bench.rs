@@ -22,7 +22,7 @@
 //! The baseline is a raw UDP loop (recvmmsg/sendmmsg, no encryption) forwarding packets of
 //! the same sizes, at the same rates and fan-out, on one thread of this process.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/integration/common.rs"]
 mod common;
 
 use std::collections::HashMap;

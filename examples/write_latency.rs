@@ -6,7 +6,7 @@
 //! (default 10,000). Run the same program against another build to compare engines
 //! (`SIGHTLINE_BIN=/path/to/sightline`).
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/integration/common.rs"]
 mod common;
 
 use std::net::SocketAddr;

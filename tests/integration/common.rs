@@ -1,6 +1,7 @@
 //! Test harness: the whole appliance in-process on ephemeral loopback ports, a manual
 //! clock, and a small HTTPS + WebSocket client that trusts only the appliance's CA.
 
+// Each user (a topic of the tests, a benchmark) takes the part of the harness it needs.
 #![allow(dead_code)]
 
 use std::net::{IpAddr, SocketAddr};

@@ -1,11 +1,9 @@
 //! Encrypted store, backups and the data lifecycle, through the real API and CLI.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use sightline::store::keys::MasterKey;
 

@@ -2,9 +2,7 @@
 //! requests, stills, freeze frames, recording refusals, colleagues and observers, and the
 //! session record with its consent receipt.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test]

@@ -1,9 +1,7 @@
 //! Technician identity through the real API: lockout, two-factor sign-in, login session
 //! timeouts, password changes, administration, and the access rule of every route.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 const ADMIN: (&str, &str) = ("ada@example.com", "Camera4support");

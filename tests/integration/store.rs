@@ -5,11 +5,9 @@
 //! by that release through its API (see `generate.rs` there). Its data directory is
 //! refused by name, untouched; its backup restores on today's engine to the same API state.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 fn fixture() -> PathBuf {

@@ -1,12 +1,10 @@
 //! Running the appliance as a service: systemd readiness and watchdog, metrics, and the
 //! security log's integrity check.
 
-mod common;
-
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use sightline::systemd::SystemdNotify;
 
 /// Every notification that arrives within `window`.

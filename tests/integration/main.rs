@@ -1,0 +1,12 @@
+//! The in-process integration tests, one binary with a file per topic (as garage lays
+//! them out): each starts the whole appliance on loopback through [`common`].
+
+mod common;
+
+mod data;
+mod firewall;
+mod identity;
+mod live;
+mod operations;
+mod store;
+mod toolkit;
