@@ -190,7 +190,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(|| page(CONSOLE_HTML)))
         .route("/c", get(|| page(CUSTOMER_HTML)))
         .route("/join", get(|| page(CUSTOMER_HTML)))
-        .route("/assets/{name}", get(asset))
+        .route("/assets/{*name}", get(asset))
         .route("/ca.pem", get(ca_pem))
         .route("/healthz", get(|| async { "ok" }))
         .layer(middleware::from_fn(security_headers))
@@ -453,26 +453,19 @@ async fn page(html: &'static str) -> Response {
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
 }
 
+/// The pages' scripts and style, by their path below `src/web/` (built by `build.rs`).
+const ASSETS: &[(&str, &str, &str)] = include!(concat!(env!("OUT_DIR"), "/assets.rs"));
+
 async fn asset(Path(name): Path<String>) -> Response {
-    let (body, content_type) = match name.as_str() {
-        "console.js" => (include_str!("../web/console.js"), "text/javascript"),
-        "customer.js" => (include_str!("../web/customer.js"), "text/javascript"),
-        "common.js" => (include_str!("../web/common.js"), "text/javascript"),
-        "i18n.js" => (include_str!("../web/i18n.js"), "text/javascript"),
-        "strings.js" => (include_str!("../web/strings.js"), "text/javascript"),
-        "draw.js" => (include_str!("../web/draw.js"), "text/javascript"),
-        "style.css" => (include_str!("../web/style.css"), "text/css"),
-        _ => {
-            return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such asset")
-                .into_response();
-        }
+    let Some((_, content_type, body)) = ASSETS.iter().find(|(path, _, _)| *path == name) else {
+        return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such asset").into_response();
     };
     (
         [
-            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_TYPE, *content_type),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        body,
+        *body,
     )
         .into_response()
 }

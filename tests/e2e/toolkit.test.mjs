@@ -6,8 +6,9 @@ import assert from 'node:assert/strict';
 import { ADMIN, startAppliance, setUp, launchBrowser, newContext, inboundVideo, inboundAudio, waitFor, isFirefox } from './appliance.mjs';
 import { readFileSync } from 'node:fs';
 
-// The pages' own strings (an ES module served to browsers, loaded here as one).
-const { STRINGS } = await import(`data:text/javascript,${encodeURIComponent(readFileSync(new URL('../../src/web/strings.js', import.meta.url), 'utf8'))}`);
+// The pages' own strings (ES modules served to browsers, loaded here as such).
+const language = async (name) => (await import(`data:text/javascript,${encodeURIComponent(readFileSync(new URL(`../../src/web/strings/${name}.js`, import.meta.url), 'utf8'))}`)).default;
+const STRINGS = { en: await language('en'), de: await language('de') };
 
 let appliance;
 let browser;
