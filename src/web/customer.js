@@ -4,46 +4,52 @@ import { $, show, api, negotiate, signaling, showChat, chatForm, keepConnected, 
 import { t, translate, languagePicker, onLanguageChange, errorText } from '/assets/i18n.js';
 import { render } from '/assets/draw.js';
 
-let token = null;
-let signal = null;
-let pc = null;
-let videoSender = null;
-let iceRestarts = 0;
-let camera = null;
-let microphone = null;
-let resource = null;
-let paused = false;
-let muted = false;
-let waitingForConsent = null;
-let resuming = false;
-let ended = false;
-let invitation = null;
-let lastState = null;
-let shapes = [];
-let pointer = null;
-let frozenUrl = null;
-let frozenDigest = null;
+// Everything the page knows about its visit: the invitation and its token, the
+// signaling socket and media connection, the camera and microphone, what the customer
+// chose, and what the technician drew.
+const state = {
+  token: null,
+  invitation: null,
+  signal: null,
+  pc: null,
+  videoSender: null,
+  resource: null,
+  iceRestarts: 0,
+  camera: null,
+  microphone: null,
+  paused: false,
+  muted: false,
+  // Resolves once the appliance confirms the consent just sent.
+  waitingForConsent: null,
+  resuming: false,
+  ended: false,
+  lastState: null,
+  shapes: [],
+  pointer: null,
+  frozenUrl: null,
+  frozenDigest: null,
+};
 
 // Exposed for diagnostics and the browser tests.
 window.sightline = {
-  get pc() { return pc; },
-  get signal() { return signal; },
-  get camera() { return camera; },
-  get shapes() { return shapes; },
-  get frozenDigest() { return frozenDigest; },
-  get resource() { return resource; },
-  get iceRestarts() { return iceRestarts; },
+  get pc() { return state.pc; },
+  get signal() { return state.signal; },
+  get camera() { return state.camera; },
+  get shapes() { return state.shapes; },
+  get frozenDigest() { return state.frozenDigest; },
+  get resource() { return state.resource; },
+  get iceRestarts() { return state.iceRestarts; },
 };
 
 // The secret the appliance gave this browser when it first joined the session. With it
 // a reload or a dropped connection takes its own place again; media and photos need it,
 // so a forwarded link alone cannot take over the camera.
-const deviceSlot = () => `sightline-device-${invitation?.session_id}`;
+const deviceSlot = () => `sightline-device-${state.invitation?.session_id}`;
 const deviceKey = () => localStorage.getItem(deviceSlot());
 
 // The headers of every request the page makes once it has joined.
 function customerAuth() {
-  const headers = { authorization: `Bearer ${token}` };
+  const headers = { authorization: `Bearer ${state.token}` };
   const key = deviceKey();
   if (key) headers['x-sightline-device'] = key;
   return headers;
@@ -60,28 +66,28 @@ function tokenFromPage() {
 }
 
 function showConsentTitle() {
-  if (!invitation) return;
-  $('#consent-title').textContent = t('c.consent.title', { name: invitation.technician_name, org: invitation.organisation });
+  if (!state.invitation) return;
+  $('#consent-title').textContent = t('c.consent.title', { name: state.invitation.technician_name, org: state.invitation.organisation });
 }
 
 onLanguageChange(() => {
   showConsentTitle();
-  if (lastState) showState(lastState);
+  if (state.lastState) showState(state.lastState);
 });
 
 async function start() {
   languagePicker($('#language'));
   translate();
-  token = tokenFromPage();
-  if (!token) return show('pin-entry');
+  state.token = tokenFromPage();
+  if (!state.token) return show('pin-entry');
   try {
-    invitation = await api('/invitation', { token });
+    state.invitation = await api('/invitation', { token: state.token });
   } catch (e) {
     $('#problem-text').textContent = errorText(e);
     return show('problem');
   }
   showConsentTitle();
-  $('#record-choice').hidden = !invitation.optional.includes('recording');
+  $('#record-choice').hidden = !state.invitation.optional.includes('recording');
   await connect();
   show('consent');
 }
@@ -89,15 +95,15 @@ async function start() {
 // Opens the signaling socket and joins; after a dropped connection it is opened again,
 // and the page takes its own place in the session without asking consent again.
 async function connect() {
-  signal = signaling(onMessage, () => {
-    if (!ended) setTimeout(() => reconnect(), 1000);
+  state.signal = signaling(onMessage, () => {
+    if (!state.ended) setTimeout(() => reconnect(), 1000);
   });
-  await signal.opened;
-  signal.send({ type: 'join', token, device: deviceKey() });
+  await state.signal.opened;
+  state.signal.send({ type: 'join', token: state.token, device: deviceKey() });
 }
 
 async function reconnect() {
-  if (ended) return;
+  if (state.ended) return;
   try {
     await connect();
   } catch {
@@ -108,7 +114,7 @@ async function reconnect() {
 function showState(s) {
   const status = $('#live-status');
   status.dataset.state = s.state;
-  status.textContent = s.state === 'live' ? (paused ? t('c.live.paused') : t('c.live.sharing')) : t('c.live.connecting');
+  status.textContent = s.state === 'live' ? (state.paused ? t('c.live.paused') : t('c.live.sharing')) : t('c.live.connecting');
   $('#recording-badge').hidden = !s.recording;
   $('#stop-recording').hidden = !s.consent?.recording;
 }
@@ -118,14 +124,14 @@ function onMessage(message) {
     localStorage.setItem(deviceSlot(), message.key);
   } else if (message.type === 'state') {
     const s = message.session;
-    lastState = s;
-    if (waitingForConsent && s.consent?.camera) {
-      waitingForConsent();
-      waitingForConsent = null;
-    } else if (s.consent?.camera && !camera && !resuming && s.state !== 'ended') {
+    state.lastState = s;
+    if (state.waitingForConsent && s.consent?.camera) {
+      state.waitingForConsent();
+      state.waitingForConsent = null;
+    } else if (s.consent?.camera && !state.camera && !state.resuming && s.state !== 'ended') {
       // Back after a reload or a dropped connection: the consent on record still holds,
       // so the camera resumes without asking again.
-      resuming = true;
+      state.resuming = true;
       resume(s.consent.microphone);
     }
     showState(s);
@@ -136,10 +142,10 @@ function onMessage(message) {
     $('#chat-lines').replaceChildren();
     showChat($('#chat-lines'), message.lines);
   } else if (message.type === 'drawing') {
-    shapes = message.shapes;
+    state.shapes = message.shapes;
     redraw();
   } else if (message.type === 'pointer') {
-    pointer = message.at;
+    state.pointer = message.at;
     redraw();
   } else if (message.type === 'camera') {
     applyCameraRequest(message);
@@ -152,7 +158,7 @@ function onMessage(message) {
   } else if (message.type === 'error') {
     if (['invitation_invalid', 'already_joined', 'ended'].includes(message.code)) {
       $('#problem-text').textContent = errorText(message);
-      ended = true;
+      state.ended = true;
       show('problem');
     } else {
       $('#consent-error').textContent = errorText(message);
@@ -185,7 +191,7 @@ async function startCamera(constraints = { facingMode: { ideal: 'environment' } 
 
 // What the camera in use can do, for the technician's controls.
 async function reportCapabilities() {
-  const track = camera?.getVideoTracks()[0];
+  const track = state.camera?.getVideoTracks()[0];
   if (!track) return;
   const caps = track.getCapabilities?.() ?? {};
   const settings = track.getSettings();
@@ -199,18 +205,18 @@ async function reportCapabilities() {
     width: settings.width ?? null,
     height: settings.height ?? null,
   };
-  signal?.send({ type: 'capabilities', capabilities });
+  state.signal?.send({ type: 'capabilities', capabilities });
 }
 
 // Changes the camera without renegotiating: the new track replaces the old one in the
 // same sender, so the technician's picture simply switches.
 async function useCamera(next) {
-  const old = camera;
-  camera = next;
-  $('#preview').srcObject = camera;
-  const track = camera.getVideoTracks()[0];
-  track.enabled = !paused;
-  if (videoSender) await videoSender.replaceTrack(track);
+  const old = state.camera;
+  state.camera = next;
+  $('#preview').srcObject = state.camera;
+  const track = state.camera.getVideoTracks()[0];
+  track.enabled = !state.paused;
+  if (state.videoSender) await state.videoSender.replaceTrack(track);
   for (const t of old?.getTracks() ?? []) t.stop();
   await reportCapabilities();
 }
@@ -219,9 +225,9 @@ async function useCamera(next) {
 // other cannot be opened, the first comes back.
 async function switchCamera(facing) {
   const devices = await videoDevices();
-  const currentId = camera?.getVideoTracks()[0]?.getSettings().deviceId;
+  const currentId = state.camera?.getVideoTracks()[0]?.getSettings().deviceId;
   if (devices.length < 2 || !currentId) return;
-  for (const track of camera.getVideoTracks()) track.stop();
+  for (const track of state.camera.getVideoTracks()) track.stop();
   let stream = null;
   if (facing) {
     stream = await startCamera({ facingMode: { exact: facing } }).catch(() => null);
@@ -240,10 +246,10 @@ async function switchCamera(facing) {
 }
 
 async function applyCameraRequest(request) {
-  const track = camera?.getVideoTracks()[0];
+  const track = state.camera?.getVideoTracks()[0];
   if (!track) return;
   if (request.facing) await switchCamera(request.facing);
-  const live = camera.getVideoTracks()[0];
+  const live = state.camera.getVideoTracks()[0];
   const caps = live.getCapabilities?.() ?? {};
   const advanced = {};
   if (request.torch !== null && request.torch !== undefined && 'torch' in caps) advanced.torch = request.torch;
@@ -257,7 +263,7 @@ async function applyCameraRequest(request) {
 // A still from the camera: snapshots at the camera's full resolution (a photo, not a
 // frame of the compressed video); freeze frames as the preview shows the picture.
 async function capture(request, purpose) {
-  const track = camera?.getVideoTracks()[0];
+  const track = state.camera?.getVideoTracks()[0];
   if (!track) return;
   $('#capture-note').textContent = purpose === 'snapshot' ? t('c.live.photo') : '';
   let blob = null;
@@ -271,9 +277,9 @@ async function capture(request, purpose) {
   }
   if (!blob) blob = await grabFrame(track);
   if (purpose === 'freeze') {
-    frozenDigest = await digest(blob);
-    if (frozenUrl) URL.revokeObjectURL(frozenUrl);
-    frozenUrl = URL.createObjectURL(blob);
+    state.frozenDigest = await digest(blob);
+    if (state.frozenUrl) URL.revokeObjectURL(state.frozenUrl);
+    state.frozenUrl = URL.createObjectURL(blob);
   }
   const response = await fetch(`/api/invitation/stills/${encodeURIComponent(request)}`, {
     method: 'POST',
@@ -299,21 +305,21 @@ async function showFrozen(stillId) {
     img.hidden = true;
     $('#preview').hidden = false;
     $('#frozen-note').hidden = true;
-    frozenDigest = null;
+    state.frozenDigest = null;
     redraw();
     return;
   }
   if (img.dataset.still !== stillId) {
     img.dataset.still = stillId;
-    if (!frozenUrl) {
+    if (!state.frozenUrl) {
       // Back after a reload while frozen: fetch the still both sides look at.
       const response = await fetch(`/api/invitation/stills/${stillId}`, { headers: customerAuth() });
       const blob = await response.blob();
-      frozenDigest = await digest(blob);
-      frozenUrl = URL.createObjectURL(blob);
+      state.frozenDigest = await digest(blob);
+      state.frozenUrl = URL.createObjectURL(blob);
     }
-    img.src = frozenUrl;
-    frozenUrl = null;
+    img.src = state.frozenUrl;
+    state.frozenUrl = null;
     await img.decode().catch(() => {});
   }
   img.hidden = false;
@@ -324,21 +330,21 @@ async function showFrozen(stillId) {
 
 function redraw() {
   const media = $('#frozen').hidden ? $('#preview') : $('#frozen');
-  render($('#overlay'), media, shapes, pointer);
+  render($('#overlay'), media, state.shapes, state.pointer);
 }
 window.addEventListener('resize', redraw);
 $('#preview').addEventListener('resize', redraw);
 $('#preview').addEventListener('loadedmetadata', redraw);
 
 async function publish() {
-  if (pc) pc.close();
-  pc = new RTCPeerConnection();
-  const video = camera.getVideoTracks()[0];
+  if (state.pc) state.pc.close();
+  state.pc = new RTCPeerConnection();
+  const video = state.camera.getVideoTracks()[0];
   // Simulcast: a small layer and the full picture; the relay gives each technician the
   // one their connection carries.
-  videoSender = pc.addTransceiver(video, {
+  state.videoSender = state.pc.addTransceiver(video, {
     direction: 'sendonly',
-    streams: [camera],
+    streams: [state.camera],
     sendEncodings: [
       { rid: 'l', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
       { rid: 'h', maxBitrate: 900_000 },
@@ -346,22 +352,22 @@ async function publish() {
   }).sender;
   // The technician's voice comes back on the audio line; the customer's microphone goes
   // out on it only if they chose to share it.
-  const mic = microphone?.getAudioTracks()[0];
-  if (mic) pc.addTransceiver(mic, { direction: 'sendrecv', streams: [microphone] });
-  else pc.addTransceiver('audio', { direction: 'recvonly' });
+  const mic = state.microphone?.getAudioTracks()[0];
+  if (mic) state.pc.addTransceiver(mic, { direction: 'sendrecv', streams: [state.microphone] });
+  else state.pc.addTransceiver('audio', { direction: 'recvonly' });
   const heard = new MediaStream();
   $('#technician-audio').srcObject = heard;
-  pc.addEventListener('track', (event) => heard.addTrack(event.track));
-  const mine = pc;
-  keepConnected(pc, {
-    resource: () => resource,
+  state.pc.addEventListener('track', (event) => heard.addTrack(event.track));
+  const mine = state.pc;
+  keepConnected(state.pc, {
+    resource: () => state.resource,
     auth: customerAuth,
     fallback: republish,
-    isCurrent: () => mine === pc && !ended,
-    onRestart: () => { iceRestarts += 1; },
+    isCurrent: () => mine === state.pc && !state.ended,
+    onRestart: () => { state.iceRestarts += 1; },
   });
   try {
-    resource = await negotiate(pc, '/api/invitation/whip', { auth: customerAuth });
+    state.resource = await negotiate(state.pc, '/api/invitation/whip', { auth: customerAuth });
   } catch (e) {
     $('#live-status').textContent = t('c.live.failed', { error: errorText(e) });
   }
@@ -369,21 +375,21 @@ async function publish() {
 }
 
 function republish() {
-  if (ended || !camera) return;
+  if (state.ended || !state.camera) return;
   publish();
 }
 
 async function resume(withMicrophone) {
   try {
-    camera = await startCamera();
-    if (withMicrophone) microphone = await navigator.mediaDevices.getUserMedia({ audio: true }).catch(() => null);
+    state.camera = await startCamera();
+    if (withMicrophone) state.microphone = await navigator.mediaDevices.getUserMedia({ audio: true }).catch(() => null);
   } catch (e) {
     $('#consent-error').textContent = t('c.consent.camera-failed', { error: e.message });
-    resuming = false;
+    state.resuming = false;
     return;
   }
-  $('#preview').srcObject = camera;
-  $('#mute').hidden = !microphone;
+  $('#preview').srcObject = state.camera;
+  $('#mute').hidden = !state.microphone;
   show('live');
   await publish();
 }
@@ -394,24 +400,24 @@ async function share() {
   try {
     // The camera and the microphone are asked for separately, so the customer (and the
     // browser's own prompt) can refuse the microphone and still share the camera.
-    camera = await startCamera();
+    state.camera = await startCamera();
   } catch (e) {
     $('#consent-error').textContent = t('c.consent.camera-failed', { error: e.message });
     $('#share').disabled = false;
     return;
   }
   if ($('#share-mic').checked) {
-    microphone = await navigator.mediaDevices.getUserMedia({ audio: true }).catch(() => null);
+    state.microphone = await navigator.mediaDevices.getUserMedia({ audio: true }).catch(() => null);
   }
-  const consented = new Promise((resolve) => { waitingForConsent = resolve; });
-  signal.send({
+  const consented = new Promise((resolve) => { state.waitingForConsent = resolve; });
+  state.signal.send({
     type: 'consent',
     camera: true,
-    microphone: microphone !== null,
+    microphone: state.microphone !== null,
     recording: !$('#record-choice').hidden && $('#share-recording').checked,
   });
-  $('#preview').srcObject = camera;
-  $('#mute').hidden = !microphone;
+  $('#preview').srcObject = state.camera;
+  $('#mute').hidden = !state.microphone;
   show('live');
   await consented;
 
@@ -420,35 +426,35 @@ async function share() {
 }
 
 $('#share').addEventListener('click', share);
-chatForm($('#chat-form'), $('#chat-text'), (message) => signal?.send(message));
+chatForm($('#chat-form'), $('#chat-text'), (message) => state.signal?.send(message));
 $('#reconsider').addEventListener('click', () => show('consent'));
 
 $('#decline').addEventListener('click', () => {
-  signal.send({ type: 'consent', camera: false, microphone: false });
+  state.signal.send({ type: 'consent', camera: false, microphone: false });
   show('declined');
 });
 
 $('#switch-camera').addEventListener('click', () => switchCamera(null));
 
 $('#mute').addEventListener('click', () => {
-  muted = !muted;
-  for (const track of microphone?.getAudioTracks() ?? []) track.enabled = !muted;
-  $('#mute').textContent = t(muted ? 'unmute' : 'mute');
-  $('#mute').dataset.i18n = muted ? 'unmute' : 'mute';
-  signal.send({ type: 'mute', muted });
+  state.muted = !state.muted;
+  for (const track of state.microphone?.getAudioTracks() ?? []) track.enabled = !state.muted;
+  $('#mute').textContent = t(state.muted ? 'unmute' : 'mute');
+  $('#mute').dataset.i18n = state.muted ? 'unmute' : 'mute';
+  state.signal.send({ type: 'mute', muted: state.muted });
 });
 
 $('#stop-recording').addEventListener('click', () => {
-  signal.send({ type: 'consent', camera: true, microphone: microphone !== null, recording: false });
+  state.signal.send({ type: 'consent', camera: true, microphone: state.microphone !== null, recording: false });
 });
 
 $('#pause').addEventListener('click', () => {
-  paused = !paused;
+  state.paused = !state.paused;
   // Only the picture pauses; the conversation goes on.
-  for (const track of camera?.getVideoTracks() ?? []) track.enabled = !paused;
-  $('#pause').dataset.i18n = paused ? 'c.live.resume' : 'c.live.pause';
+  for (const track of state.camera?.getVideoTracks() ?? []) track.enabled = !state.paused;
+  $('#pause').dataset.i18n = state.paused ? 'c.live.resume' : 'c.live.pause';
   $('#pause').textContent = t($('#pause').dataset.i18n);
-  signal.send({ type: 'pause', paused });
+  state.signal.send({ type: 'pause', paused: state.paused });
 });
 
 // Ending sits near "Pause camera"; a slip of the thumb must not end the call.
@@ -456,27 +462,27 @@ $('#end').addEventListener('click', () => $('#end-confirm').showModal());
 $('#end-no').addEventListener('click', () => $('#end-confirm').close());
 $('#end-yes').addEventListener('click', () => {
   $('#end-confirm').close();
-  signal.send({ type: 'end' });
+  state.signal.send({ type: 'end' });
   finish('customer');
 });
 
 function finish(reason) {
-  ended = true;
-  for (const stream of [camera, microphone]) {
+  state.ended = true;
+  for (const stream of [state.camera, state.microphone]) {
     for (const track of stream?.getTracks() ?? []) track.stop();
   }
-  camera = microphone = null;
-  if (pc) pc.close();
-  pc = null;
-  if (resource && token) {
-    fetch(resource, { method: 'DELETE', headers: { ...customerAuth(), 'x-sightline-csrf': '1' } }).catch(() => {});
+  state.camera = state.microphone = null;
+  if (state.pc) state.pc.close();
+  state.pc = null;
+  if (state.resource && state.token) {
+    fetch(state.resource, { method: 'DELETE', headers: { ...customerAuth(), 'x-sightline-csrf': '1' } }).catch(() => {});
   }
   sessionStorage.removeItem('sightline-invitation');
   localStorage.removeItem(deviceSlot());
   $('#ended-reason').dataset.i18n = `c.end.${reason}`;
   $('#ended-reason').textContent = t(`c.end.${reason}`);
   show('ended');
-  signal?.close();
+  state.signal?.close();
 }
 
 start();

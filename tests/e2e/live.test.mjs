@@ -58,6 +58,8 @@ test('customer consents and the technician decodes live video through the relay'
   // Before anyone joins the stage says what will appear there; copying the link says so.
   assert.match(await technician.page.textContent('#stage-placeholder'), /camera appears here/);
   await technician.page.click('#copy-link');
+  // The note comes once the clipboard has answered, which the click does not wait for.
+  await technician.page.waitForFunction(() => document.querySelector('#copy-note').textContent !== '');
   assert.match(await technician.page.textContent('#copy-note'), /Link copied|copy it/);
   const customer = await openCustomer(link);
   assert.equal(await customer.page.textContent('#consent-title'), `${admin.name} from ${admin.org} would like to see your camera`);

@@ -41,29 +41,29 @@ async function users() {
     const row = document.createElement('tr');
     row.dataset.email = u.email;
     const locked = u.locked_until_ms && u.locked_until_ms > Date.now();
-    const status = !u.active ? t('js.inactive') : locked ? t('js.locked-until', { time: time(u.locked_until_ms) }) : t('js.active');
-    row.append(cell(u.email), cell(u.display_name), cell(t(u.role === 'account_admin' ? 'js.admin' : 'js.technician')),
-      cell(u.group_ids.map(groupName).join(', ')), cell(t(u.two_factor_enabled ? 'js.on' : 'js.off')), cell(status));
+    const status = !u.active ? t('users.inactive') : locked ? t('users.locked-until', { time: time(u.locked_until_ms) }) : t('users.active');
+    row.append(cell(u.email), cell(u.display_name), cell(t(u.role === 'account_admin' ? 'users.admin' : 'users.technician')),
+      cell(u.group_ids.map(groupName).join(', ')), cell(t(u.two_factor_enabled ? 'users.on' : 'users.off')), cell(status));
     const actions = document.createElement('td');
     const patch = (body) => api(`/users/${u.id}`, { method: 'PATCH', body }).then(users);
     actions.append(
-      action(t('js.rename'), async () => { const name = prompt(t('js.name'), u.display_name); if (name) await patch({ display_name: name }); }),
-      action(t(u.role === 'account_admin' ? 'js.make-technician' : 'js.make-admin'), () => patch({ role: u.role === 'account_admin' ? 'technician' : 'account_admin' })),
-      action(t('js.groups'), async () => {
-        const names = prompt(t('js.groups-prompt'), u.group_ids.map(groupName).join(', '));
+      action(t('users.rename'), async () => { const name = prompt(t('users.name'), u.display_name); if (name) await patch({ display_name: name }); }),
+      action(t(u.role === 'account_admin' ? 'users.make-technician' : 'users.make-admin'), () => patch({ role: u.role === 'account_admin' ? 'technician' : 'account_admin' })),
+      action(t('users.groups'), async () => {
+        const names = prompt(t('users.groups-prompt'), u.group_ids.map(groupName).join(', '));
         if (names === null) return;
         const ids = names.split(',').map((n) => n.trim()).filter(Boolean)
           .map((n) => groupCache.find((g) => g.name === n)?.id ?? n);
         await patch({ group_ids: ids });
       }),
-      action(t(u.active ? 'js.deactivate' : 'js.activate'), () => patch({ active: !u.active })),
-      action(t('js.unlock'), () => api(`/users/${u.id}/unlock`, { method: 'POST' }).then(users)),
-      action(t('js.reset-password'), async () => {
-        const password = prompt(t('js.reset-password-prompt', { email: u.email }));
+      action(t(u.active ? 'users.deactivate' : 'users.activate'), () => patch({ active: !u.active })),
+      action(t('users.unlock'), () => api(`/users/${u.id}/unlock`, { method: 'POST' }).then(users)),
+      action(t('users.reset-password'), async () => {
+        const password = prompt(t('users.reset-password-prompt', { email: u.email }));
         if (password) await api(`/users/${u.id}/reset-password`, { method: 'POST', body: { password } }).then(users);
       }),
-      action(t('js.reset-2fa'), () => api(`/users/${u.id}/reset-2fa`, { method: 'POST' }).then(users)),
-      action(t('js.delete'), async () => { if (confirm(t('js.delete-confirm', { email: u.email }))) await api(`/users/${u.id}`, { method: 'DELETE' }).then(users); }, 'danger'),
+      action(t('users.reset-2fa'), () => api(`/users/${u.id}/reset-2fa`, { method: 'POST' }).then(users)),
+      action(t('common.delete'), async () => { if (confirm(t('users.delete-confirm', { email: u.email }))) await api(`/users/${u.id}`, { method: 'DELETE' }).then(users); }, 'danger'),
     );
     row.append(actions);
     return row;
@@ -105,7 +105,7 @@ async function groups() {
     }
     const td = document.createElement('td');
     const del = document.createElement('button');
-    del.textContent = t('js.delete');
+    del.textContent = t('common.delete');
     del.className = 'danger';
     del.addEventListener('click', () => api(`/groups/${g.id}`, { method: 'DELETE' }).then(groups));
     td.append(del);
@@ -136,7 +136,7 @@ async function account() {
 async function saveAccount(body) {
   $('#account-saved').textContent = '';
   await api('/account', { method: 'PATCH', body });
-  $('#account-saved').textContent = t('js.saved');
+  $('#account-saved').textContent = t('account.saved');
 }
 
 onSubmit('#policy-form', '#account-error', () => saveAccount({ policy: { password_min_length: Number($('#pol-min').value), idle_timeout_mins: Number($('#pol-idle').value), absolute_timeout_hours: Number($('#pol-abs').value), allow_recording: $('#pol-recording').checked, session_retention_days: Number($('#pol-retention').value) } }));
@@ -176,7 +176,7 @@ $('#audit-form').addEventListener('submit', (event) => { event.preventDefault();
 function security() {
   const { me } = state;
   show('security');
-  $('#security-2fa').textContent = t(me.two_factor_enabled ? 'js.2fa-on' : 'js.2fa-off');
+  $('#security-2fa').textContent = t(me.two_factor_enabled ? 'security.2fa-on' : 'security.2fa-off');
   $('#security-enrol').hidden = me.two_factor_enabled;
 }
 

@@ -15,7 +15,7 @@ export function proceed(user) {
     return show('change-password');
   }
   if (user.stage === 'enrol_two_factor') {
-    $('#enrol-why').textContent = t('js.enrol-required');
+    $('#enrol-why').textContent = t('enrol.enrol-required');
     return startEnrolment();
   }
   $('#who').hidden = false;
@@ -29,7 +29,7 @@ export function proceed(user) {
 function lockoutText(e) {
   if (e.code !== 'locked' || !e.body?.locked_until_ms) return errorText(e);
   const until = time(e.body.locked_until_ms);
-  return t('js.locked', { until });
+  return t('login.locked', { until });
 }
 
 onSubmit('#setup-form', '#setup-error', async () => {

@@ -20,7 +20,7 @@ export function stillFigure(sessionId, still) {
   caption.textContent = `${time(still.at_ms)} · ${still.width}×${still.height}`;
   const open = document.createElement('button');
   open.className = 'still-open';
-  open.textContent = t('ui.view-full-size');
+  open.textContent = t('stills.view-full-size');
   open.addEventListener('click', () => openStill(sessionId, still));
   stage.addEventListener('click', () => openStill(sessionId, still));
   figure.append(stage, caption, open);
