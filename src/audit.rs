@@ -1,147 +1,29 @@
 //! The security log and the counters that notice guessing.
 //!
-//! Every security-relevant event is written to the store (appliance-level log) and to the
-//! `sightline::audit` tracing target. Hash chaining, per-account logs, SIEM forwarding and
-//! the firewall feed build on this later.
+//! Every security-relevant event is written to the store (one appliance-level log whose
+//! entries are hash-chained, [`entry`]), to the `sightline::audit` tracing target and, when
+//! configured, to a syslog collector ([`syslog`]). Anomaly rules ([`throttle`]) raise
+//! alerts and ask the firewall helper to blocklist the source; [`retention`] trims the
+//! log while keeping the chain checkable.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::clock::{SharedClock, UnixMillis};
+use crate::clock::SharedClock;
 use crate::store::{Collection, Store, StoreError};
 
 mod counts;
+mod entry;
 mod retention;
 mod syslog;
 mod throttle;
 pub use counts::SecurityCounts;
+pub use entry::{Actor, AuditEntry, AuditKind};
 pub use retention::{Checkpoint, verify_log};
 use syslog::Syslog;
 pub use throttle::{GUESS_PENALTY_SECS, GuessAttempt, GuessThrottle};
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum AuditKind {
-    SetupCompleted,
-    SetupCodeRejected,
-    LoginSucceeded,
-    LoginFailed,
-    Logout,
-    SessionCreated,
-    SessionEnded,
-    InvitationRejected,
-    /// The invitation token used for media or stills by a device other than the one that
-    /// joined (a forwarded or stolen link).
-    InvitationDeviceRefused,
-    /// A different device joined with the invitation while the first was away.
-    CustomerDeviceChanged,
-    PinRejected,
-    SourceThrottled,
-    ConsentGiven,
-    ConsentDeclined,
-    RecordingStarted,
-    RecordingStored,
-    /// A still uploaded that no technician asked for, or that is not an image.
-    UnexpectedUpload,
-    ColleagueInvited,
-    MalformedSignaling,
-    MalformedMediaOffer,
-    AccessDenied,
-    AccountCreated,
-    LoginLocked,
-    LockoutEnded,
-    SecondFactorFailed,
-    RecoveryCodeUsed,
-    TwoFactorEnrolled,
-    TwoFactorReset,
-    PasswordChanged,
-    PasswordChangeFailed,
-    PasswordReset,
-    SignedOutEverywhere,
-    UserCreated,
-    UserUpdated,
-    UserDeleted,
-    GroupChanged,
-    AccountSettingsChanged,
-    DataExported,
-    DeletionRequested,
-    ContentDeleted,
-    AccountDeleted,
-    BackupWritten,
-    BackupFailed,
-    /// An anomaly rule fired; the source was sent to the firewall blocklist.
-    AnomalyAlert,
-    /// Entries past the log's retention period were removed; the detail names where the
-    /// kept log continues (see [`Checkpoint`]).
-    AuditLogTrimmed,
-}
-
-impl AuditKind {
-    /// Identity events: what the account admin's identity log shows.
-    pub fn is_identity(&self) -> bool {
-        !matches!(
-            self,
-            Self::SessionCreated
-                | Self::SessionEnded
-                | Self::InvitationRejected
-                | Self::InvitationDeviceRefused
-                | Self::CustomerDeviceChanged
-                | Self::PinRejected
-                | Self::ConsentGiven
-                | Self::ConsentDeclined
-                | Self::RecordingStarted
-                | Self::RecordingStored
-                | Self::UnexpectedUpload
-                | Self::ColleagueInvited
-                | Self::MalformedSignaling
-                | Self::MalformedMediaOffer
-                | Self::DataExported
-                | Self::DeletionRequested
-                | Self::ContentDeleted
-                | Self::AccountDeleted
-                | Self::BackupWritten
-                | Self::BackupFailed
-                | Self::AnomalyAlert
-                | Self::AuditLogTrimmed
-        )
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AuditEntry {
-    pub seq: u64,
-    pub at_ms: UnixMillis,
-    pub kind: AuditKind,
-    pub account_id: Option<String>,
-    pub actor: Option<String>,
-    pub source: Option<IpAddr>,
-    /// Short, non-secret context; never a password, token or PIN.
-    pub detail: String,
-    /// The previous entry's hash (zeros for the first): entries form a chain, so a
-    /// changed, removed or reordered entry is detectable (`sightline audit verify`).
-    #[serde(default)]
-    pub prev_hash: String,
-    #[serde(default)]
-    pub hash: String,
-}
-
-impl AuditEntry {
-    fn compute_hash(&self) -> String {
-        let content = serde_json::json!([
-            self.seq,
-            self.at_ms,
-            self.kind,
-            self.account_id,
-            self.actor,
-            self.source,
-            self.detail,
-            self.prev_hash,
-        ]);
-        crate::ids::sha256_hex(content.to_string().as_bytes())
-    }
-}
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -201,54 +83,6 @@ const CHECKPOINT_KEY: &str = "checkpoint";
 /// Zero-padded so that keys sort in the log's order.
 fn entry_key(seq: u64) -> String {
     format!("{seq:016}")
-}
-
-/// Who an entry is about, each part only when known: the account it belongs to, the user
-/// who acted, and the address the request came from.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Actor<'a> {
-    pub account_id: Option<&'a str>,
-    pub user_id: Option<&'a str>,
-    pub source: Option<IpAddr>,
-}
-
-impl<'a> Actor<'a> {
-    /// The appliance itself: a schedule, start-up, maintenance.
-    pub const APPLIANCE: Actor<'static> = Actor {
-        account_id: None,
-        user_id: None,
-        source: None,
-    };
-
-    /// Someone not known (yet) at an address.
-    pub fn stranger(source: IpAddr) -> Self {
-        Self::APPLIANCE.at(source)
-    }
-
-    /// An account, and nobody in it in particular: a customer, a rule, a schedule.
-    pub fn account(account_id: &'a str) -> Self {
-        Self {
-            account_id: Some(account_id),
-            ..Self::APPLIANCE
-        }
-    }
-
-    /// A user of an account.
-    pub fn user(account_id: &'a str, user_id: &'a str) -> Self {
-        Self {
-            account_id: Some(account_id),
-            user_id: Some(user_id),
-            source: None,
-        }
-    }
-
-    /// The same actor, acting from `source`.
-    pub fn at(self, source: IpAddr) -> Self {
-        Self {
-            source: Some(source),
-            ..self
-        }
-    }
 }
 
 pub struct Audit {

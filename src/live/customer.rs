@@ -235,14 +235,7 @@ impl Live {
         }
         self.send_muted_to(&session.id, conn_id);
         Ok((
-            Attachment {
-                conn_id,
-                session_id: session.id,
-                account_id: session.account_id,
-                participant: Participant::Customer,
-                name: "Customer".to_owned(),
-                source,
-            },
+            Attachment::to(session, conn_id, Participant::Customer, "Customer", source),
             rx,
         ))
     }

@@ -389,16 +389,15 @@ impl Live {
         self.send_state_to(&session, conn_id);
         self.send_muted_to(&session.id, conn_id);
         Ok((
-            Attachment {
+            Attachment::to(
+                session,
                 conn_id,
-                session_id: session.id,
-                account_id: session.account_id,
-                participant: Participant::Technician {
+                Participant::Technician {
                     user_id: who.user_id.clone(),
                 },
-                name: who.display_name.clone(),
+                &who.display_name,
                 source,
-            },
+            ),
             rx,
         ))
     }

@@ -48,6 +48,24 @@ pub struct Attachment {
 }
 
 impl Attachment {
+    /// The attachment of a new connection to `session`.
+    pub(super) fn to(
+        session: SupportSession,
+        conn_id: u64,
+        participant: Participant,
+        name: &str,
+        source: IpAddr,
+    ) -> Self {
+        Self {
+            conn_id,
+            session_id: session.id,
+            account_id: session.account_id,
+            participant,
+            name: name.to_owned(),
+            source,
+        }
+    }
+
     /// The participant as the security log names them.
     pub fn actor(&self) -> Actor<'_> {
         Actor {

@@ -761,6 +761,22 @@ pub async fn create_technician(admin: &mut Client, email: &str, groups: Vec<Stri
     response.json()["id"].as_str().expect("id").to_owned()
 }
 
+/// An admin creates a technician group named `name` with `settings` (the group's flags);
+/// returns its id.
+pub async fn create_group(admin: &mut Client, name: &str, settings: Value) -> String {
+    let mut body = settings;
+    body["name"] = Value::from(name);
+    let response = admin.json("POST", "/api/groups", &body).await;
+    assert_eq!(response.status, 201, "{}", response.text());
+    response.json()["id"].as_str().expect("id").to_owned()
+}
+
+/// An admin changes the account's settings (`policy`, `subscription`), which must succeed.
+pub async fn change_account(admin: &mut Client, change: Value) {
+    let response = admin.json("PATCH", "/api/account", &change).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+}
+
 /// Signs in a user created by an admin: they must choose their own password first.
 pub async fn first_login(app: &TestAppliance, email: &str) -> Client {
     let (mut client, stage) = login(app, email, TECH_PASSWORD).await;

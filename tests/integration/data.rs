@@ -184,13 +184,7 @@ async fn api_state(client: &mut Client) -> Value {
 async fn restore_into_an_empty_directory_gives_the_same_api_state() {
     let (mut app, keys, identity) = with_backups().await;
     let mut admin = app.set_up().await;
-    admin
-        .json(
-            "POST",
-            "/api/groups",
-            &json!({"name": "Field", "require_2fa": true}),
-        )
-        .await;
+    create_group(&mut admin, "Field", json!({"require_2fa": true})).await;
     admin
         .json(
             "POST",
@@ -208,13 +202,11 @@ async fn restore_into_an_empty_directory_gives_the_same_api_state() {
             &json!({"customer_reference": "T-1"}),
         )
         .await;
-    admin
-        .json(
-            "PATCH",
-            "/api/account",
-            &json!({"subscription": {"seats": 7, "ends_ms": null}}),
-        )
-        .await;
+    change_account(
+        &mut admin,
+        json!({"subscription": {"seats": 7, "ends_ms": null}}),
+    )
+    .await;
     let incremental = app.running().backup_now(false).await.expect("incremental");
     assert!(incremental.to_string_lossy().ends_with("-incr.age"));
     let before = api_state(&mut admin).await;
@@ -346,14 +338,11 @@ async fn an_account_deleted_after_a_backup_is_unreadable_in_that_backup() {
 async fn content_is_deleted_ninety_days_after_the_subscription_ends_not_before() {
     let app = TestAppliance::start().await;
     let mut admin = app.set_up().await;
-    let r = admin
-        .json(
-            "PATCH",
-            "/api/account",
-            &json!({"subscription": {"seats": 5, "ends_ms": START_MS}}),
-        )
-        .await;
-    assert_eq!(r.status, 200);
+    change_account(
+        &mut admin,
+        json!({"subscription": {"seats": 5, "ends_ms": START_MS}}),
+    )
+    .await;
     create_session(&mut admin).await;
     app.clock.advance_secs(89 * 24 * 3600);
     assert_eq!(app.running().retention_sweep().await.expect("sweep"), 0);

@@ -80,15 +80,7 @@ async fn an_admin_can_unlock_a_locked_technician() {
 async fn a_group_requiring_two_factor_makes_members_enrol_and_then_use_it() {
     let app = TestAppliance::start().await;
     let mut admin = app.set_up().await;
-    let group = admin
-        .json(
-            "POST",
-            "/api/groups",
-            &json!({"name": "Field", "require_2fa": true}),
-        )
-        .await;
-    assert_eq!(group.status, 201);
-    let group_id = group.json()["id"].as_str().expect("id").to_owned();
+    let group_id = create_group(&mut admin, "Field", json!({"require_2fa": true})).await;
     let tech_id = create_technician(&mut admin, "tess@example.com", vec![group_id]).await;
 
     let (mut tess, stage) = login(&app, "tess@example.com", TECH_PASSWORD).await;
@@ -408,15 +400,7 @@ async fn sign_out_everywhere_role_change_and_deletion_end_sign_ins() {
 async fn technicians_see_their_own_sessions_unless_their_group_shares_history() {
     let app = TestAppliance::start().await;
     let mut admin = app.set_up().await;
-    let group = admin
-        .json(
-            "POST",
-            "/api/groups",
-            &json!({"name": "Desk", "see_group_history": false}),
-        )
-        .await
-        .json();
-    let gid = group["id"].as_str().expect("id").to_owned();
+    let gid = create_group(&mut admin, "Desk", json!({"see_group_history": false})).await;
     create_technician(&mut admin, "one@example.com", vec![gid.clone()]).await;
     create_technician(&mut admin, "two@example.com", vec![gid.clone()]).await;
     let mut one = first_login(&app, "one@example.com").await;
@@ -441,14 +425,11 @@ async fn technicians_see_their_own_sessions_unless_their_group_shares_history() 
 async fn seats_limit_the_number_of_active_users() {
     let app = TestAppliance::start().await;
     let mut admin = app.set_up().await;
-    let r = admin
-        .json(
-            "PATCH",
-            "/api/account",
-            &json!({"subscription": {"seats": 2, "ends_ms": null}}),
-        )
-        .await;
-    assert_eq!(r.status, 200);
+    change_account(
+        &mut admin,
+        json!({"subscription": {"seats": 2, "ends_ms": null}}),
+    )
+    .await;
     create_technician(&mut admin, "one@example.com", vec![]).await;
     let full = admin
         .json(
