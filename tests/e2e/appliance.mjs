@@ -87,6 +87,17 @@ export const engine = process.env.E2E_BROWSER === 'firefox' ? 'firefox' : 'chrom
 export const isFirefox = engine === 'firefox';
 export const browserPath = isFirefox ? process.env.FIREFOX ?? '/usr/bin/firefox-esr' : process.env.CHROMIUM ?? '/usr/bin/chromium';
 
+// An appliance, a browser and a technician's page signed in as the first account admin:
+// how every suite that drives sessions from the console begins.
+export async function startWithTechnician(admin = ADMIN) {
+  const appliance = await startAppliance();
+  const browser = await launchBrowser();
+  const context = await newContext(browser);
+  const page = await context.newPage();
+  await setUp(page, appliance, admin);
+  return { appliance, browser, technician: { context, page } };
+}
+
 export async function launchBrowser({ executablePath = browserPath } = {}) {
   if (isFirefox) {
     return firefox.launch({

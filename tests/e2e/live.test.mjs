@@ -4,7 +4,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import https from 'node:https';
-import { ADMIN, startAppliance, setUp, launchBrowser, newContext, inboundVideo, waitFor, metric, otherHosts } from './appliance.mjs';
+import { ADMIN, startWithTechnician, newContext, inboundVideo, waitFor, metric, otherHosts } from './appliance.mjs';
 
 let appliance;
 let browser;
@@ -12,15 +12,10 @@ let technician; // { context, page }
 const admin = ADMIN;
 
 before(async () => {
-  appliance = await startAppliance();
-  browser = await launchBrowser();
-  const context = await newContext(browser);
-  const page = await context.newPage();
-  await setUp(page, appliance, admin);
+  ({ appliance, browser, technician } = await startWithTechnician(admin));
   // A new appliance's history says it is empty rather than showing nothing.
-  await page.waitForSelector('#session-list .empty');
-  assert.match(await page.textContent('#session-list'), /No sessions yet/);
-  technician = { context, page };
+  await technician.page.waitForSelector('#session-list .empty');
+  assert.match(await technician.page.textContent('#session-list'), /No sessions yet/);
 });
 
 after(async () => {

@@ -3,7 +3,7 @@
 // colleague receiving the picture, the session record, and the German customer page.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { ADMIN, startAppliance, setUp, launchBrowser, newContext, inboundVideo, inboundAudio, waitFor, isFirefox } from './appliance.mjs';
+import { ADMIN, startWithTechnician, newContext, inboundVideo, inboundAudio, waitFor, isFirefox } from './appliance.mjs';
 import { readFileSync } from 'node:fs';
 
 // The pages' own strings (ES modules served to browsers, loaded here as such).
@@ -16,12 +16,7 @@ let technician; // { context, page }
 const admin = ADMIN;
 
 before(async () => {
-  appliance = await startAppliance();
-  browser = await launchBrowser();
-  const context = await newContext(browser);
-  const page = await context.newPage();
-  await setUp(page, appliance, admin);
-  technician = { context, page };
+  ({ appliance, browser, technician } = await startWithTechnician(admin));
 });
 
 after(async () => {
