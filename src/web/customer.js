@@ -2,7 +2,7 @@
 // the microphone), follow the technician's drawings and camera requests, pause, end.
 import { $, show, api, negotiate, signaling, showChat, chatForm, keepConnected, digest } from '/assets/common.js';
 import { t, translate, languagePicker, onLanguageChange, errorText } from '/assets/i18n.js';
-import { render } from '/assets/draw.js';
+import { render, showFrozenStill } from '/assets/draw.js';
 
 // Everything the page knows about its visit: the invitation and its token, the
 // signaling socket and media connection, the camera and microphone, what the customer
@@ -26,7 +26,8 @@ const state = {
   lastState: null,
   shapes: [],
   pointer: null,
-  frozenUrl: null,
+  // The freeze still this page took, until it shows it.
+  frozenBlob: null,
   frozenDigest: null,
 };
 
@@ -278,8 +279,7 @@ async function capture(request, purpose) {
   if (!blob) blob = await grabFrame(track);
   if (purpose === 'freeze') {
     state.frozenDigest = await digest(blob);
-    if (state.frozenUrl) URL.revokeObjectURL(state.frozenUrl);
-    state.frozenUrl = URL.createObjectURL(blob);
+    state.frozenBlob = blob;
   }
   const response = await fetch(`/api/invitation/stills/${encodeURIComponent(request)}`, {
     method: 'POST',
@@ -300,31 +300,15 @@ async function grabFrame(track) {
 }
 
 async function showFrozen(stillId) {
-  const img = $('#frozen');
-  if (!stillId) {
-    img.hidden = true;
-    $('#preview').hidden = false;
-    $('#frozen-note').hidden = true;
-    state.frozenDigest = null;
-    redraw();
-    return;
-  }
-  if (img.dataset.still !== stillId) {
-    img.dataset.still = stillId;
-    if (!state.frozenUrl) {
-      // Back after a reload while frozen: fetch the still both sides look at.
-      const response = await fetch(`/api/invitation/stills/${stillId}`, { headers: customerAuth() });
-      const blob = await response.blob();
-      state.frozenDigest = await digest(blob);
-      state.frozenUrl = URL.createObjectURL(blob);
-    }
-    img.src = state.frozenUrl;
-    state.frozenUrl = null;
-    await img.decode().catch(() => {});
-  }
-  img.hidden = false;
-  $('#preview').hidden = true;
-  $('#frozen-note').hidden = false;
+  const shown = await showFrozenStill($('#frozen'), $('#preview'), stillId, async () => {
+    const own = state.frozenBlob;
+    state.frozenBlob = null;
+    // Back after a reload while frozen: fetch the still both sides look at.
+    return own ?? (await fetch(`/api/invitation/stills/${stillId}`, { headers: customerAuth() })).blob();
+  });
+  $('#frozen-note').hidden = !stillId;
+  if (!stillId) state.frozenDigest = null;
+  else if (shown) state.frozenDigest = await digest(shown);
   redraw();
 }
 

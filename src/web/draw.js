@@ -87,3 +87,25 @@ function drawShape(ctx, shape, at, rect) {
     ctx.fillText(shape.text, x, y);
   }
 }
+
+// Shows the still a picture is frozen on: `img` in place of the live `media`, or the live
+// picture again when `stillId` is null. `load` gives the still's bytes when `img` does not
+// show it yet; returns them then (null otherwise), so the caller can note what it shows.
+export async function showFrozenStill(img, media, stillId, load) {
+  if (!stillId) {
+    img.hidden = true;
+    media.hidden = false;
+    return null;
+  }
+  let blob = null;
+  if (img.dataset.still !== stillId) {
+    img.dataset.still = stillId;
+    blob = await load();
+    if (img.src.startsWith('blob:')) URL.revokeObjectURL(img.src);
+    img.src = URL.createObjectURL(blob);
+    await img.decode().catch(() => {});
+  }
+  img.hidden = false;
+  media.hidden = true;
+  return blob;
+}

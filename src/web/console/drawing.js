@@ -2,7 +2,7 @@
 // on a still to draw on that instead.
 import { $, digest } from '/assets/common.js';
 import { t } from '/assets/i18n.js';
-import { render, normalised } from '/assets/draw.js';
+import { render, normalised, showFrozenStill } from '/assets/draw.js';
 import { state } from '/assets/console/state.js';
 
 // The tool chosen, the room's drawing as the appliance last sent it, where the pointer
@@ -99,24 +99,11 @@ $('#snapshot').addEventListener('click', () => send({ type: 'snapshot' }));
 // Shows the still the picture is frozen on (or the live picture again).
 export async function showFrozen(stillId) {
   const { current } = state;
-  const img = $('#frozen');
   $('#freeze').setAttribute('aria-pressed', String(Boolean(stillId)));
   $('#freeze').textContent = t(stillId ? 'session.unfreeze' : 'session.freeze');
-  if (!stillId) {
-    img.hidden = true;
-    $('#remote-video').hidden = false;
-    current && (current.frozenDigest = null);
-    redraw();
-    return;
-  }
-  if (img.dataset.still !== stillId) {
-    img.dataset.still = stillId;
-    const blob = await fetch(`/api/sessions/${current.id}/stills/${stillId}`).then((r) => r.blob());
-    current.frozenDigest = await digest(blob);
-    img.src = URL.createObjectURL(blob);
-    await img.decode().catch(() => {});
-  }
-  img.hidden = false;
-  $('#remote-video').hidden = true;
+  const shown = await showFrozenStill($('#frozen'), $('#remote-video'), stillId,
+    () => fetch(`/api/sessions/${current.id}/stills/${stillId}`).then((r) => r.blob()));
+  if (!stillId && current) current.frozenDigest = null;
+  if (shown) current.frozenDigest = await digest(shown);
   redraw();
 }
