@@ -298,6 +298,9 @@ enum Propagate {
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 /// The loop turns at least this often, which is also its watchdog heartbeat.
 const IDLE_WAKEUP: Duration = Duration::from_millis(100);
+/// Timeouts answered for one peer in one poll, at most: a large keyframe (~63 kB) is about
+/// 53 packets.
+const MAX_PACER_DRAIN: usize = 64;
 /// Every peer is visited at least this often, whatever its own deadline.
 const PEER_VISIT: Duration = Duration::from_secs(1);
 
