@@ -10,6 +10,17 @@ use tokio::sync::mpsc;
 use super::*;
 use crate::audit::Actor;
 
+/// Requests from a device that did not join, per session: when the current minute began
+/// and how many came after the one audited.
+pub(super) struct Refusals {
+    since_ms: UnixMillis,
+    more: u32,
+}
+
+const REFUSAL_WINDOW_MS: u64 = 60_000;
+/// Sessions whose refusals are remembered before the stale ones are dropped.
+const MAX_REFUSAL_WINDOWS: usize = 10_000;
+
 impl Live {
     /// Resolves an invitation token to its session, counting failures per source.
     pub fn resolve_invitation(
@@ -259,17 +270,62 @@ impl Live {
         let proven = session.device_key.is_some()
             && proof.device.as_ref().map(|d| sha256_hex(d.as_bytes())) == session.device_key;
         if !proven {
-            self.audit.record(
-                AuditKind::InvitationDeviceRefused,
-                Actor::account(&session.account_id).at(source),
-                format!(
-                    "session {}: the invitation used from a device that did not join",
-                    session.id
-                ),
-            );
+            self.device_refused(&session, source);
             return Err(LiveError::WrongDevice);
         }
         Ok(session)
+    }
+
+    /// Audits a request from a device that did not join: the first of a session in a
+    /// minute, with how many more came in the minute before. A second holder of the link
+    /// that keeps trying (a page retrying, a script) would otherwise write an entry per
+    /// request, without bound.
+    fn device_refused(&self, session: &SupportSession, source: IpAddr) {
+        let now = self.clock.now_ms();
+        let more = {
+            let mut refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+            if refusals.len() > MAX_REFUSAL_WINDOWS {
+                refusals.retain(|_, r| now < r.since_ms + REFUSAL_WINDOW_MS);
+            }
+            match refusals.get_mut(&session.id) {
+                Some(r) if now < r.since_ms + REFUSAL_WINDOW_MS => {
+                    r.more += 1;
+                    return;
+                }
+                Some(r) => {
+                    std::mem::replace(
+                        r,
+                        Refusals {
+                            since_ms: now,
+                            more: 0,
+                        },
+                    )
+                    .more
+                }
+                None => {
+                    refusals.insert(
+                        session.id.clone(),
+                        Refusals {
+                            since_ms: now,
+                            more: 0,
+                        },
+                    );
+                    0
+                }
+            }
+        };
+        let earlier = match more {
+            0 => String::new(),
+            n => format!(" ({n} more refused in the minute before)"),
+        };
+        self.audit.record(
+            AuditKind::InvitationDeviceRefused,
+            Actor::account(&session.account_id).at(source),
+            format!(
+                "session {}: the invitation used from a device that did not join{earlier}",
+                session.id
+            ),
+        );
     }
 
     /// The customer's page publishes its camera (WHIP). Requires camera consent.

@@ -129,6 +129,8 @@ pub struct Live {
     config: SessionConfig,
     rooms: Rooms,
     next_conn: AtomicU64,
+    /// Audited refusals of devices that did not join, per session (see `customer.rs`).
+    refusals: std::sync::Mutex<HashMap<SessionId, customer::Refusals>>,
 }
 
 impl Live {
@@ -151,6 +153,7 @@ impl Live {
             config,
             rooms: Rooms::default(),
             next_conn: AtomicU64::new(1),
+            refusals: std::sync::Mutex::default(),
         })
     }
 

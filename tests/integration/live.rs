@@ -881,6 +881,52 @@ async fn chat_lines_are_relayed_stored_and_validated() {
     assert_eq!(earlier["lines"].as_array().expect("lines").len(), 2);
 }
 
+async fn refused_request(app: &TestAppliance, headers: &[(&str, &str)]) {
+    let mut other = app.client_from("127.0.0.7");
+    let r = other
+        .request(
+            "GET",
+            "/api/invitation/stills/anything",
+            headers,
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["error"], "wrong_device");
+}
+
+/// A second holder of the link that keeps trying is refused every time, and audited once
+/// a minute with a count, not once per request.
+#[tokio::test]
+async fn a_device_that_did_not_join_is_audited_once_a_minute_not_per_request() {
+    let app = TestAppliance::start().await;
+    let mut admin = app.set_up().await;
+    let (_id, keys, _tech, _customer) = consented_session(&app, &mut admin).await;
+    let bearer = format!("Bearer {}", keys.token);
+    let wrong = [
+        ("authorization", bearer.as_str()),
+        ("x-sightline-device", "not-the-device-that-joined"),
+    ];
+    let refused = |app: &TestAppliance| {
+        app.running()
+            .audit_entries()
+            .expect("audit")
+            .into_iter()
+            .filter(|e| serde_json::to_value(&e.kind).expect("kind") == "invitation_device_refused")
+            .map(|e| e.detail)
+            .collect::<Vec<_>>()
+    };
+    for _ in 0..20 {
+        refused_request(&app, &wrong).await;
+    }
+    assert_eq!(refused(&app).len(), 1, "one entry for the first minute");
+    app.clock.advance_secs(61);
+    refused_request(&app, &wrong).await;
+    let details = refused(&app);
+    assert_eq!(details.len(), 2, "{details:?}");
+    assert!(details[1].contains("19 more refused"), "{details:?}");
+}
+
 #[tokio::test]
 async fn the_device_that_joined_rejoins_but_another_holder_of_the_link_cannot_take_over() {
     let app = TestAppliance::start().await;

@@ -41,6 +41,9 @@ export function setStatus(session, reason) {
   } else if (session.customer_connected === false && ['consented', 'live'].includes(session.state)) {
     text = t('status.disconnected');
   }
+  // A state update during a stall (the customer's page reporting in) must not claim the
+  // picture is live again; the stall watch says when it is.
+  if (current?.stalled && session.state === 'live' && !session.paused && session.customer_connected !== false) text = t('status.stalled');
   status.textContent = text;
   $('#invite').hidden = session.state !== 'waiting' || !current?.invitation;
   $('#end-session').disabled = session.state === 'ended';
