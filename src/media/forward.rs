@@ -104,31 +104,26 @@ impl Relay {
                     },
                 };
                 // Due now: the timeout first (also for a peer polled again in this turn
-                // because it was written to, as str0m packetises on a timeout).
-                if peer.deadline <= now
-                    && peer.rtc.is_alive()
-                    && let Err(e) = peer.rtc.handle_input(Input::Timeout(now))
-                {
-                    tracing::debug!(error = %e, peer = id.0, "peer failed on timeout");
-                    peer.rtc.disconnect();
-                }
-                poll_peer(id, peer, out, &self.events, &self.stats, &mut work);
-                // str0m's pacer lets one packet out per poll and then asks for a timeout a
-                // microsecond later. Answering it here once the clock has passed it lets a
+                // because it was written to, as str0m packetises on a timeout). str0m's
+                // pacer then lets one packet out per poll and asks for a timeout a
+                // microsecond later: answering it here once the clock has passed it lets a
                 // frame's packets leave in this turn rather than one per turn of the loop
                 // (each with a wait and a timer push); its spacing is kept, since only a
                 // timeout that is due is answered.
-                for _ in 0..MAX_PACER_DRAIN {
-                    let at = Instant::now();
+                let mut at = now;
+                for _ in 0..=MAX_PACER_DRAIN {
+                    if peer.deadline <= at
+                        && peer.rtc.is_alive()
+                        && let Err(e) = peer.rtc.handle_input(Input::Timeout(at))
+                    {
+                        tracing::debug!(error = %e, peer = id.0, "peer failed on timeout");
+                        peer.rtc.disconnect();
+                    }
+                    poll_peer(id, peer, out, &self.events, &self.stats, &mut work);
+                    at = Instant::now();
                     if peer.deadline > at || !peer.rtc.is_alive() {
                         break;
                     }
-                    if let Err(e) = peer.rtc.handle_input(Input::Timeout(at)) {
-                        tracing::debug!(error = %e, peer = id.0, "peer failed on timeout");
-                        peer.rtc.disconnect();
-                        break;
-                    }
-                    poll_peer(id, peer, out, &self.events, &self.stats, &mut work);
                 }
                 if !peer.rtc.is_alive() {
                     self.dead.push(id);

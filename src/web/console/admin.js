@@ -4,7 +4,7 @@ import { $, show, api } from '/assets/common.js';
 import { t, errorText, when, time } from '/assets/i18n.js';
 import { state } from '/assets/console/state.js';
 import { register } from '/assets/console/nav.js';
-import { onSubmit, cell, emptyRow } from '/assets/console/ui.js';
+import { onSubmit, reporting, cell, emptyRow } from '/assets/console/ui.js';
 import { startEnrolment } from '/assets/console/signin.js';
 
 let groupCache = [];
@@ -18,10 +18,7 @@ function action(label, handler, className = '') {
   const button = document.createElement('button');
   button.textContent = label;
   button.className = className;
-  button.addEventListener('click', async () => {
-    $('#users-error').textContent = '';
-    try { await handler(); } catch (e) { $('#users-error').textContent = errorText(e); }
-  });
+  button.addEventListener('click', () => reporting('#users-error', handler));
   return button;
 }
 

@@ -2,7 +2,7 @@
 // microphone, and recording.
 import { $ } from '/assets/common.js';
 import { t } from '/assets/i18n.js';
-import { state } from '/assets/console/state.js';
+import { state, send } from '/assets/console/state.js';
 
 export function showCapabilities(c) {
   const { current } = state;
@@ -21,8 +21,6 @@ export function showCapabilities(c) {
   if (c.zoom) Object.assign(zoom, { min: c.zoom.min, max: c.zoom.max, step: c.zoom.step, value: c.zoom.value });
   $('#cam-info').textContent = [c.label, c.width && `${c.width}×${c.height}`].filter(Boolean).join(' · ');
 }
-
-const send = (message) => state.current?.signal.send(message);
 
 $('#cam-switch').addEventListener('click', () => {
   const facing = state.current?.capabilities?.facing === 'user' ? 'environment' : 'user';

@@ -3,13 +3,11 @@
 import { $, digest } from '/assets/common.js';
 import { t } from '/assets/i18n.js';
 import { render, normalised, showFrozenStill } from '/assets/draw.js';
-import { state } from '/assets/console/state.js';
+import { state, send } from '/assets/console/state.js';
 
 // The tool chosen, the room's drawing as the appliance last sent it, where the pointer
 // is, and the shape being drawn now.
 export const drawing = { tool: null, shapes: [], pointer: null, sketch: null };
-
-const send = (message) => state.current?.signal.send(message);
 
 function stageMedia() {
   return $('#frozen').hidden ? $('#remote-video') : $('#frozen');

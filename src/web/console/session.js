@@ -2,14 +2,14 @@
 // the chat, and whether the picture keeps coming.
 import { $, show, negotiate, signaling, showChat, chatForm, keepConnected } from '/assets/common.js';
 import { t, errorText, time } from '/assets/i18n.js';
-import { state } from '/assets/console/state.js';
+import { state, send } from '/assets/console/state.js';
 import { register } from '/assets/console/nav.js';
 import { drawing, redraw, clearDrawing, putToolDown, showFrozen } from '/assets/console/drawing.js';
 import { showCapabilities } from '/assets/console/camera.js';
 import { showColleagues, loadColleagueChoices } from '/assets/console/colleagues.js';
 import { stillFigure } from '/assets/console/stills.js';
 
-chatForm($('#chat-form'), $('#chat-text'), (message) => state.current?.signal.send(message));
+chatForm($('#chat-form'), $('#chat-text'), send);
 
 $('#copy-link').addEventListener('click', async () => {
   const note = $('#copy-note');
@@ -25,9 +25,7 @@ $('#copy-link').addEventListener('click', async () => {
   note.timer = setTimeout(() => { note.textContent = ''; }, 4000);
 });
 
-$('#end-session').addEventListener('click', () => {
-  state.current?.signal.send({ type: 'end' });
-});
+$('#end-session').addEventListener('click', () => send({ type: 'end' }));
 
 export function setStatus(session, reason) {
   const { current, me } = state;
@@ -177,11 +175,10 @@ async function receiveMedia(session) {
   $('#remote-video').srcObject = video;
   $('#remote-audio').srcObject = audio;
   pc.addEventListener('track', (event) => (event.track.kind === 'video' ? video : audio).addTrack(event.track));
-  const mine = current;
   keepConnected(pc, {
-    resource: () => mine.resource,
+    resource: () => current.resource,
     fallback: () => receiveMedia(session),
-    isCurrent: () => state.current === mine && mine.pc === pc,
+    isCurrent: () => state.current === current && current.pc === pc,
   });
   current.resource = await negotiate(pc, `/api/sessions/${session.id}/whep`);
 }

@@ -5,15 +5,20 @@ import { t, errorText } from '/assets/i18n.js';
 // A form whose submission calls the API: the error line is cleared first and shows what
 // went wrong (by default the API error in the page's language).
 export function onSubmit(form, errorLine, handler, describe = errorText) {
-  $(form).addEventListener('submit', async (event) => {
+  $(form).addEventListener('submit', (event) => {
     event.preventDefault();
-    $(errorLine).textContent = '';
-    try {
-      await handler(event);
-    } catch (e) {
-      $(errorLine).textContent = describe(e);
-    }
+    reporting(errorLine, () => handler(event), describe);
   });
+}
+
+// Runs an API action, clearing `errorLine` first and showing what went wrong there.
+export async function reporting(errorLine, handler, describe = errorText) {
+  $(errorLine).textContent = '';
+  try {
+    await handler();
+  } catch (e) {
+    $(errorLine).textContent = describe(e);
+  }
 }
 
 export function cell(text) {
