@@ -34,7 +34,7 @@ async function newSession() {
   assert.match(link, /\/c#[A-Za-z0-9_-]{43}$/);
   assert.match(pin, /^\d{6}$/);
   assert.match(await page.getAttribute('#invite-qr', 'src'), /^data:image\/svg\+xml;base64,/);
-  await waitFor(() => page.evaluate(() => window.sightline.pc?.connectionState !== undefined), { what: 'WHEP started' });
+  await waitFor(async () => (await page.getAttribute('#session-status', 'data-state')) === 'waiting', { what: 'the session waiting' });
   return { link, pin };
 }
 
@@ -59,8 +59,13 @@ test('customer consents and the technician decodes live video through the relay'
   const customer = await openCustomer(link);
   assert.equal(await customer.page.textContent('#consent-title'), `${admin.name} from ${admin.org} would like to see your camera`);
   await waitFor(async () => (await status(technician.page)) === 'joined', { what: 'joined state' });
-  // Nothing flows before consent.
-  assert.equal((await inboundVideo(technician.page))?.framesDecoded ?? 0, 0);
+  // Nothing flows before consent, and a session waiting for its customer costs the relay
+  // nothing: the technician's media connection opens once the customer's video flows.
+  assert.equal(await technician.page.evaluate(() => window.sightline.pc), null, 'no media connection yet');
+  assert.equal(await metric(appliance, 'sightline_media_peers'), 0);
+  const sentBefore = await metric(appliance, 'sightline_media_datagrams_sent_total');
+  await new Promise((r) => setTimeout(r, 1000));
+  assert.equal(await metric(appliance, 'sightline_media_datagrams_sent_total'), sentBefore, 'nothing sent while waiting');
 
   const consentAt = Date.now();
   await customer.page.click('#share');
@@ -251,10 +256,9 @@ test('a customer who declines shares nothing and the technician sees it', async 
   await waitFor(async () => (await status(technician.page)) === 'declined', { what: 'declined state' });
   assert.match(await technician.page.textContent('#session-status'), /declined/);
   await new Promise((r) => setTimeout(r, 2000));
-  const stats = await inboundVideo(technician.page);
-  // The relay may probe the technician's downlink with padding; no frame may arrive.
-  assert.equal(stats.framesDecoded, 0);
-  assert.equal(stats.framesReceived, 0);
+  // No picture ever flowed, so the console never opened its media connection.
+  assert.equal(await technician.page.evaluate(() => window.sightline.pc), null, 'no media connection');
+  assert.equal(await inboundVideo(technician.page), null);
   const cameraStarted = await customer.page.evaluate(() => document.querySelector('#preview').srcObject !== null);
   assert.equal(cameraStarted, false, 'the camera was never opened');
   // Nothing to draw on and nobody reading: the tools are off, and the console says why.

@@ -42,7 +42,7 @@ async function newSession() {
   await page.waitForSelector('#dashboard:not([hidden])');
   await page.click('#new-session');
   await page.waitForSelector('#session:not([hidden])');
-  await waitFor(() => page.evaluate(() => window.sightline.pc?.connectionState !== undefined), { what: 'WHEP started' });
+  await waitFor(async () => (await page.getAttribute('#session-status', 'data-state')) === 'waiting', { what: 'the session waiting' });
   return (await page.textContent('#invite-link')).trim();
 }
 

@@ -127,7 +127,10 @@ async function openSession(created) {
   loadColleagueChoices();
 
   const signal = signaling((message) => {
-    if (message.type === 'state') setStatus(message.session);
+    if (message.type === 'state') {
+      setStatus(message.session);
+      receiveOnceLive(current, message.session);
+    }
     if (message.type === 'chat') showChat($('#chat-lines'), [message.line]);
     if (message.type === 'transcript') showChat($('#chat-lines'), message.lines);
     if (message.type === 'drawing') { drawing.shapes = message.shapes; redraw(); }
@@ -146,8 +149,21 @@ async function openSession(created) {
   watchVideo(current);
   await signal.opened;
   signal.send({ type: 'watch', session_id: session.id });
+  receiveOnceLive(current, session);
+}
 
-  await receiveMedia(session);
+// The media connection opens once the customer's video reaches the relay, and then stays
+// (through pauses and the customer's reconnects). A technician connection is padded by
+// the relay's bandwidth estimation to at least 50 kbit/s (~160 packets/s) whenever it has
+// nothing to send, so one opened while the session waits for its customer would cost the
+// relay about as much as forwarding video. Opening it at the consent instead, in parallel
+// with the customer's, did not bring the first picture sooner (e2e: 555-1293 ms from the
+// consent tap, against 406-572 ms this way, three runs each).
+function receiveOnceLive(current, session) {
+  if (session.state !== 'live' || current.pc || state.current !== current) return;
+  receiveMedia(session).catch((e) => {
+    if (state.current === current) $('#session-error').textContent = errorText(e);
+  });
 }
 
 // Receives the customer's media (WHEP) and sends the technician's voice back on the
