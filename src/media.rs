@@ -159,6 +159,10 @@ pub struct MediaStats {
     pub datagrams_dropped: AtomicU64,
     /// Datagrams (and ICE-TCP frames) the relay sent: media, RTCP, ICE and DTLS.
     pub datagrams_sent: AtomicU64,
+    /// Of those, RTP packets carrying media (retransmissions included).
+    pub media_packets_sent: AtomicU64,
+    /// Of those, RTP packets of padding alone (bandwidth estimation's probes and fill).
+    pub padding_packets_sent: AtomicU64,
     /// Datagrams that reached another worker's socket than their peer's and were handed
     /// over (the kernel spreads remote addresses over the group's sockets by a hash).
     pub datagrams_handed_over: AtomicU64,
@@ -380,3 +384,28 @@ fn queue(queued: &mut Vec<PeerId>, id: PeerId, peer: &mut Peer) {
 
 #[cfg(test)]
 mod tests;
+
+/// What a datagram the relay sends carries, told from the bytes SRTP leaves in the clear
+/// (RFC 7983's first-byte ranges, RFC 5761's payload types for RTCP, the RTP padding bit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sent {
+    Media,
+    Padding,
+    /// RTCP, STUN or DTLS.
+    Control,
+}
+
+impl Sent {
+    pub(crate) fn of(datagram: &[u8]) -> Self {
+        match datagram {
+            [first @ 128..=191, second, ..] if !(192..=223).contains(second) => {
+                if first & 0x20 != 0 {
+                    Sent::Padding
+                } else {
+                    Sent::Media
+                }
+            }
+            _ => Sent::Control,
+        }
+    }
+}

@@ -39,12 +39,14 @@ impl Metrics {
         let security = &self.audit.counts;
         let load = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
         #[rustfmt::skip]
-        let rows: [(&str, &str, &str, Option<u64>); 18] = [
+        let rows: [(&str, &str, &str, Option<u64>); 20] = [
             ("sightline_sessions_open", GAUGE, "Support sessions with participants connected.", Some(self.live.open_sessions() as u64)),
             ("sightline_media_peers", GAUGE, "WebRTC peers held by the relay.", Some(load(&media.peers))),
             ("sightline_media_frames_forwarded_total", COUNTER, "Media frames forwarded between participants.", Some(load(&media.packets_forwarded))),
             ("sightline_media_bytes_forwarded_total", COUNTER, "Media payload bytes forwarded between participants.", Some(load(&media.bytes_forwarded))),
             ("sightline_media_datagrams_sent_total", COUNTER, "Datagrams the media relay sent (media, RTCP, ICE, DTLS; ICE-TCP frames included).", Some(load(&media.datagrams_sent))),
+            ("sightline_media_packets_sent_total", COUNTER, "RTP media packets the relay sent (audio and video, retransmissions included).", Some(load(&media.media_packets_sent))),
+            ("sightline_media_padding_sent_total", COUNTER, "RTP padding packets the relay sent (bandwidth probing and fill).", Some(load(&media.padding_packets_sent))),
             ("sightline_media_datagrams_handed_over_total", COUNTER, "Datagrams that reached one relay worker's socket and were passed to the worker owning their peer.", Some(load(&media.datagrams_handed_over))),
             ("sightline_media_datagrams_dropped_total", COUNTER, "UDP datagrams dropped as unrecognised or for no known peer.", Some(load(&media.datagrams_dropped))),
             ("sightline_media_tcp_connections", GAUGE, "ICE-TCP connections on the HTTPS port.", Some(load(&media.tcp_connections))),

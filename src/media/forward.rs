@@ -303,6 +303,11 @@ fn poll_peer(
             }
             Output::Transmit(t) => {
                 stats.datagrams_sent.fetch_add(1, Ordering::Relaxed);
+                match Sent::of(&t.contents) {
+                    Sent::Media => stats.media_packets_sent.fetch_add(1, Ordering::Relaxed),
+                    Sent::Padding => stats.padding_packets_sent.fetch_add(1, Ordering::Relaxed),
+                    Sent::Control => 0,
+                };
                 if t.proto == Protocol::Tcp {
                     match tcp {
                         TcpOut::Own(conns) => {

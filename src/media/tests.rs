@@ -276,3 +276,21 @@ fn late_datagrams_of_a_departed_peer_are_not_junk_for_a_while() {
         "after the grace it is junk again"
     );
 }
+
+#[test]
+fn sent_datagrams_are_told_apart_by_their_clear_bytes() {
+    // RTP (version 2) with payload type 96, with and without the padding bit.
+    assert_eq!(Sent::of(&[0x80, 96, 0, 1]), Sent::Media);
+    assert_eq!(
+        Sent::of(&[0x90, 0xe0, 0, 1]),
+        Sent::Media,
+        "marker bit and extension"
+    );
+    assert_eq!(Sent::of(&[0xa0, 96, 0, 1]), Sent::Padding);
+    // RTCP receiver report and transport feedback; STUN; DTLS; nothing.
+    assert_eq!(Sent::of(&[0x81, 201, 0, 7]), Sent::Control);
+    assert_eq!(Sent::of(&[0x8f, 205, 0, 4]), Sent::Control);
+    assert_eq!(Sent::of(&[0x00, 0x01, 0, 0]), Sent::Control);
+    assert_eq!(Sent::of(&[22, 254, 253]), Sent::Control);
+    assert_eq!(Sent::of(&[]), Sent::Control);
+}
