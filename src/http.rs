@@ -98,6 +98,10 @@ pub async fn serve(
         let Ok(local) = stream.local_addr() else {
             continue;
         };
+        // Answers and WebSocket messages are small writes in a row (a pointer's moves, an
+        // answer's records): with Nagle's algorithm each one after the first waits for the
+        // peer's delayed ACK, up to 40 ms.
+        let _ = stream.set_nodelay(true);
         let info = ConnInfo { peer, local };
         let acceptor = acceptor.clone();
         let router = router.clone();

@@ -249,6 +249,8 @@ struct Peer {
     /// on a delta frame.
     awaiting_keyframe: bool,
     video_seen: bool,
+    /// The simulcast layers (rids) this publisher's video came in so far.
+    layers_seen: Vec<Option<Rid>>,
     /// When a keyframe was last asked for, per simulcast layer (`None`: no simulcast).
     last_keyframe_requests: Vec<(Option<Rid>, Instant)>,
     /// The address the peer's traffic last came from.

@@ -388,6 +388,12 @@ fn handle_event(
                         peer: id,
                     });
                 }
+                if !peer.layers_seen.contains(&data.rid) && peer.layers_seen.len() < 8 {
+                    // The customer's browser adds a layer once its own uplink estimate
+                    // allows: a technician cannot get the full layer before it comes.
+                    peer.layers_seen.push(data.rid);
+                    tracing::info!(target: LAYER_LOG, peer = id.0, rid = ?data.rid, "a layer of the customer's video arrives");
+                }
                 if !data.contiguous {
                     work.push(Propagate::KeyframeWanted {
                         room: peer.room.clone(),
@@ -406,9 +412,13 @@ fn handle_event(
             if peer.role == PeerRole::Subscriber =>
         {
             let next = layers::choose(peer.target_layer, estimate.as_u64());
+            // Under their own target, so that a test (or an operator chasing a
+            // technician's blurry picture) can follow the estimate and the layer it chose.
+            tracing::debug!(target: LAYER_LOG, peer = id.0, estimate_bps = estimate.as_u64(), "downlink estimate");
             if next == peer.target_layer {
                 return;
             }
+            tracing::info!(target: LAYER_LOG, peer = id.0, estimate_bps = estimate.as_u64(), from = ?peer.target_layer, to = ?next, "technician's video layer changes");
             if next.is_none() != peer.target_layer.is_none() {
                 let _ = events.send(MediaEvent::VideoSuspended {
                     room: peer.room.to_string(),
@@ -431,6 +441,9 @@ fn handle_event(
         _ => {}
     }
 }
+
+/// The log target of the technicians' estimates and layer changes.
+const LAYER_LOG: &str = "sightline::media::layers";
 
 /// What to do with a video frame for one technician.
 enum VideoDecision {

@@ -92,6 +92,7 @@ impl Relay {
                 mids: Vec::new(),
                 awaiting_keyframe: true,
                 video_seen: false,
+                layers_seen: Vec::new(),
                 last_keyframe_requests: Vec::new(),
                 remote: None,
                 sources: Vec::new(),

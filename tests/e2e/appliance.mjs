@@ -16,11 +16,12 @@ export const binary = process.env.SIGHTLINE_BIN ?? join(targetDir, 'debug', 'sig
 export const otherHosts = process.env.E2E_HOST ? ['198.18.9.2', '198.18.9.3'] : ['127.0.0.9', '127.0.0.10'];
 
 // E2E_HOST: where the appliance listens (firefox.sh runs the suite in a namespace).
-export async function startAppliance({ host = process.env.E2E_HOST ?? '127.0.0.1' } = {}) {
+// `log`: the appliance's log filter (SIGHTLINE_LOG), e.g. to follow one module's debug lines.
+export async function startAppliance({ host = process.env.E2E_HOST ?? '127.0.0.1', log } = {}) {
   const dataDir = mkdtempSync(join(tmpdir(), 'sightline-e2e-'));
   const child = spawn(binary, [
     'serve', '--data-dir', dataDir, '--listen', `${host}:0`, '--media-listen', `${host}:0`, '--metrics-listen', '127.0.0.1:0',
-  ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SIGHTLINE_LOG: process.env.SIGHTLINE_LOG ?? 'warn' } });
+  ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SIGHTLINE_LOG: log ?? process.env.SIGHTLINE_LOG ?? 'warn' } });
   let stdout = '';
   let stderr = '';
   child.stderr.on('data', (d) => { stderr += d; });
@@ -151,11 +152,12 @@ export async function inboundVideo(page) {
           framesDecoded: report.framesDecoded ?? 0,
           framesReceived: report.framesReceived ?? 0,
           packetsReceived: report.packetsReceived ?? 0,
+          bytesReceived: report.bytesReceived ?? 0,
           frameWidth: report.frameWidth ?? 0,
         };
       }
     }
-    return { framesDecoded: 0, framesReceived: 0, packetsReceived: 0, frameWidth: 0 };
+    return { framesDecoded: 0, framesReceived: 0, packetsReceived: 0, bytesReceived: 0, frameWidth: 0 };
   });
 }
 

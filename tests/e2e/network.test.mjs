@@ -97,7 +97,8 @@ before(async () => {
     return wrapper;
   };
 
-  appliance = await startAppliance({ host: hostAddr });
+  // The relay logs each technician's downlink estimate and layer, for the ramp's timeline.
+  appliance = await startAppliance({ host: hostAddr, log: 'warn,sightline::media::layers=debug' });
   browser = await launchBrowser();
   confinedBrowser = await launchBrowser({ executablePath: inNamespace(ns, 'chromium-customer') });
   throttledBrowser = await launchBrowser({ executablePath: inNamespace(bwNs, 'chromium-technician') });
@@ -191,25 +192,53 @@ test('a technician on a thin downlink gets the small simulcast layer and keeps d
   await customer.goto(link);
   await customer.waitForSelector('#consent:not([hidden])');
   await customer.check('#share-mic');
+  const logged = appliance.logs().length;
   await customer.click('#share');
   const started = Date.now();
-  await waitFor(async () => (await inboundVideo(remote))?.frameWidth === 1280, { timeout: 40000, interval: 200, what: 'the full layer on a wide downlink' });
-  console.log(`full layer reached ${Date.now() - started} ms after sharing`);
+  // Whatever the outcome, the ramp can be explained: what the technician decoded and how
+  // fast bytes came, sampled with every check, beside the relay's estimates and layers.
+  const timeline = [];
+  // eslint-disable-next-line no-control-regex
+  const relayLog = () => appliance.logs().slice(logged).replace(/\x1b\[[0-9;]*m/g, '').split('\n').filter((l) => l.includes('media::layers'));
+  const sample = async () => {
+    const v = await inboundVideo(remote);
+    timeline.push({ ms: Date.now() - started, width: v?.frameWidth ?? 0, bytes: v?.bytesReceived ?? 0 });
+    return v;
+  };
+  const explain = () => {
+    const rows = timeline.map((t, i) => {
+      const before = timeline[i - 1];
+      const kbps = before ? Math.round(((t.bytes - before.bytes) * 8) / Math.max(1, t.ms - before.ms)) : 0;
+      return `  ${t.ms} ms: ${t.width} px, ${kbps} kbit/s`;
+    });
+    return `technician's side:\n${rows.join('\n')}\nrelay:\n${relayLog().map((l) => `  ${l}`).join('\n')}`;
+  };
+  const step = async (what, condition, timeout = 40000) => {
+    try {
+      await waitFor(condition, { timeout, interval: 200, what });
+    } catch (e) {
+      console.log(explain());
+      throw e;
+    }
+  };
+  await step('the full layer on a wide downlink', async () => (await sample())?.frameWidth === 1280);
+  const estimates = relayLog().map((l) => l.match(/estimate_bps=(\d+)/)?.[1]).filter(Boolean);
+  console.log(`full layer reached ${Date.now() - started} ms after sharing (${estimates.length} estimates from the relay, the last ${estimates.at(-1) ?? 'none'} bit/s)`);
 
   throttle('400kbit');
-  await waitFor(async () => {
-    const v = await inboundVideo(remote);
+  await step('the small layer on a thin downlink', async () => {
+    const v = await sample();
     return v.frameWidth > 0 && v.frameWidth < 1280;
-  }, { timeout: 40000, interval: 200, what: 'the small layer on a thin downlink' });
+  });
   const small = await inboundVideo(remote);
-  await waitFor(async () => (await inboundVideo(remote)).framesDecoded > small.framesDecoded + 20, { timeout: 20000, what: 'frames keep decoding' });
+  await step('frames keep decoding', async () => (await sample()).framesDecoded > small.framesDecoded + 20, 20000);
   console.log(`thin downlink: ${small.frameWidth} px wide, still decoding`);
 
   // Too thin for any video: the technician is told, and the customer's voice goes on.
   throttle('60kbit');
-  await remote.waitForSelector('#bandwidth-note:not([hidden])', { timeout: 40000 });
+  await step('the note that video is off', () => remote.isVisible('#bandwidth-note'));
   const heard = (await inboundAudio(remote)).packetsReceived;
-  await waitFor(async () => (await inboundAudio(remote)).packetsReceived > heard + 25, { timeout: 20000, what: 'audio on a link too thin for video' });
+  await step('audio on a link too thin for video', async () => (await inboundAudio(remote)).packetsReceived > heard + 25, 20000);
 
   throttle(null);
   await customer.click('#end');
