@@ -9,6 +9,9 @@
 //!                         session waiting for its camera costs (the technician's console
 //!                         opens its media connection once video flows), and what one
 //!                         whose camera is paused costs (both media connections up)
+//!   --mix heavy           the customer's video: `heavy`, one stream of 1.5 Mbit/s; or
+//!                         `target`, the product's (simulcast: 320 px ≤ 150 kbit/s and the
+//!                         full picture ≤ 900 kbit/s, 30 frames/s each)
 //!   --cache-mib 32        the store's page cache (`[store] cache_mib`), to tell the cache
 //!                         filling from memory that grows with the history
 //!
@@ -44,14 +47,47 @@ use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrIn, recvmmsg, sendmmsg};
 use serde_json::json;
 use str0m::change::SdpAnswer;
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, MediaTime, Mid};
+use str0m::media::{Direction, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 
 const FPS: u64 = 30;
-/// 1.5 Mbit/s at 30 frames/s.
-const FRAME_BYTES: usize = 1_500_000 / 8 / FPS as usize;
+
+/// A layer of the customer's video: its simulcast rid (none without simulcast), its bytes
+/// per frame, and whether its payload is stamped (the layer the technicians receive; the
+/// other one the relay drops, as it would for a technician on the full layer).
+struct VideoLayer {
+    rid: Option<&'static str>,
+    frame_bytes: usize,
+    stamped: bool,
+}
+
+/// What the customer's video is (`--mix`).
+fn video_layers() -> &'static [VideoLayer] {
+    const HEAVY: &[VideoLayer] = &[VideoLayer {
+        rid: None,
+        frame_bytes: 1_500_000 / 8 / FPS as usize,
+        stamped: true,
+    }];
+    // The product's: the console's page caps its layers at 150 and 900 kbit/s.
+    const TARGET: &[VideoLayer] = &[
+        VideoLayer {
+            rid: Some("l"),
+            frame_bytes: 150_000 / 8 / FPS as usize,
+            stamped: false,
+        },
+        VideoLayer {
+            rid: Some("h"),
+            frame_bytes: 900_000 / 8 / FPS as usize,
+            stamped: true,
+        },
+    ];
+    match arg::<String>("--mix").as_deref() {
+        Some("target") => TARGET,
+        _ => HEAVY,
+    }
+}
 /// A stamp every CHUNK bytes: about one per RTP packet (str0m's payloads are ≤ 1200 B).
 const CHUNK: usize = 1000;
 /// Room for the VP8 frame header before the first stamp.
@@ -353,7 +389,18 @@ async fn negotiate(
     } else {
         Direction::RecvOnly
     };
-    let video_mid = api.add_media(MediaKind::Video, video_dir, None, None, None);
+    // The customer's page sends its layers as simulcast; the technician's offers plain
+    // receive, and the relay picks one layer for it.
+    let simulcast = customer
+        .then(|| {
+            let mut simulcast = Simulcast::new();
+            for rid in video_layers().iter().filter_map(|l| l.rid) {
+                simulcast.add_send_layer(SimulcastLayer::new(rid));
+            }
+            simulcast
+        })
+        .filter(|s| !s.send.is_empty());
+    let video_mid = api.add_media(MediaKind::Video, video_dir, None, None, simulcast);
     let audio_mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
     let (offer, pending) = api.apply().ok_or("no offer")?;
     let mut all = vec![("content-type", "application/sdp")];
@@ -398,7 +445,7 @@ async fn run_sim(
     let mut buf = vec![0u8; 2048];
     let mut video_seq = 0u64;
     let mut audio_seq = 0u64;
-    let mut frame = vec![0u8; FRAME_BYTES];
+    let mut frame = Vec::new();
     let pt_of = |rtc: &mut Rtc, mid: Mid, codec: Codec| {
         rtc.writer(mid).and_then(|w| {
             w.payload_params()
@@ -472,21 +519,29 @@ async fn run_sim(
         {
             let sent = now_ns();
             let keyframe = video_seq.is_multiple_of(KEYFRAME_EVERY);
-            // VP8 frame tag: bit 0 clear marks a keyframe.
-            frame[0] = if keyframe { 0x10 } else { 0x11 };
-            frame[3..6].copy_from_slice(&[0x9d, 0x01, 0x2a]);
-            let mut stamps = 0;
-            let mut at = VIDEO_HEADER;
-            while at + 24 <= frame.len() {
-                write_stamp(&mut frame[at..], stream, video_seq, sent);
-                stamps += 1;
-                at += CHUNK;
-            }
             let time = MediaTime::from_90khz(video_seq * 90_000 / FPS);
-            if let Some(writer) = sim.rtc.writer(mid) {
-                let _ = writer.write(pt, now, time, frame.clone());
+            for layer in video_layers() {
+                frame.clear();
+                frame.resize(layer.frame_bytes, 0);
+                // VP8 frame tag: bit 0 clear marks a keyframe.
+                frame[0] = if keyframe { 0x10 } else { 0x11 };
+                frame[3..6].copy_from_slice(&[0x9d, 0x01, 0x2a]);
+                let mut stamps = 0;
+                let mut at = VIDEO_HEADER;
+                while layer.stamped && at + 24 <= frame.len() {
+                    write_stamp(&mut frame[at..], stream, video_seq, sent);
+                    stamps += 1;
+                    at += CHUNK;
+                }
+                if let Some(writer) = sim.rtc.writer(mid) {
+                    let writer = match layer.rid {
+                        Some(rid) => writer.rid(Rid::from(rid)),
+                        None => writer,
+                    };
+                    let _ = writer.write(pt, now, time, frame.clone());
+                }
+                tally.sent(sent, stamps);
             }
-            tally.sent(sent, stamps);
             video_seq += 1;
             next_video += Duration::from_micros(1_000_000 / FPS);
             if next_video + Duration::from_secs(1) < now {
@@ -835,9 +890,22 @@ async fn raw_session(
     };
     let rx1 = tokio::spawn(receive(tech_rx, tally.clone(), stop.clone()));
     let rx2 = tokio::spawn(receive(customer_rx, tally.clone(), stop.clone()));
-    // Sizes of what the relay sends: ~6 RTP packets of ~1080 B per frame, 200 B audio.
-    let per_frame = FRAME_BYTES.div_ceil(1150);
-    let video_packet = FRAME_BYTES / per_frame + 60;
+    // Sizes of what the relay sends: the stamped layer's frame in RTP packets of at most
+    // ~1150 B, 200 B audio. A layer the relay would drop goes to the loop unrouted (read
+    // and dropped there too).
+    let layers = video_layers();
+    let forwarded = layers
+        .iter()
+        .find(|l| l.stamped)
+        .map_or(0, |l| l.frame_bytes);
+    let per_frame = forwarded.div_ceil(1150);
+    let video_packet = forwarded / per_frame + 60;
+    let dropped: Vec<usize> = layers
+        .iter()
+        .filter(|l| !l.stamped)
+        .map(|l| l.frame_bytes.div_ceil(1150))
+        .collect();
+    let unrouted_tx = bind().await;
     let mut video_tick = tokio::time::interval(Duration::from_micros(1_000_000 / FPS));
     let mut audio_tick = tokio::time::interval(Duration::from_micros(1_000_000 / AUDIO_PER_SECOND));
     let mut packet = vec![0u8; video_packet];
@@ -864,6 +932,11 @@ async fn raw_session(
                     seq += 1;
                     let _ = video_tx.send_to(&packet, relay).await;
                     tally.sent(sent, 1);
+                }
+                for packets in &dropped {
+                    for _ in 0..*packets {
+                        let _ = unrouted_tx.send_to(&packet, relay).await;
+                    }
                 }
             }
             _ = audio_tick.tick() => {
