@@ -39,6 +39,8 @@ echo "==> cargo fmt --check"
 cargo fmt --check
 echo "==> module imports"
 python3 scripts/check-module-cycles.py src
+echo "==> supply chain (cargo deny: advisories, licences, sources, duplicates)"
+./scripts/check-supply-chain.sh
 echo "==> cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 echo "==> cargo build"

@@ -369,7 +369,8 @@ fn not_after(der: &[u8]) -> Option<OffsetDateTime> {
 }
 
 fn pem_to_der(pem: &str) -> Option<CertificateDer<'static>> {
-    rustls_pemfile::certs(&mut pem.as_bytes()).next()?.ok()
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::from_pem_slice(pem.as_bytes()).ok()
 }
 
 /// The names the server certificate should carry by default: loopback, the host name,

@@ -188,7 +188,8 @@ impl Client {
 
     fn new(addr: SocketAddr, ca_pem: &str, source: &str) -> Self {
         let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        use rustls::pki_types::pem::PemObject;
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
             roots.add(cert.expect("pem")).expect("root");
         }
         let config = rustls::ClientConfig::builder_with_provider(Arc::new(
