@@ -17,6 +17,7 @@ command -v npm >/dev/null || missing+=(npm)
 command -v nft >/dev/null || missing+=(nftables)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v python3 >/dev/null || missing+=(python3)
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v lintian >/dev/null || missing+=(lintian)
 command -v shellcheck >/dev/null || missing+=(shellcheck)
@@ -60,6 +61,9 @@ fi
 
 echo "==> systemd units"
 ./scripts/check-units.sh "${CARGO_TARGET_DIR:-target}/debug/sightline"
+
+echo "==> TLS profile (sslyze against Mozilla's intermediate configuration)"
+./scripts/check-tls-profile.sh "${CARGO_TARGET_DIR:-target}/debug/sightline"
 
 echo "==> Debian package"
 ./scripts/check-deb.sh
