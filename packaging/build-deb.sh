@@ -9,9 +9,19 @@ target_dir="${CARGO_TARGET_DIR:-target}"
 binary="${1:-}"
 out="${2:-$target_dir/debian}"
 if [ -z "$binary" ]; then
+  # SIGHTLINE_REPRODUCIBLE=1 (scripts/check-reproducible.sh): no build paths in the binary,
+  # so that builds from different checkouts match. Not by default: changed flags rebuild
+  # every dependency.
+  if [ -n "${SIGHTLINE_REPRODUCIBLE:-}" ]; then
+    export RUSTFLAGS="--remap-path-prefix=$PWD=/build/sightline --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo"
+  fi
   cargo build --release --locked --bin sightline
   binary="$target_dir/release/sightline"
 fi
+
+# Reproducible: every timestamp is the commit's (dpkg-deb clamps the archive's to it),
+# the file list is sorted, and compressors write no names or times.
+export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}"
 
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)-1"
 arch="$(dpkg --print-architecture)"
@@ -29,6 +39,15 @@ install -D -m 0644 packaging/debian/lintian-overrides "$root/usr/share/lintian/o
 doc="$root/usr/share/doc/sightline"
 install -D -m 0644 README.md "$doc/README.md"
 gzip -9n "$doc/README.md"
+# The software bill of materials: every crate in the binary, with versions, licences and
+# checksums (CycloneDX 1.5, from the lock file; its timestamp is SOURCE_DATE_EPOCH's).
+CYCLONEDX_VERSION=0.5.9
+if ! cargo cyclonedx --version 2>/dev/null | grep -q "$CYCLONEDX_VERSION"; then
+  cargo install --locked -q "cargo-cyclonedx@$CYCLONEDX_VERSION"
+fi
+cargo cyclonedx --describe binaries --format json --spec-version 1.5 --no-build-deps -q
+mv sightline_bin.cdx.json "$doc/sightline.cdx.json"
+chmod 0644 "$doc/sightline.cdx.json"
 {
   echo "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/"
   echo "Upstream-Name: sightline"
@@ -40,7 +59,7 @@ gzip -9n "$doc/README.md"
   echo " /usr/share/common-licenses/Apache-2.0."
 } > "$doc/copyright"
 chmod 0644 "$doc/copyright"
-date="$(git log -1 --format=%cD 2>/dev/null || date -R)"
+date="$(date -R -u -d "@$SOURCE_DATE_EPOCH")"
 printf 'sightline (%s) unstable; urgency=medium\n\n  * Built from %s.\n\n -- Sightline maintainers <maintainers@sightline.example.org>  %s\n' \
   "$version" "$(git rev-parse --short HEAD 2>/dev/null || echo 'a source tree')" "$date" \
   | gzip -9n > "$doc/changelog.Debian.gz"
@@ -55,6 +74,7 @@ for script in postinst prerm postrm; do
   install -m 0755 "packaging/debian/$script" "$root/DEBIAN/$script"
 done
 find "$root" -type d -exec chmod 0755 {} +
+find "$root" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 
 mkdir -p "$out"
 deb="$out/sightline_${version}_${arch}.deb"

@@ -15,6 +15,26 @@ target="${CARGO_TARGET_DIR:-target}"
 mkdir -p "$target/debian"
 deb="$(packaging/build-deb.sh "" "$target/debian")"
 echo "built $deb ($(du -h "$deb" | cut -f1))"
+# Packaging the same binary again, a second later and from other temporary files, gives
+# the same bytes (the binary itself across checkouts: scripts/check-reproducible.sh).
+again="$(packaging/build-deb.sh "$target/release/sightline" "$target/debian/again")"
+cmp "$deb" "$again" || { echo "packaging is not reproducible"; exit 1; }
+echo "packaged twice: identical ($(sha256sum "$deb" | cut -c1-16))"
+# The SBOM it carries names the crates of the lock file, at their locked versions.
+dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/share/doc/sightline/sightline.cdx.json > "$target/debian/sbom.json"
+python3 - "$target/debian/sbom.json" <<'PY'
+import json, sys, tomllib
+bom = json.load(open(sys.argv[1]))
+locked = {(p["name"], p["version"]) for p in tomllib.load(open("Cargo.lock", "rb"))["package"]}
+assert bom["bomFormat"] == "CycloneDX" and bom["specVersion"] == "1.5", "not a CycloneDX 1.5 BOM"
+assert bom["metadata"]["component"]["name"] == "sightline"
+components = {(c["name"], c["version"]) for c in bom["components"]}
+assert components <= locked, f"not in Cargo.lock: {sorted(components - locked)[:5]}"
+for name in ("str0m", "redb", "rustls", "tokio", "age", "argon2"):
+    assert any(n == name for n, _ in components), f"{name} missing from the SBOM"
+assert all(c.get("purl", "").startswith("pkg:cargo/") for c in bom["components"]), "a component without a purl"
+print(f"SBOM: {len(components)} crates, all at their locked versions")
+PY
 shellcheck packaging/build-deb.sh packaging/debian/postinst packaging/debian/prerm packaging/debian/postrm
 lintian --fail-on error,warning "$deb" 2>&1 | grep -v 'root privileges' || true
 lintian --fail-on error,warning "$deb" >/dev/null 2>&1 || { echo "lintian found problems"; exit 1; }
@@ -55,6 +75,7 @@ snapshot > "$work/before"
 cp "$deb" "$root/tmp/sightline.deb"
 in_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq /tmp/sightline.deb >/dev/null
 echo "installed: $(in_root sightline --version)"
+[ -s "$root/usr/share/doc/sightline/sightline.cdx.json" ]
 in_root stat -c '%a %U:%G %n' /etc/sightline /etc/sightline/sightline.toml /var/lib/sightline
 [ "$(in_root stat -c '%a %U:%G' /etc/sightline/sightline.toml)" = "640 root:sightline" ]
 [ "$(in_root stat -c '%a %U:%G' /var/lib/sightline)" = "700 sightline:sightline" ]
