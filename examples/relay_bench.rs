@@ -688,6 +688,13 @@ fn median_startup(dir: &Path) -> Duration {
     percentile(&mut startups, 0.5)
 }
 
+fn print_percentiles(what: &str, unit: &str, mut values: Vec<Duration>) {
+    let count = values.len();
+    let mut ms = |q| percentile(&mut values, q).as_secs_f64() * 1000.0;
+    let (p50, p99) = (ms(0.5), ms(0.99));
+    println!("{what}, {count} {unit}): p50 {p50:.1} ms, p99 {p99:.1} ms");
+}
+
 fn percentile(values: &mut [Duration], q: f64) -> Duration {
     values.sort_unstable();
     values
@@ -1179,19 +1186,14 @@ async fn main() {
         );
         results.push((raw, floor, relay));
     }
-    let mut connect = connected.lock().map(|c| c.clone()).unwrap_or_default();
-    println!(
-        "\nconnect (answer received → ICE connected, {} peers): p50 {:.0} ms, p99 {:.0} ms",
-        connect.len(),
-        percentile(&mut connect, 0.5).as_secs_f64() * 1000.0,
-        percentile(&mut connect, 0.99).as_secs_f64() * 1000.0
-    );
-    let mut posts = POSTS.lock().map(|p| p.clone()).unwrap_or_default();
-    println!(
-        "WHIP/WHEP POST (offer sent → answer received, {} posts): p50 {:.1} ms, p99 {:.1} ms",
-        posts.len(),
-        percentile(&mut posts, 0.5).as_secs_f64() * 1000.0,
-        percentile(&mut posts, 0.99).as_secs_f64() * 1000.0
+    println!();
+    let connect = connected.lock().map(|c| c.clone()).unwrap_or_default();
+    print_percentiles("connect (answer received → ICE connected", "peers", connect);
+    let posts = POSTS.lock().map(|p| p.clone()).unwrap_or_default();
+    print_percentiles(
+        "WHIP/WHEP POST (offer sent → answer received",
+        "posts",
+        posts,
     );
     summarise(&results);
     for session in sessions.drain(..) {
