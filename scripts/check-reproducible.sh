@@ -5,7 +5,8 @@
 # Usage: scripts/check-reproducible.sh [commit]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-commit="${1:-HEAD}"
+# Resolved once: both checkouts must build the same commit, whatever happens meanwhile.
+commit="$(git rev-parse --verify "${1:-HEAD}^{commit}")"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 

@@ -162,7 +162,11 @@ async function openSession(created) {
 function receiveOnceLive(current, session) {
   if (session.state !== 'live' || current.pc || state.current !== current) return;
   receiveMedia(session).catch((e) => {
-    if (state.current === current) $('#session-error').textContent = errorText(e);
+    if (state.current !== current) return;
+    $('#session-error').textContent = errorText(e);
+    // The next state update tries again.
+    current.pc?.close();
+    current.pc = null;
   });
 }
 
@@ -173,6 +177,7 @@ async function receiveMedia(session) {
   const pc = new RTCPeerConnection();
   const previous = current.pc;
   current.pc = pc;
+  current.mediaSince = performance.now();
   previous?.close();
   pc.addTransceiver('video', { direction: 'recvonly' });
   const observer = session.colleagues?.some((c) => c.user_id === me?.user_id && c.role === 'observer');
@@ -218,8 +223,10 @@ function watchVideo(mine) {
     while (samples.length > 1 && now - samples[1][0] >= STALL_MS) samples.shift();
     const [since, before] = samples[0];
     const s = mine.session ?? {};
+    // A connection just opened (once the session went live, or again after a loss) has
+    // had no time to bring frames yet.
     const expected = s.state === 'live' && !s.paused && !s.frozen && s.customer_connected !== false
-      && $('#bandwidth-note').hidden;
+      && $('#bandwidth-note').hidden && now - (mine.mediaSince ?? now) >= STALL_MS;
     const stalled = expected && now - since >= STALL_MS - 300 && frames - before < STALL_FRAMES;
     if (state.current !== mine || stalled === Boolean(mine.stalled)) return;
     mine.stalled = stalled;
