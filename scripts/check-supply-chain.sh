@@ -3,8 +3,9 @@
 # and unsound crates (RustSec advisories), licences, sources, duplicate versions.
 #
 # Offline when a snapshot of the RustSec database is at hand (SIGHTLINE_ADVISORY_DB, or
-# ../shared/advisory-db next to the checkout): cargo-deny reads it as its clone of the
-# database. Without one, cargo-deny fetches the database itself (a connected machine).
+# ../shared/advisory-db next to the checkout, or /work/shared/advisory-db): cargo-deny
+# reads it as its clone of the database. Without one, cargo-deny fetches the database
+# itself (a connected machine); if it cannot, the check fails rather than pass unchecked.
 #
 # It first proves the gate can fail: a copy of the database with an advisory planted
 # against a crate we use must make cargo-deny refuse the tree.
@@ -32,9 +33,14 @@ for entry in entries:
         sys.exit(f"deny.toml: the exception for {name} was due for review on {due.group(1)}")
 PY
 
-snapshot="${SIGHTLINE_ADVISORY_DB:-../shared/advisory-db}"
-if [ ! -d "$snapshot/crates" ]; then
-  echo "(no advisory snapshot at $snapshot: cargo-deny fetches the database)"
+# The snapshot beside the working copy, or where this machine keeps it for clones made
+# elsewhere (CI's).
+snapshot="${SIGHTLINE_ADVISORY_DB:-}"
+for candidate in ../shared/advisory-db /work/shared/advisory-db; do
+  if [ -z "$snapshot" ] && [ -d "$candidate/crates" ]; then snapshot="$candidate"; fi
+done
+if [ ! -d "${snapshot:-/nonexistent}/crates" ]; then
+  echo "(no advisory snapshot found: cargo-deny fetches the database)"
   cargo deny --locked check
   exit 0
 fi
