@@ -63,7 +63,8 @@ struct VideoLayer {
     stamped: bool,
 }
 
-/// What the customer's video is (`--mix`).
+/// What the customer's video is (`--mix`), read from the arguments once: the generator
+/// asks for every frame.
 fn video_layers() -> &'static [VideoLayer] {
     const HEAVY: &[VideoLayer] = &[VideoLayer {
         rid: None,
@@ -83,10 +84,11 @@ fn video_layers() -> &'static [VideoLayer] {
             stamped: true,
         },
     ];
-    match arg::<String>("--mix").as_deref() {
+    static CHOSEN: OnceLock<&'static [VideoLayer]> = OnceLock::new();
+    CHOSEN.get_or_init(|| match arg::<String>("--mix").as_deref() {
         Some("target") => TARGET,
         _ => HEAVY,
-    }
+    })
 }
 /// A stamp every CHUNK bytes: about one per RTP packet (str0m's payloads are ≤ 1200 B).
 const CHUNK: usize = 1000;
@@ -688,11 +690,12 @@ fn median_startup(dir: &Path) -> Duration {
     percentile(&mut startups, 0.5)
 }
 
-fn print_percentiles(what: &str, unit: &str, mut values: Vec<Duration>) {
+/// Prints e.g. "connect (answer received → ICE connected, 80 peers): p50 …, p99 …".
+fn print_percentiles(name: &str, span: &str, unit: &str, mut values: Vec<Duration>) {
     let count = values.len();
     let mut ms = |q| percentile(&mut values, q).as_secs_f64() * 1000.0;
     let (p50, p99) = (ms(0.5), ms(0.99));
-    println!("{what}, {count} {unit}): p50 {p50:.1} ms, p99 {p99:.1} ms");
+    println!("{name} ({span}, {count} {unit}): p50 {p50:.1} ms, p99 {p99:.1} ms");
 }
 
 fn percentile(values: &mut [Duration], q: f64) -> Duration {
@@ -1188,10 +1191,16 @@ async fn main() {
     }
     println!();
     let connect = connected.lock().map(|c| c.clone()).unwrap_or_default();
-    print_percentiles("connect (answer received → ICE connected", "peers", connect);
+    print_percentiles(
+        "connect",
+        "answer received → ICE connected",
+        "peers",
+        connect,
+    );
     let posts = POSTS.lock().map(|p| p.clone()).unwrap_or_default();
     print_percentiles(
-        "WHIP/WHEP POST (offer sent → answer received",
+        "WHIP/WHEP POST",
+        "offer sent → answer received",
         "posts",
         posts,
     );

@@ -45,6 +45,8 @@ if [ ! -d "${snapshot:-/nonexistent}/crates" ]; then
   exit 0
 fi
 
+newest=$(grep -h '^date = ' "$snapshot"/crates/*/*.md | sort | tail -1 | cut -d'"' -f2)
+
 # Where cargo-deny $DENY_VERSION keeps its clone of https://github.com/rustsec/advisory-db
 # (the suffix is a hash of the URL), as a git repository whose commit date is the
 # snapshot's newest advisory.
@@ -73,7 +75,6 @@ patched = []
 # Planted by check-supply-chain.sh to prove the gate fails
 EOF
   fi
-  newest=$(grep -h '^date = ' "$snapshot"/crates/*/*.md | sort | tail -1 | cut -d'"' -f2)
   git -C "$db" init -q
   git -C "$db" add -A
   GIT_AUTHOR_DATE="${newest}T00:00:00Z" GIT_COMMITTER_DATE="${newest}T00:00:00Z" \
@@ -83,7 +84,7 @@ EOF
 # cargo-deny reads the whole lock file's metadata, other platforms' crates included.
 cargo fetch --locked -q
 
-echo "(advisory snapshot: $snapshot, newest advisory $(grep -h '^date = ' "$snapshot"/crates/*/*.md | sort | tail -1 | cut -d'"' -f2))"
+echo "(advisory snapshot: $snapshot, newest advisory $newest)"
 plant tar
 if cargo deny --offline --locked check advisories >/dev/null 2>&1; then
   echo "cargo-deny accepted a tree with a planted vulnerability: the gate is not working" >&2
