@@ -289,6 +289,63 @@ async fn damaged_incomplete_or_misdirected_restores_are_refused_whole() {
     restore().expect("the intact chain restores");
 }
 
+/// An archive anyone can make: the backup recipient is a public key. Encrypted to it, the
+/// archive passes decryption and its digest; what it names must still stay inside the
+/// files a backup holds.
+fn crafted_archive(recipient: &str, lines: &[Value]) -> Vec<u8> {
+    let mut plain = json!({"format": "sightline-backup-1", "seq": 99, "kind": "full",
+        "id": "crafted", "base": null, "created_ms": 0})
+    .to_string();
+    plain.push('\n');
+    for line in lines {
+        plain.push_str(&line.to_string());
+        plain.push('\n');
+    }
+    let digest = sightline::ids::sha256_hex(plain.as_bytes());
+    plain.push_str(&json!({"t": "end", "sha256": digest}).to_string());
+    plain.push('\n');
+    let recipient: age::x25519::Recipient = recipient.parse().expect("recipient");
+    age::encrypt(&recipient, plain.as_bytes()).expect("encrypt")
+}
+
+#[tokio::test]
+async fn a_crafted_archive_cannot_touch_files_outside_what_a_backup_holds() {
+    let (mut app, keys, identity) = with_backups().await;
+    app.set_up().await;
+    app.running().backup_now(true).await.expect("full");
+    let recipient = app.config.backup.recipient.clone().expect("recipient");
+    app.stop().await;
+    let backups = keys.path().join("backups");
+    let target = keys.path().join("target");
+    let victim = keys.path().join("victim.txt");
+    std::fs::write(&victim, "keep me").expect("victim");
+    let crafted = backups.join("sightline-00000099-full.age");
+    for line in [
+        json!({"t": "file_removed", "path": victim.to_string_lossy()}),
+        json!({"t": "file_removed", "path": "../victim.txt"}),
+        json!({"t": "file", "path": "master.key", "v": "QUJD"}),
+        json!({"t": "file", "path": "files/../../victim.txt", "v": "QUJD"}),
+        json!({"t": "file", "path": "files/acct/../../store.redb", "v": "QUJD"}),
+    ] {
+        std::fs::write(
+            &crafted,
+            crafted_archive(&recipient, std::slice::from_ref(&line)),
+        )
+        .expect("write");
+        let err =
+            sightline::store::backup::restore(&backups, &identity, &target).expect_err("refused");
+        assert!(err.to_string().contains("never holds"), "{line}: {err}");
+        assert!(!target.exists(), "{line}: nothing half-restored");
+        assert_eq!(
+            std::fs::read_to_string(&victim).expect("victim"),
+            "keep me",
+            "{line}"
+        );
+    }
+    std::fs::remove_file(&crafted).expect("remove");
+    sightline::store::backup::restore(&backups, &identity, &target).expect("the real one restores");
+}
+
 #[tokio::test]
 async fn an_account_deleted_after_a_backup_is_unreadable_in_that_backup() {
     let (mut app, keys, identity) = with_backups().await;

@@ -131,6 +131,34 @@ pub struct RestoreReport {
     pub skipped_without_key: usize,
 }
 
+/// A file path an archive may name: only the kinds of file a backup holds (the CA, and
+/// the sealed stills and recordings under `files/<account>/`), so that an archive made
+/// for the recipient by someone else — the recipient is a public key — can neither
+/// replace the restored store, its master key, nor write or remove anything outside.
+fn restorable<'a>(staging: &Path, path: &'a str) -> Result<&'a Path, BackupError> {
+    let relative = Path::new(path);
+    let normal: Option<Vec<&str>> = relative
+        .components()
+        .map(|c| match c {
+            std::path::Component::Normal(part) => part.to_str(),
+            _ => None,
+        })
+        .collect();
+    let allowed = match normal.as_deref() {
+        Some(["tls", "ca.pem" | "ca-key.pem"]) => true,
+        Some(["files", _account, name]) => name.ends_with(".age"),
+        _ => false,
+    };
+    if allowed {
+        Ok(relative)
+    } else {
+        Err(BackupError::Damaged(
+            staging.to_owned(),
+            format!("a file path a backup never holds: {path:?}"),
+        ))
+    }
+}
+
 fn apply(
     staging: &Path,
     vault: &BTreeMap<String, String>,
@@ -193,15 +221,7 @@ fn apply(
         for line in lines {
             match line {
                 Line::File { path, v } => {
-                    let relative = Path::new(&path);
-                    if relative.is_absolute()
-                        || relative.components().any(|c| c.as_os_str() == "..")
-                    {
-                        return Err(BackupError::Damaged(
-                            staging.to_owned(),
-                            "unsafe file path".into(),
-                        ));
-                    }
+                    let relative = restorable(staging, &path)?;
                     let owner = path
                         .strip_prefix("files/")
                         .and_then(|r| r.split('/').next());
@@ -217,7 +237,7 @@ fn apply(
                     report.files += 1;
                 }
                 Line::FileRemoved { path } => {
-                    let _ = fs::remove_file(staging.join(path));
+                    let _ = fs::remove_file(staging.join(restorable(staging, &path)?));
                 }
                 _ => {}
             }
