@@ -82,6 +82,7 @@ pub struct Running {
     lifecycle: Arc<Lifecycle>,
     backups: Backups,
     live: Arc<Live>,
+    api: Arc<ApiState>,
     media: media::MediaHandle,
     media_thread: std::thread::JoinHandle<()>,
     shutdown: Shutdown,
@@ -209,7 +210,7 @@ pub async fn start_supervised(
         listener,
         media.clone(),
         tls.server_config,
-        api::router(state),
+        api::router(state.clone()),
         shutdown.subscribe(),
     )));
     let metrics = crate::metrics::Metrics {
@@ -250,6 +251,7 @@ pub async fn start_supervised(
         lifecycle,
         backups,
         live,
+        api: state,
         media,
         media_thread,
         shutdown,
@@ -425,14 +427,26 @@ impl Running {
         self.backups.run(full).await
     }
 
-    /// The relay's handle (diagnostics and tests).
     /// The open store (tests write through it to check the durability boundary).
     pub fn store(&self) -> &Store {
         &self.store
     }
 
+    /// The relay's handle (diagnostics and tests).
     pub fn media(&self) -> &media::MediaHandle {
         &self.media
+    }
+
+    /// What the API's handlers work on: sessions, identities, the security log.
+    pub fn api(&self) -> &Arc<ApiState> {
+        &self.api
+    }
+
+    /// The router the HTTPS listener serves, for requests from inside the process (the
+    /// fuzz targets): the same routes, access checks and handlers, without TLS. Requests
+    /// carry their [`crate::http::ConnInfo`] as an extension, as the listener adds it.
+    pub fn router(&self) -> axum::Router {
+        api::router(self.api.clone())
     }
 
     /// Runs the retention sweep now (as the schedule would); returns deleted accounts.

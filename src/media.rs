@@ -11,6 +11,8 @@
 
 mod demux;
 mod forward;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod handle;
 mod layers;
 mod peers;

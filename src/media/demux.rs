@@ -119,8 +119,37 @@ impl Routes {
         }
     }
 
-    #[cfg(test)]
-    fn len(&self) -> (usize, usize, usize) {
+    /// What the table holds is consistent and bounded: every learnt source routes to a
+    /// peer that lists it, and no peer has more than [`SOURCES_PER_PEER`].
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub fn check(&self) {
+        for (source, peer) in &self.by_source {
+            let listed = self
+                .of_peer
+                .get(peer)
+                .is_some_and(|r| r.sources.contains(source));
+            assert!(
+                listed,
+                "{source} routes to {peer:?}, which does not list it"
+            );
+        }
+        for (ufrag, peer) in &self.by_ufrag {
+            let listed = self
+                .of_peer
+                .get(peer)
+                .is_some_and(|r| r.ufrags.contains(ufrag));
+            assert!(
+                listed,
+                "ufrag {ufrag} routes to {peer:?}, which does not list it"
+            );
+        }
+        for routes in self.of_peer.values() {
+            assert!(routes.sources.len() <= SOURCES_PER_PEER);
+        }
+    }
+
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub fn len(&self) -> (usize, usize, usize) {
         (
             self.by_ufrag.len(),
             self.by_source.len(),
@@ -317,6 +346,7 @@ mod tests {
         // The address moves to whoever proves it with a username now.
         assert_eq!(routes.route(&binding_request("ub:x"), from_a), Some(b));
         assert_eq!(routes.route(&srtp, from_a), Some(b));
+        routes.check();
         routes.forget(b);
         assert_eq!(routes.route(&srtp, from_a), None);
         assert_eq!(routes.route(&binding_request("ub:x"), from_a), None);
@@ -348,6 +378,7 @@ mod tests {
             assert_eq!(routes.route(&binding_request("u:x"), source), Some(peer));
         }
         assert_eq!(routes.len(), (1, SOURCES_PER_PEER, 1));
+        routes.check();
         // The most recent sources still route.
         assert_eq!(
             routes.route(&[0x80; 40], SocketAddr::from(([198, 18, 0, 1], 1000))),

@@ -17,6 +17,8 @@ pub const UNBOUND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frames waiting to be written to one connection; beyond that they are dropped, as a
 /// congested network would.
 const WRITE_QUEUE: usize = 512;
+/// Bytes read from a connection at a time; frames are cut from them by [`Deframer`].
+const READ_CHUNK: usize = 16 * 1024;
 
 pub(super) enum TcpEvent {
     Frame { remote: SocketAddr, bytes: Vec<u8> },
@@ -58,25 +60,25 @@ impl TcpConn {
             }
         });
         let reader = tokio::spawn(async move {
-            let mut len = [0u8; 2];
-            loop {
-                if read.read_exact(&mut len).await.is_err() {
-                    break;
-                }
-                let n = usize::from(u16::from_be_bytes(len));
-                if n == 0 {
-                    break;
-                }
-                let mut bytes = vec![0u8; n];
-                if read.read_exact(&mut bytes).await.is_err() {
-                    break;
-                }
-                if events
-                    .send(TcpEvent::Frame { remote, bytes })
-                    .await
-                    .is_err()
-                {
-                    return;
+            let mut frames = Deframer::default();
+            let mut chunk = vec![0u8; READ_CHUNK];
+            'read: loop {
+                let n = match read.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                frames.push(&chunk[..n]);
+                loop {
+                    match frames.next_frame() {
+                        Ok(Some(bytes)) => {
+                            let event = TcpEvent::Frame { remote, bytes };
+                            if events.send(event).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(EmptyFrame) => break 'read,
+                    }
                 }
             }
             let _ = events.send(TcpEvent::Closed { remote }).await;
@@ -103,6 +105,49 @@ fn frame(contents: &[u8]) -> Option<Vec<u8>> {
     frame.extend_from_slice(&len.to_be_bytes());
     frame.extend_from_slice(contents);
     Some(frame)
+}
+
+/// A zero-length frame: ICE never sends one, so the connection is closed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct EmptyFrame;
+
+/// Cuts an RFC 4571 byte stream (each frame a 16-bit big-endian length, then that many
+/// bytes) into frames, however the reads split it. It holds at most one unfinished frame
+/// and the rest of the last read.
+#[derive(Default)]
+pub struct Deframer {
+    pending: Vec<u8>,
+    /// Where the next frame's length starts in `pending`.
+    at: usize,
+}
+
+impl Deframer {
+    pub fn push(&mut self, bytes: &[u8]) {
+        if self.at > 0 {
+            // Drop what was already handed out before growing the buffer.
+            self.pending.drain(..self.at);
+            self.at = 0;
+        }
+        self.pending.extend_from_slice(bytes);
+    }
+
+    /// The next whole frame, `None` until its bytes have arrived.
+    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, EmptyFrame> {
+        let rest = &self.pending[self.at..];
+        let [hi, lo, body @ ..] = rest else {
+            return Ok(None);
+        };
+        let len = usize::from(u16::from_be_bytes([*hi, *lo]));
+        if len == 0 {
+            return Err(EmptyFrame);
+        }
+        let Some(frame) = body.get(..len) else {
+            return Ok(None);
+        };
+        let frame = frame.to_vec();
+        self.at += 2 + len;
+        Ok(Some(frame))
+    }
 }
 
 /// What the first bytes of a connection to the HTTPS port are.
@@ -151,6 +196,39 @@ mod tests {
             classify(&[0x00, 0x50, 0x01, 0x01]),
             FirstBytes::Other,
             "a STUN response"
+        );
+    }
+
+    #[test]
+    fn frames_are_cut_however_the_reads_split_them() {
+        let stream = [
+            frame(b"first").expect("short"),
+            frame(&[7; 300]).expect("short"),
+            frame(b"x").expect("short"),
+        ]
+        .concat();
+        for split in [1, 2, 3, 7, 300, stream.len()] {
+            let mut frames = Deframer::default();
+            let mut out = Vec::new();
+            for chunk in stream.chunks(split) {
+                frames.push(chunk);
+                while let Some(frame) = frames.next_frame().expect("no empty frame") {
+                    out.push(frame);
+                }
+            }
+            assert_eq!(
+                out,
+                vec![b"first".to_vec(), vec![7; 300], b"x".to_vec()],
+                "{split}"
+            );
+        }
+        let mut frames = Deframer::default();
+        frames.push(&[0, 1, 9, 0, 0, 0, 1]);
+        assert_eq!(frames.next_frame(), Ok(Some(vec![9])));
+        assert_eq!(
+            frames.next_frame(),
+            Err(EmptyFrame),
+            "a zero length ends the stream"
         );
     }
 
