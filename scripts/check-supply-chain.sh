@@ -92,3 +92,9 @@ if cargo deny --offline --locked check advisories >/dev/null 2>&1; then
 fi
 plant
 cargo deny --offline --locked check
+# The fuzz crate (fuzz/) is not shipped, but CI builds and runs it: its tree is held to the
+# same advisories and sources. Not to the licence list, which is about what the product
+# obliges a company to: libFuzzer is under LLVM's NCSA licence.
+cargo fetch --locked -q --manifest-path fuzz/Cargo.toml
+cargo deny --manifest-path fuzz/Cargo.toml --config deny.toml --offline --locked \
+  check advisories sources

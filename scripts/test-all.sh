@@ -38,6 +38,7 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
 fi
 echo "==> cargo fmt --check"
 cargo fmt --check
+cargo fmt --check --manifest-path fuzz/Cargo.toml
 echo "==> module imports"
 python3 scripts/check-module-cycles.py src
 echo "==> supply chain (cargo deny: advisories, licences, sources, duplicates)"
@@ -58,6 +59,9 @@ else
   echo "(network namespaces cannot be made here: their tests are reported as ignored)"
   cargo test --locked
 fi
+
+echo "==> fuzzing (libFuzzer, ${FUZZ_SECONDS:-30} s per target)"
+./scripts/fuzz.sh
 
 echo "==> systemd units"
 ./scripts/check-units.sh "${CARGO_TARGET_DIR:-target}/debug/sightline"
