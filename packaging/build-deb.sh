@@ -46,7 +46,11 @@ if ! cargo cyclonedx --version 2>/dev/null | grep -q "$CYCLONEDX_VERSION"; then
   cargo install --locked -q "cargo-cyclonedx@$CYCLONEDX_VERSION"
 fi
 cargo cyclonedx --describe binaries --format json --spec-version 1.5 --no-build-deps -q
-mv sightline_bin.cdx.json "$doc/sightline.cdx.json"
+# The crate's own reference names the checkout's path; the same one the binary's remapped
+# paths use, so that builds from different directories give the same file.
+SRC="$PWD" perl -pe 's{\Qpath+file://$ENV{SRC}\E#}{path+file:///build/sightline#}g' \
+  sightline_bin.cdx.json > "$doc/sightline.cdx.json"
+rm sightline_bin.cdx.json
 chmod 0644 "$doc/sightline.cdx.json"
 {
   echo "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/"
@@ -66,9 +70,13 @@ printf 'sightline (%s) unstable; urgency=medium\n\n  * Built from %s.\n\n -- Sig
 chmod 0644 "$doc/changelog.Debian.gz"
 
 install -d "$root/DEBIAN"
-size="$(du -sk --exclude=DEBIAN "$root" | cut -f1)"
+# Computed as dpkg-gencontrol does (each file's size in KiB rounded up, one per directory
+# or link) rather than by du, which reports the blocks a file system happened to give.
+size="$(find "$root" -path "$root/DEBIAN" -prune -o \( -type f -printf '%s\n' \) \
+  -o \( ! -type f -printf '1024\n' \) | awk '{ kib += int(($1 + 1023) / 1024) } END { print kib }')"
 sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$arch/" -e "s/@SIZE@/$size/" \
   packaging/debian/control.in > "$root/DEBIAN/control"
+chmod 0644 "$root/DEBIAN/control"
 install -m 0644 packaging/debian/conffiles "$root/DEBIAN/conffiles"
 for script in postinst prerm postrm; do
   install -m 0755 "packaging/debian/$script" "$root/DEBIAN/$script"
@@ -78,5 +86,8 @@ find "$root" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 
 mkdir -p "$out"
 deb="$out/sightline_${version}_${arch}.deb"
-dpkg-deb --root-owner-group -Zxz --build "$root" "$deb" >/dev/null
+# One compressor thread: with several cores dpkg-deb uses xz's multi-threaded encoder,
+# which cuts the stream into blocks, and on one core the single-threaded one; with one
+# thread every machine writes the same bytes.
+dpkg-deb --root-owner-group -Zxz --threads-max=1 --build "$root" "$deb" >/dev/null
 echo "$deb"
