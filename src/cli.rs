@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use crate::appliance;
 use crate::clock::SystemClock;
 use crate::config::Config;
+use crate::config::layers::Layered;
 use crate::ids::AccountId;
 use offline::{Offline, admin, backup_now, check, keys};
 
@@ -56,6 +57,11 @@ pub enum Command {
     },
     /// Self-test: configuration, ports, certificate, store, firewall.
     Check,
+    /// The effective configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// The security log of a stopped appliance.
     Audit {
         #[command(subcommand)]
@@ -108,6 +114,13 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: UserCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Prints every setting as TOML with where its value came from (default, the file,
+    /// an environment variable, a flag); secrets masked.
+    Show,
 }
 
 #[derive(Debug, Subcommand)]
@@ -202,12 +215,23 @@ pub enum CliRole {
 
 impl Cli {
     pub fn load_config(&self) -> anyhow::Result<Config> {
-        let mut config = match &self.config {
-            Some(path) => Config::from_file(path)?,
-            None => Config::default(),
-        };
+        Ok(self.load_layered()?.config)
+    }
+
+    /// The configuration's layers: defaults, the file, the environment, then the flags.
+    pub fn load_layered(&self) -> anyhow::Result<Layered> {
+        // Variables that are not Unicode cannot name a setting; they are someone else's.
+        let env = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+        let mut layered = Layered::load(self.config.as_deref(), env)?;
+        for warning in &layered.warnings {
+            tracing::warn!("{warning}");
+        }
+        let config = &mut layered.config;
+        let mut flags = Vec::new();
         if let Some(dir) = &self.data_dir {
             config.data_dir = dir.clone();
+            flags.push(("data_dir", "--data-dir"));
         }
         match &self.command {
             Command::Admin { .. }
@@ -217,6 +241,7 @@ impl Cli {
             | Command::Audit { .. }
             | Command::Firewall { .. }
             | Command::Check
+            | Command::Config { .. }
             | Command::Export { .. } => {}
             Command::Serve {
                 listen,
@@ -225,23 +250,36 @@ impl Cli {
             } => {
                 if let Some(addr) = metrics_listen {
                     config.metrics.listen = Some(*addr);
+                    flags.push(("metrics.listen", "--metrics-listen"));
                 }
                 if let Some(addr) = listen {
                     config.http.listen = *addr;
+                    flags.push(("http.listen", "--listen"));
                 }
                 if let Some(addr) = media_listen {
                     config.media.listen = *addr;
+                    flags.push(("media.listen", "--media-listen"));
                 }
             }
         }
         config.validate()?;
-        Ok(config)
+        for (key, flag) in flags {
+            layered.set_by_flag(key, flag);
+        }
+        Ok(layered)
     }
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = cli.load_config()?;
+    let layered = cli.load_layered()?;
+    let config = layered.config.clone();
     match cli.command {
+        Command::Config {
+            command: ConfigCommand::Show,
+        } => {
+            print!("{}", layered.show());
+            Ok(())
+        }
         Command::Serve { .. } => serve(config).await,
         Command::Admin { command } => admin(config, command).await,
         Command::Backup { full } => backup_now(&config, full),

@@ -1,11 +1,14 @@
-//! Configuration: embedded defaults, then an optional TOML file, then command-line
-//! overrides. Unknown keys are refused by name so that a typo never silently falls back
-//! to a default.
+//! Configuration: embedded defaults, then an optional TOML file, then the environment
+//! (`SIGHTLINE_SECTION__KEY`, or `..._FILE` naming a file that holds the value), then
+//! command-line overrides ([`layers`]). Unknown keys in the file are refused by name so
+//! that a typo never silently falls back to a default.
+
+pub mod layers;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -18,9 +21,11 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
     #[error("invalid setting {key}: {message}")]
     Value { key: &'static str, message: String },
+    #[error("environment variable {var} is invalid: {message}")]
+    Env { var: String, message: String },
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Where the store, the appliance CA and the server certificate live.
@@ -36,7 +41,7 @@ pub struct Config {
     pub audit: AuditConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// The engine's page cache in MiB. The appliance's working set is small; more cache
@@ -59,14 +64,14 @@ impl StoreConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
     /// A syslog collector (SIEM) to receive every security-log entry, RFC 5424 over UDP.
     pub syslog_udp: Option<SocketAddr>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FirewallConfig {
     /// Networks allowed to reach ssh (CIDR, IPv4 or IPv6). Empty: ssh is closed.
@@ -146,6 +151,12 @@ impl std::fmt::Display for IpNetwork {
     }
 }
 
+impl Serialize for IpNetwork {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl<'de> serde::Deserialize<'de> for IpNetwork {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
@@ -153,7 +164,7 @@ impl<'de> serde::Deserialize<'de> for IpNetwork {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     /// Plain-HTTP listener for Prometheus `/metrics` (and `/healthz`); keep it on
@@ -169,7 +180,7 @@ impl Default for MetricsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackupConfig {
     /// Where scheduled backups are written; none means no scheduled backups.
@@ -196,7 +207,7 @@ impl Default for BackupConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionConfig {
     /// Days between a deletion request and its execution (0 = at once; at most 30).
@@ -218,7 +229,7 @@ impl Default for RetentionConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// HTTPS, WebSocket signaling (and later the ICE-TCP fallback) share this one port.
@@ -230,7 +241,7 @@ pub struct HttpConfig {
     pub server_names: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MediaConfig {
     pub listen: SocketAddr,
@@ -248,7 +259,7 @@ pub struct MediaConfig {
     pub workers: usize,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionConfig {
     /// How long an invitation link or PIN stays valid before the customer joins.

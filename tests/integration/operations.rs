@@ -209,3 +209,65 @@ async fn security_log_entries_are_forwarded_to_syslog_for_a_siem() {
     assert_eq!(entry["source"], "127.0.0.1");
     assert!(entry["hash"].as_str().is_some_and(|h| h.len() == 64));
 }
+
+#[test]
+fn settings_come_from_defaults_file_environment_and_flags_and_config_show_says_which() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("sightline.toml");
+    std::fs::write(&file, "[media]\nlisten = \"127.0.0.1:0\"\n").expect("config");
+    let recipient_file = dir.path().join("recipient");
+    let recipient = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
+    std::fs::write(&recipient_file, format!("{recipient}\n")).expect("secret");
+    let data = dir.path().join("data");
+    let run = |env: &[(&str, &str)]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sightline"))
+            .env_clear()
+            .envs(env.iter().copied())
+            .arg("--config")
+            .arg(&file)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["config", "show"])
+            .output()
+            .expect("sightline config show")
+    };
+    let out = run(&[
+        ("SIGHTLINE_HTTP__PUBLIC_URL", "https://support.example.com"),
+        ("SIGHTLINE_BACKUP__DIRECTORY", "/srv/backup"),
+        (
+            "SIGHTLINE_BACKUP__RECIPIENT_FILE",
+            recipient_file.to_str().expect("utf-8"),
+        ),
+        ("SIGHTLINE_HTTP__LISTN", "0.0.0.0:1"),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for line in [
+        format!(
+            "data_dir = {:?}  # --data-dir",
+            data.to_str().expect("utf-8")
+        ),
+        "public_url = \"https://support.example.com\"  # $SIGHTLINE_HTTP__PUBLIC_URL".to_owned(),
+        "listen = \"0.0.0.0:8443\"  # default".to_owned(),
+        format!("listen = \"127.0.0.1:0\"  # {}", file.display()),
+        format!(
+            "recipient = \"{recipient}\"  # $SIGHTLINE_BACKUP__RECIPIENT_FILE ({})",
+            recipient_file.display()
+        ),
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "missing {line:?} in\n{stdout}"
+        );
+    }
+    assert!(
+        stderr.contains("SIGHTLINE_HTTP__LISTN names no setting"),
+        "the unknown variable is named: {stderr}"
+    );
+
+    let out = run(&[("SIGHTLINE_MEDIA__WORKERS", "many")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("SIGHTLINE_MEDIA__WORKERS"), "{stderr}");
+}
