@@ -270,7 +270,8 @@ fn connect_syslog(audit: &Audit, config: &Config) -> Result<(), StartError> {
 }
 
 /// The appliance's CA and server certificate for the configured names.
-fn prepare_tls(store: &Store, config: &Config) -> Result<tls::ApplianceTls, StartError> {
+/// The appliance CA and server certificate for the configured names, made on first use.
+pub(crate) fn prepare_tls(store: &Store, config: &Config) -> Result<tls::ApplianceTls, StartError> {
     let mut names = tls::default_names(&config.http.server_names);
     if let Some(ip) = config.media.public_address {
         names.push(ip.to_string());
@@ -477,7 +478,7 @@ impl Running {
     }
 }
 
-fn create_private_dir(path: &std::path::Path) -> Result<(), StartError> {
+pub(crate) fn create_private_dir(path: &std::path::Path) -> Result<(), StartError> {
     let io = |source| StartError::DataDir {
         path: path.to_owned(),
         source,

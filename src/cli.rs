@@ -13,7 +13,7 @@ use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::config::layers::Layered;
 use crate::ids::AccountId;
-use offline::{Offline, admin, backup_now, check, keys};
+use offline::{Offline, admin, backup_now, check, init, keys};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -57,6 +57,17 @@ pub enum Command {
     },
     /// Self-test: configuration, ports, certificate, store, firewall.
     Check,
+    /// Prepares a new appliance without the setup page, for unattended installs: the data
+    /// directory with its keys, the CA and server certificate, and the first account with
+    /// its admin. Does nothing (and succeeds) once an account exists.
+    Init {
+        #[command(flatten)]
+        account: NewAccount,
+        /// A file holding the admin's password (one line). Without it the admin gets a
+        /// random password, printed once, to be changed at first sign-in.
+        #[arg(long)]
+        admin_password_file: Option<PathBuf>,
+    },
     /// The effective configuration.
     Config {
         #[command(subcommand)]
@@ -171,13 +182,21 @@ pub enum AccountCommand {
     },
     /// Create an account and its first admin; prints a temporary password to hand over.
     Create {
-        #[arg(long)]
-        organisation: String,
-        #[arg(long)]
-        admin_email: String,
-        #[arg(long)]
-        admin_name: String,
+        #[command(flatten)]
+        account: NewAccount,
     },
+}
+
+/// An account and its first admin, as the command line names them.
+#[derive(Debug, clap::Args)]
+pub struct NewAccount {
+    /// The organisation's name.
+    #[arg(long)]
+    pub organisation: String,
+    #[arg(long)]
+    pub admin_email: String,
+    #[arg(long)]
+    pub admin_name: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -241,6 +260,7 @@ impl Cli {
             | Command::Audit { .. }
             | Command::Firewall { .. }
             | Command::Check
+            | Command::Init { .. }
             | Command::Config { .. }
             | Command::Export { .. } => {}
             Command::Serve {
@@ -318,6 +338,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Check => check(&config),
+        Command::Init {
+            account,
+            admin_password_file,
+        } => init(&config, &account, admin_password_file.as_deref()),
         Command::Audit { command } => {
             let offline = Offline::open(&config)?;
             let entries = offline.audit.entries()?;

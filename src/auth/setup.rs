@@ -104,6 +104,38 @@ impl Auth {
         Ok((self.principal(&user, &account, Stage::Complete)?, token))
     }
 
+    /// Creates the first account and its admin without the setup page (`sightline init`,
+    /// for unattended installs): with the password the operator chose, checked by the same
+    /// rule as on the setup page, or else a random one the admin must change at first
+    /// sign-in, which is returned. `None` once any account exists: nothing is changed.
+    pub fn initialise(
+        &self,
+        organisation: &str,
+        admin_email: &str,
+        admin_name: &str,
+        password: Option<&str>,
+    ) -> Result<Option<(Account, User, Option<String>)>, AuthError> {
+        if !self.setup_needed() {
+            return Ok(None);
+        }
+        let temporary = password.is_none().then(temporary_password);
+        let chosen = password.or(temporary.as_deref()).unwrap_or_default();
+        let (account, user) = self.insert_account_with_admin(
+            organisation,
+            admin_email,
+            admin_name,
+            chosen,
+            temporary.is_some(),
+        )?;
+        self.audit.record(
+            AuditKind::SetupCompleted,
+            Actor::account(&account.id),
+            format!("first account admin {} created by sightline init", user.id),
+        );
+        self.store.flush_blocking()?;
+        Ok(Some((account, user, temporary)))
+    }
+
     /// Creates an account with its first admin (the operator's CLI). The admin's password
     /// is a random one they must change at first sign-in; it is returned for handing over.
     pub fn create_account(
@@ -112,22 +144,13 @@ impl Auth {
         admin_email: &str,
         admin_name: &str,
     ) -> Result<(Account, User, String), AuthError> {
-        let organisation = clean_name(organisation, "organisation")?;
-        let email = normalise_email(admin_email)?;
-        let name = clean_name(admin_name, "display name")?;
         let temporary = temporary_password();
-        let hash = password::hash(&temporary).ok_or(AuthError::Hashing)?;
-        let account = self.insert_account(organisation)?;
-        let user = self.insert_user(
-            &account,
-            UserDraft {
-                email,
-                display_name: name,
-                role: Role::AccountAdmin,
-                password_hash: hash,
-                must_change_password: true,
-                group_ids: Vec::new(),
-            },
+        let (account, user) = self.insert_account_with_admin(
+            organisation,
+            admin_email,
+            admin_name,
+            &temporary,
+            true,
         )?;
         self.audit.record(
             AuditKind::AccountCreated,
@@ -136,6 +159,42 @@ impl Auth {
         );
         self.store.flush_blocking()?;
         Ok((account, user, temporary))
+    }
+
+    /// A new account and its admin. A password the operator chose must pass the password
+    /// rule; a temporary one must be changed at first sign-in.
+    fn insert_account_with_admin(
+        &self,
+        organisation: &str,
+        admin_email: &str,
+        admin_name: &str,
+        password: &str,
+        temporary: bool,
+    ) -> Result<(Account, User), AuthError> {
+        let organisation = clean_name(organisation, "organisation")?;
+        let email = normalise_email(admin_email)?;
+        let display_name = clean_name(admin_name, "display name")?;
+        if !temporary {
+            password::check(
+                password,
+                password::FLOOR_LENGTH,
+                &[&email, &display_name, &organisation],
+            )?;
+        }
+        let password_hash = password::hash(password).ok_or(AuthError::Hashing)?;
+        let account = self.insert_account(organisation)?;
+        let user = self.insert_user(
+            &account,
+            UserDraft {
+                email,
+                display_name,
+                role: Role::AccountAdmin,
+                password_hash,
+                must_change_password: temporary,
+                group_ids: Vec::new(),
+            },
+        )?;
+        Ok((account, user))
     }
 
     pub(super) fn insert_account(&self, organisation: String) -> Result<Account, AuthError> {

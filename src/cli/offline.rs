@@ -10,7 +10,7 @@ use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::store::Store;
 
-use super::{AccountCommand, AdminCommand, CliRole, KeysCommand, UserCommand};
+use super::{AccountCommand, AdminCommand, CliRole, KeysCommand, NewAccount, UserCommand};
 
 /// The appliance's services over a stopped appliance's data directory.
 pub(super) struct Offline {
@@ -59,6 +59,52 @@ impl Offline {
             lifecycle,
         })
     }
+}
+
+/// `sightline init`: what the first start and the setup page would do, without either.
+pub(super) fn init(
+    config: &Config,
+    new: &NewAccount,
+    password_file: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let password = password_file
+        .map(|path| {
+            std::fs::read_to_string(path)
+                .map(|text| text.trim_end_matches(['\n', '\r']).to_owned())
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
+        })
+        .transpose()?;
+    appliance::create_private_dir(&config.data_dir)?;
+    let store = Store::open_data_dir(&config.data_dir, config.store.cache_bytes())?;
+    let tls = appliance::prepare_tls(&store, config)?;
+    let clock: crate::clock::SharedClock = Arc::new(SystemClock);
+    let core = appliance::Core::open(&store, config, clock)?;
+    match core.auth.initialise(
+        &new.organisation,
+        &new.admin_email,
+        &new.admin_name,
+        password.as_deref(),
+    )? {
+        None => println!(
+            "{} is set up already (an account exists); nothing was changed",
+            config.data_dir.display()
+        ),
+        Some((account, user, temporary)) => {
+            println!("data directory: {}", config.data_dir.display());
+            println!("account: {} ({})", account.id, account.organisation);
+            println!("account admin: {} ({})", user.email, user.id);
+            if let Some(password) = temporary {
+                println!("temporary password: {password}");
+                println!("(the admin must choose a new password at first sign-in)");
+            }
+            println!(
+                "appliance CA (for browsers to trust):\n{}",
+                tls.ca_pem.trim_end()
+            );
+        }
+    }
+    store.flush_blocking()?;
+    Ok(())
 }
 
 /// Operator self-test; each line says what was checked. Fails if any check failed.
@@ -191,15 +237,10 @@ pub(super) async fn admin(config: Config, command: AdminCommand) -> anyhow::Resu
             println!("account {account} deleted; its key is destroyed");
         }
         AdminCommand::Account {
-            command:
-                AccountCommand::Create {
-                    organisation,
-                    admin_email,
-                    admin_name,
-                },
+            command: AccountCommand::Create { account: new },
         } => {
             let (account, user, password) =
-                auth.create_account(&organisation, &admin_email, &admin_name)?;
+                auth.create_account(&new.organisation, &new.admin_email, &new.admin_name)?;
             offline.store.flush().await?;
             println!("account {} ({})", account.id, account.organisation);
             println!("admin {} <{}>", user.id, user.email);

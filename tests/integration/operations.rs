@@ -271,3 +271,100 @@ fn settings_come_from_defaults_file_environment_and_flags_and_config_show_says_w
     assert!(!out.status.success());
     assert!(stderr.contains("SIGHTLINE_MEDIA__WORKERS"), "{stderr}");
 }
+
+#[tokio::test]
+async fn init_prepares_an_appliance_unattended_and_changes_nothing_the_second_time() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let password_file = dir.path().join("admin-password");
+    std::fs::write(&password_file, "Tangerine kettle 47\n").expect("password");
+    let init = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sightline"))
+            .env_clear()
+            .arg("--data-dir")
+            .arg(&data)
+            .args([
+                "init",
+                "--organisation",
+                "Example Utilities",
+                "--admin-email",
+                "Ada@Example.com",
+                "--admin-name",
+                "Ada Lovelace",
+            ])
+            .args(extra)
+            .output()
+            .expect("sightline init");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let first = init(&[
+        "--admin-password-file",
+        password_file.to_str().expect("utf-8"),
+    ]);
+    assert!(first.contains("account admin: ada@example.com"), "{first}");
+    assert!(first.contains("-----BEGIN CERTIFICATE-----"), "{first}");
+    assert!(!first.contains("temporary password"), "{first}");
+    let again = init(&[]);
+    assert!(again.contains("set up already"), "{again}");
+
+    let app_data = data.clone();
+    let app = TestAppliance::start_with(move |c| c.data_dir = app_data).await;
+    assert!(
+        app.running().setup_code.is_none(),
+        "no setup page once initialised"
+    );
+    assert!(
+        first.contains(app.running().ca_pem.trim_end()),
+        "the CA init printed is the one the appliance serves"
+    );
+    let (mut admin, stage) = login(&app, "ada@example.com", "Tangerine kettle 47").await;
+    assert_eq!(stage, "complete");
+    let audit = admin.get("/api/audit").await.text();
+    assert!(audit.contains("setup_completed"), "{audit}");
+}
+
+#[test]
+fn init_without_a_password_hands_over_a_temporary_one_and_refuses_a_weak_one() {
+    let dir = tempfile::tempdir().expect("dir");
+    let run = |data: &str, extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sightline"))
+            .env_clear()
+            .arg("--data-dir")
+            .arg(dir.path().join(data))
+            .args([
+                "init",
+                "--organisation",
+                "O",
+                "--admin-email",
+                "a@example.com",
+            ])
+            .args(["--admin-name", "A"])
+            .args(extra)
+            .output()
+            .expect("sightline init")
+    };
+    let out = run("one", &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("temporary password: "),
+        "{stdout}"
+    );
+    let weak = dir.path().join("weak");
+    std::fs::write(&weak, "password").expect("weak");
+    let out = run(
+        "two",
+        &["--admin-password-file", weak.to_str().expect("utf-8")],
+    );
+    assert!(!out.status.success(), "a common password is refused");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("password"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
