@@ -6,7 +6,7 @@
 pub mod layers;
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -324,18 +324,8 @@ impl Default for SessionConfig {
 }
 
 impl Config {
-    /// Reads a TOML file over the embedded defaults.
-    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::from_toml(&text).map_err(|message| ConfigError::Invalid {
-            path: path.to_owned(),
-            message,
-        })
-    }
-
+    /// A configuration from TOML text alone (no environment, no flags), validated; the
+    /// appliance reads its layers through [`layers::Layered`].
     pub fn from_toml(text: &str) -> Result<Self, String> {
         let config: Config = toml::from_str(text).map_err(|e| e.message().to_owned())?;
         config.validate().map_err(|e| e.to_string())?;

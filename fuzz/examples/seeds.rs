@@ -184,10 +184,17 @@ fn offer(app: &Appliance, path: &str, video: Direction, simulcast: bool) -> (Str
     } else {
         app.as_admin(Method::POST, path, "application/sdp", body)
     };
-    assert_eq!(answer.status.as_u16(), 201, "{path}: {}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(
+        answer.status.as_u16(),
+        201,
+        "{path}: {}",
+        String::from_utf8_lossy(&answer.body)
+    );
     let answer = str0m::change::SdpAnswer::from_sdp_string(&String::from_utf8_lossy(&answer.body))
         .expect("an answer");
-    rtc.sdp_api().accept_answer(pending, answer).expect("accepted");
+    rtc.sdp_api()
+        .accept_answer(pending, answer)
+        .expect("accepted");
     let mut api = rtc.sdp_api();
     api.ice_restart(true);
     let (restart, _) = api.apply().expect("a restart offer");
@@ -199,7 +206,8 @@ fn sdp_offer(root: &Path, app: &Appliance) {
     let session = &app.session.as_ref().expect("session").id;
     let whep = format!("/api/sessions/{session}/whep");
     let (plain, _) = offer(app, "/api/invitation/whip", Direction::SendOnly, false);
-    let (customer, customer_restart) = offer(app, "/api/invitation/whip", Direction::SendOnly, true);
+    let (customer, customer_restart) =
+        offer(app, "/api/invitation/whip", Direction::SendOnly, true);
     let (technician, technician_restart) = offer(app, &whep, Direction::RecvOnly, false);
     seed(&dir, "whip-simulcast", 0, customer.as_bytes());
     seed(&dir, "whip-plain", 0, plain.as_bytes());
