@@ -10,6 +10,8 @@ if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 
 missing=()
 command -v cc >/dev/null || missing+=(gcc libc6-dev)
+# libFuzzer (the fuzz targets) is C++, built by libfuzzer-sys.
+command -v c++ >/dev/null || missing+=(g++)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v firefox-esr >/dev/null || missing+=(firefox-esr)
 command -v node >/dev/null || missing+=(nodejs)
