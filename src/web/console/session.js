@@ -206,9 +206,13 @@ async function receiveMedia(session) {
 
 // A live picture counts as stopped when fewer than two frames were decoded in the last
 // 1.5 s (a browser whose camera is gone may still send a keep-alive frame a second);
-// checked every 250 ms, so the console says so within 2 s.
+// checked every 250 ms, so the console says so within 2 s. It counts as moving again
+// only from three: a window of 1.5 s holds one or two keep-alive frames depending on
+// where it falls, and with one threshold the view flipped between "Video stopped" and
+// "Live" every few checks (seen with Firefox).
 const STALL_MS = 1500;
 const STALL_FRAMES = 2;
+const RESUME_FRAMES = 3;
 
 // Whether frames keep arriving: a live session whose picture stopped (the customer's
 // network, a frozen camera) must not keep showing its last frame as "Live".
@@ -227,7 +231,8 @@ function watchVideo(mine) {
     // had no time to bring frames yet.
     const expected = s.state === 'live' && !s.paused && !s.frozen && s.customer_connected !== false
       && $('#bandwidth-note').hidden && now - (mine.mediaSince ?? now) >= STALL_MS;
-    const stalled = expected && now - since >= STALL_MS - 300 && frames - before < STALL_FRAMES;
+    const needed = mine.stalled ? RESUME_FRAMES : STALL_FRAMES;
+    const stalled = expected && now - since >= STALL_MS - 300 && frames - before < needed;
     if (state.current !== mine || stalled === Boolean(mine.stalled)) return;
     mine.stalled = stalled;
     $('#video-stalled').hidden = !stalled;
