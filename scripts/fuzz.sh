@@ -30,6 +30,8 @@ mkdir -p fuzz/artifacts
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 failed=0
+# A figure from libFuzzer's final statistics in a log: stat LOG NAME.
+stat() { sed -n "s/^stat::$2: *//p" "$1" | tail -n 1; }
 printf '%-16s %10s %12s %10s %8s\n' target seconds executions "exec/s" "new"
 for target in $targets; do
   mkdir -p "$scratch/$target"
@@ -43,8 +45,7 @@ for target in $targets; do
     echo "==> $target FAILED; the end of its log:" >&2
     tail -n 40 "$log" >&2
   fi
-  stat() { sed -n "s/^stat::$1: *//p" "$log" | tail -n 1; }
-  printf '%-16s %10s %12s %10s %8s\n' "$target" "$seconds" "$(stat number_of_executed_units)" \
-    "$(stat average_exec_per_sec)" "$(stat new_units_added)"
+  printf '%-16s %10s %12s %10s %8s\n' "$target" "$seconds" "$(stat "$log" number_of_executed_units)" \
+    "$(stat "$log" average_exec_per_sec)" "$(stat "$log" new_units_added)"
 done
 exit "$failed"

@@ -233,10 +233,6 @@ pub enum CliRole {
 }
 
 impl Cli {
-    pub fn load_config(&self) -> anyhow::Result<Config> {
-        Ok(self.load_layered()?.config)
-    }
-
     /// The configuration's layers: defaults, the file, the environment, then the flags.
     pub fn load_layered(&self) -> anyhow::Result<Layered> {
         // Variables that are not Unicode cannot name a setting; they are someone else's.

@@ -12,6 +12,7 @@ use std::time::Instant;
 use axum::http::Method;
 use serde_json::{Value, json};
 use sightline::live::ClientMessage;
+use sightline::media::fuzzing::binding_request;
 use sightline::store::keys::MasterKey;
 use sightline_fuzz::{Appliance, body_routes};
 use str0m::media::{Direction, MediaKind, Simulcast, SimulcastLayer};
@@ -40,7 +41,7 @@ fn main() {
     ice_demux(root);
     config(root);
     invitation(root, &app);
-    backup_restore(root, &app, &identity_text, &backups);
+    backup_restore(root, &app, &identity, &backups);
 }
 
 fn corpus(root: &Path, target: &str) -> PathBuf {
@@ -216,23 +217,6 @@ fn sdp_offer(root: &Path, app: &Appliance) {
     seed(&dir, "whep-restart", 3, technician_restart.as_bytes());
 }
 
-/// A STUN binding request with USERNAME `<ufrag>:<remote>` and a PRIORITY attribute.
-fn binding_request(username: &str) -> Vec<u8> {
-    let mut attrs = Vec::new();
-    attrs.extend_from_slice(&[0x00, 0x24, 0x00, 0x04, 0x6e, 0x7f, 0x1e, 0xff]);
-    let name = username.as_bytes();
-    attrs.extend_from_slice(&[0x00, 0x06]);
-    attrs.extend_from_slice(&(name.len() as u16).to_be_bytes());
-    attrs.extend_from_slice(name);
-    attrs.resize(attrs.len().div_ceil(4) * 4, 0);
-    let mut message = vec![0x00, 0x01];
-    message.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
-    message.extend_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
-    message.extend_from_slice(&[7; 12]);
-    message.extend_from_slice(&attrs);
-    message
-}
-
 fn framed(frames: &[&[u8]]) -> Vec<u8> {
     let mut stream = Vec::new();
     for frame in frames {
@@ -340,7 +324,7 @@ fn invitation(root: &Path, app: &Appliance) {
     }
 }
 
-fn backup_restore(root: &Path, app: &Appliance, identity_text: &str, backups: &Path) {
+fn backup_restore(root: &Path, app: &Appliance, identity: &Path, backups: &Path) {
     let dir = corpus(root, "backup_restore");
     // Something in every kind of record: a chat line in the live session.
     let session = app.session.as_ref().expect("session");
@@ -357,14 +341,15 @@ fn backup_restore(root: &Path, app: &Appliance, identity_text: &str, backups: &P
         .rt
         .block_on(app.running().backup_now(true))
         .expect("a full backup");
-    let identity: age::x25519::Identity = identity_text
+    let identity_text = std::fs::read_to_string(identity).expect("identity");
+    let age_identity: age::x25519::Identity = identity_text
         .lines()
         .find(|l| l.starts_with("AGE-SECRET-KEY-"))
         .expect("identity line")
         .parse()
         .expect("identity");
     let decrypt = |path: &Path| {
-        age::decrypt(&identity, &std::fs::read(path).expect("read")).expect("decrypt")
+        age::decrypt(&age_identity, &std::fs::read(path).expect("read")).expect("decrypt")
     };
     let plain = decrypt(&archive);
     seed(&dir, "full", 0, &plain);
@@ -381,7 +366,10 @@ fn backup_restore(root: &Path, app: &Appliance, identity_text: &str, backups: &P
     std::fs::create_dir_all(&fixtures).expect("fixtures");
     std::fs::write(
         fixtures.join("identity.txt"),
-        format!("# For fuzzing only: the identity of the seed backup.\n{identity_text}"),
+        format!(
+            "# For fuzzing only: the identity of the seed backup.
+{identity_text}"
+        ),
     )
     .expect("identity");
     std::fs::write(

@@ -259,28 +259,29 @@ impl Batch {
     }
 }
 
+/// A STUN binding request carrying `username`, as a browser sends it (tests and fuzz seeds).
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn binding_request(username: &str) -> Vec<u8> {
+    let mut attrs = Vec::new();
+    // A PRIORITY attribute first, so the parser has to step over one.
+    attrs.extend_from_slice(&[0x00, 0x24, 0x00, 0x04, 1, 2, 3, 4]);
+    attrs.extend_from_slice(&0x0006u16.to_be_bytes());
+    attrs.extend_from_slice(&(username.len() as u16).to_be_bytes());
+    attrs.extend_from_slice(username.as_bytes());
+    while attrs.len() % 4 != 0 {
+        attrs.push(0);
+    }
+    let mut message = vec![0x00, 0x01];
+    message.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+    message.extend_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+    message.extend_from_slice(&[7; 12]);
+    message.extend_from_slice(&attrs);
+    message
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A STUN binding request carrying `username`, as a browser sends it.
-    fn binding_request(username: &str) -> Vec<u8> {
-        let mut attrs = Vec::new();
-        // A PRIORITY attribute first, so the parser has to step over one.
-        attrs.extend_from_slice(&[0x00, 0x24, 0x00, 0x04, 1, 2, 3, 4]);
-        attrs.extend_from_slice(&0x0006u16.to_be_bytes());
-        attrs.extend_from_slice(&(username.len() as u16).to_be_bytes());
-        attrs.extend_from_slice(username.as_bytes());
-        while attrs.len() % 4 != 0 {
-            attrs.push(0);
-        }
-        let mut message = vec![0x00, 0x01];
-        message.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
-        message.extend_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
-        message.extend_from_slice(&[7; 12]);
-        message.extend_from_slice(&attrs);
-        message
-    }
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().expect("address")

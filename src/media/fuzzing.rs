@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use super::PeerId;
 use super::demux::Routes;
+pub use super::demux::binding_request;
 pub use super::tcp::{Deframer, EmptyFrame, FirstBytes, classify};
 
 /// Routes `datagrams` through a worker's routing table that knows one peer per ufrag,
