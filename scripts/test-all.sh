@@ -26,6 +26,8 @@ command -v shellcheck >/dev/null || missing+=(shellcheck)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 command -v nix-instantiate >/dev/null || missing+=(nix-bin)
 command -v openssl >/dev/null || missing+=(openssl)
+# The README's API script is run as it stands.
+command -v curl >/dev/null || missing+=(curl)
 command -v certutil >/dev/null || missing+=(libnss3-tools)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "==> installing ${missing[*]}"

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::api::{self, ApiState};
+use crate::api::{self, ApiState, Undocumented};
 use crate::audit::AuditKind;
 use crate::audit::{Actor, Audit, GuessThrottle};
 use crate::auth::{Auth, AuthError};
@@ -205,6 +205,7 @@ pub async fn start_supervised(
         public_url: config.http.public_url.clone(),
         media_public_ip: config.media.public_address,
         stopping: shutdown.subscribe(),
+        undocumented: Undocumented::default(),
     });
     tasks.push(tokio::spawn(crate::http::serve(
         listener,

@@ -45,3 +45,22 @@ impl Clock for ManualClock {
 }
 
 pub type SharedClock = Arc<dyn Clock>;
+
+/// RFC 3339 in UTC, always to the millisecond, so every timestamp of a column or a log has
+/// the same shape (a spreadsheet or a script parses one format).
+pub fn rfc3339(ms: UnixMillis) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .map(|t| {
+            format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second(),
+                t.millisecond()
+            )
+        })
+        .unwrap_or_default()
+}

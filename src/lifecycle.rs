@@ -36,7 +36,7 @@ pub enum LifecycleError {
 }
 
 /// What an export or deletion covers.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Scope {
     pub session_id: Option<String>,
@@ -62,7 +62,7 @@ impl Scope {
 }
 
 /// A deletion that was asked for and is due at `due_ms`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DeletionRequest {
     pub id: String,
     pub scope: Scope,

@@ -50,4 +50,5 @@ fuzz_target!(|data: &[u8]| {
         _ => app.as_admin(method.clone(), &path, "application/json", body.to_vec()),
     };
     check_answer(&format!("{method} {path}"), &answer);
+    app.assert_documented();
 });

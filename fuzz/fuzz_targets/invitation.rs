@@ -63,6 +63,7 @@ fuzz_target!(|data: &[u8]| {
         from,
     );
     check_answer("POST /api/join/pin", &answer);
+    app.assert_documented();
     assert!(
         answer.status != StatusCode::OK || guess.trim() == pin,
         "a guessed PIN opened the session"

@@ -70,6 +70,7 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     check_answer(what, &answer);
+    state.app.assert_documented();
     if answer.status == StatusCode::CREATED {
         let location = answer
             .headers

@@ -88,6 +88,17 @@ pub fn source(n: u16) -> IpAddr {
 }
 
 impl Appliance {
+    /// Every refusal sent so far is one the route's OpenAPI description lists.
+    pub fn assert_documented(&self) {
+        if let Some(running) = &self.running {
+            let undocumented = running.api().undocumented.seen();
+            assert!(
+                undocumented.is_empty(),
+                "refusals missing from the API description: {undocumented:?}"
+            );
+        }
+    }
+
     /// Starts the appliance and brings it to the state described above.
     pub fn start() -> Self {
         Self::start_with(|_| {})

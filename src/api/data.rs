@@ -2,9 +2,9 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::header;
 
+use super::openapi::{Accepted, Raw, TarArchive};
 use super::{ApiError, AppState, JsonBody, User};
 use crate::lifecycle::{DeletionRequest, Scope};
 
@@ -14,7 +14,7 @@ pub(super) async fn export(
     State(state): State<AppState>,
     User(admin): User,
     query: Result<Query<Scope>, axum::extract::rejection::QueryRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<Raw<TarArchive>, ApiError> {
     let Query(scope) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let lifecycle = state.lifecycle.clone();
     let account_id = admin.account_id.clone();
@@ -26,7 +26,7 @@ pub(super) async fn export(
     })
     .await
     .map_err(|_| ApiError::internal())??;
-    Ok((
+    Ok(Raw::new((
         [
             (header::CONTENT_TYPE, "application/x-tar"),
             (
@@ -35,8 +35,7 @@ pub(super) async fn export(
             ),
         ],
         archive,
-    )
-        .into_response())
+    )))
 }
 
 pub(super) async fn pending_deletions(
@@ -50,20 +49,20 @@ pub(super) async fn request_deletion(
     State(state): State<AppState>,
     User(admin): User,
     JsonBody(scope): JsonBody<Scope>,
-) -> Result<(StatusCode, Json<DeletionRequest>), ApiError> {
+) -> Result<Accepted<DeletionRequest>, ApiError> {
     let request = state.lifecycle.request_deletion(&admin, scope).await?;
-    Ok((StatusCode::ACCEPTED, Json(request)))
+    Ok(Accepted(request))
 }
 
 pub(super) async fn delete_session(
     State(state): State<AppState>,
     User(admin): User,
     Path(id): Path<String>,
-) -> Result<(StatusCode, Json<DeletionRequest>), ApiError> {
+) -> Result<Accepted<DeletionRequest>, ApiError> {
     let scope = Scope {
         session_id: Some(id),
         customer_reference: None,
     };
     let request = state.lifecycle.request_deletion(&admin, scope).await?;
-    Ok((StatusCode::ACCEPTED, Json(request)))
+    Ok(Accepted(request))
 }

@@ -115,6 +115,9 @@ impl IntoResponse for ApiError {
             min_length: self.min_length,
         });
         let mut response = (self.status, body).into_response();
+        response
+            .extensions_mut()
+            .insert(super::openapi::RefusalCode(self.code));
         if self.status == StatusCode::TOO_MANY_REQUESTS {
             response
                 .headers_mut()

@@ -6,7 +6,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{ApiError, AppState, Caller, Customer, User};
+use super::openapi::{Created, Raw, RecordingVideo, StillImage};
+use super::{ApiError, AppState, Caller, Customer, StillUpload, User};
 use crate::ids::SessionId;
 use crate::live::{ReadSeek, RecordingFile, SessionRecord, Still};
 
@@ -15,26 +16,25 @@ pub(super) async fn upload_still(
     caller: Caller,
     Customer(proof): Customer,
     Path(request): Path<String>,
-    body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<Still>), ApiError> {
+    StillUpload(body): StillUpload,
+) -> Result<Created<Still>, ApiError> {
     // Storing writes and syncs a file: off the async workers.
     let ip = caller.ip();
     let still =
         tokio::task::spawn_blocking(move || state.live.store_still(&proof, ip, &request, &body))
             .await
             .map_err(|_| ApiError::internal())??;
-    Ok((StatusCode::CREATED, Json(still)))
+    Ok(Created(still))
 }
 
-fn image_response(still: &Still, image: Vec<u8>) -> Response {
-    (
+fn image_response(still: &Still, image: Vec<u8>) -> Raw<StillImage> {
+    Raw::new((
         [
             (header::CONTENT_TYPE, still.content_type.clone()),
             (header::CACHE_CONTROL, "private, no-store".to_owned()),
         ],
         image,
-    )
-        .into_response()
+    ))
 }
 
 pub(super) async fn customer_still(
@@ -42,7 +42,7 @@ pub(super) async fn customer_still(
     caller: Caller,
     Customer(proof): Customer,
     Path(still_id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Raw<StillImage>, ApiError> {
     let (still, image) = state
         .live
         .still_for_customer(&proof, caller.ip(), &still_id)?;
@@ -53,7 +53,7 @@ pub(super) async fn still(
     State(state): State<AppState>,
     User(who): User,
     Path((id, still_id)): Path<(SessionId, String)>,
-) -> Result<Response, ApiError> {
+) -> Result<Raw<StillImage>, ApiError> {
     let (still, image) = state.live.still_for(&who, &id, &still_id)?;
     Ok(image_response(&still, image))
 }
@@ -73,7 +73,7 @@ pub(super) async fn recording(
     User(who): User,
     Path((id, recording_id)): Path<(SessionId, String)>,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Raw<RecordingVideo>, ApiError> {
     let RecordingFile { recording, parts } = state.live.recording_for(&who, &id, &recording_id)?;
     let total = recording.len();
     let range = headers
@@ -88,7 +88,7 @@ pub(super) async fn recording(
             if let Ok(value) = HeaderValue::from_str(&format!("bytes */{total}")) {
                 response.headers_mut().insert(header::CONTENT_RANGE, value);
             }
-            return Ok(response);
+            return Ok(Raw::new(response));
         }
     };
     let lens = [recording.head_len, recording.body_len, recording.tail_len];
@@ -114,7 +114,7 @@ pub(super) async fn recording(
             response.headers_mut().insert(header::CONTENT_RANGE, v);
         }
     }
-    Ok(response)
+    Ok(Raw::new(response))
 }
 
 /// Parses a single `bytes=` range into a half-open interval within `total`.

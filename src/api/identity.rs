@@ -5,11 +5,12 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, NoContent};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, AppState, Caller, JsonBody, User, cookie_token, with_cookie};
+use super::openapi::{Created, Raw, SignedIn, SignedOut};
+use super::{ApiError, AppState, Caller, JsonBody, User, cookie_token};
 use crate::audit::AuditEntry;
 use crate::auth::{
     Account, AccountPolicy, AuthError, Group, GroupChange, NewUser, Principal, SetupRequest,
@@ -17,7 +18,7 @@ use crate::auth::{
 };
 use crate::ids::UserId;
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 pub(super) struct SetupStatus {
     needed: bool,
 }
@@ -32,12 +33,15 @@ pub(super) async fn setup(
     State(state): State<AppState>,
     caller: Caller,
     JsonBody(request): JsonBody<SetupRequest>,
-) -> Result<Response, ApiError> {
+) -> Result<SignedIn<Principal>, ApiError> {
     let (principal, token) = state.auth.complete_setup(request, caller.ip()).await?;
-    Ok(with_cookie(Json(principal).into_response(), &token))
+    Ok(SignedIn {
+        body: principal,
+        token,
+    })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(super) struct LoginRequest {
     email: String,
     password: String,
@@ -47,15 +51,18 @@ pub(super) async fn login(
     State(state): State<AppState>,
     caller: Caller,
     JsonBody(request): JsonBody<LoginRequest>,
-) -> Result<Response, ApiError> {
+) -> Result<SignedIn<Principal>, ApiError> {
     let (principal, token) = state
         .auth
         .login(&request.email, request.password, caller.ip())
         .await?;
-    Ok(with_cookie(Json(principal).into_response(), &token))
+    Ok(SignedIn {
+        body: principal,
+        token,
+    })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(super) struct CodeRequest {
     code: String,
 }
@@ -82,7 +89,7 @@ pub(super) async fn logout(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Raw<SignedOut>, ApiError> {
     if let Some(token) = cookie_token(&headers) {
         state.auth.logout(&token, caller.ip())?;
     }
@@ -93,12 +100,12 @@ pub(super) async fn logout_everywhere(
     State(state): State<AppState>,
     caller: Caller,
     User(who): User,
-) -> Result<Response, ApiError> {
+) -> Result<Raw<SignedOut>, ApiError> {
     state.auth.logout_everywhere(&who, caller.ip())?;
     Ok(cleared_cookie())
 }
 
-fn cleared_cookie() -> Response {
+fn cleared_cookie() -> Raw<SignedOut> {
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
@@ -106,10 +113,10 @@ fn cleared_cookie() -> Response {
             "__Host-sightline=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0",
         ),
     );
-    response
+    Raw::new(response)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(super) struct PasswordChange {
     current: String,
     new: String,
@@ -120,15 +127,18 @@ pub(super) async fn change_password(
     caller: Caller,
     User(who): User,
     JsonBody(request): JsonBody<PasswordChange>,
-) -> Result<Response, ApiError> {
+) -> Result<SignedIn<Principal>, ApiError> {
     let (principal, token) = state
         .auth
         .change_password(&who, request.current, request.new, caller.ip())
         .await?;
-    Ok(with_cookie(Json(principal).into_response(), &token))
+    Ok(SignedIn {
+        body: principal,
+        token,
+    })
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 pub(super) struct Enrolment {
     secret: String,
     otpauth_uri: String,
@@ -155,7 +165,7 @@ pub(super) async fn begin_totp(
     }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 pub(super) struct Enrolled {
     user: Principal,
     recovery_codes: Vec<String>,
@@ -194,9 +204,9 @@ pub(super) async fn create_user(
     caller: Caller,
     User(admin): User,
     JsonBody(new): JsonBody<NewUser>,
-) -> Result<(StatusCode, Json<UserView>), ApiError> {
+) -> Result<Created<UserView>, ApiError> {
     let user = state.auth.create_user(&admin, new, caller.ip()).await?;
-    Ok((StatusCode::CREATED, Json(user)))
+    Ok(Created(user))
 }
 
 pub(super) async fn get_user(
@@ -227,9 +237,9 @@ pub(super) async fn delete_user(
     caller: Caller,
     User(admin): User,
     Path(id): Path<UserId>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<NoContent, ApiError> {
     state.auth.delete_user(&admin, &id, caller.ip()).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(NoContent)
 }
 
 pub(super) async fn unlock_user(
@@ -237,12 +247,12 @@ pub(super) async fn unlock_user(
     caller: Caller,
     User(admin): User,
     Path(id): Path<UserId>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<NoContent, ApiError> {
     state.auth.unlock(&admin, &id, caller.ip())?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(NoContent)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PasswordReset {
     password: String,
@@ -254,12 +264,12 @@ pub(super) async fn reset_password(
     User(admin): User,
     Path(id): Path<UserId>,
     JsonBody(request): JsonBody<PasswordReset>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<NoContent, ApiError> {
     state
         .auth
         .reset_password(&admin, &id, request.password, caller.ip())
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(NoContent)
 }
 
 pub(super) async fn reset_two_factor(
@@ -267,12 +277,12 @@ pub(super) async fn reset_two_factor(
     caller: Caller,
     User(admin): User,
     Path(id): Path<UserId>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<NoContent, ApiError> {
     state
         .auth
         .reset_two_factor(&admin, &id, caller.ip())
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(NoContent)
 }
 
 pub(super) async fn list_groups(
@@ -282,7 +292,7 @@ pub(super) async fn list_groups(
     Ok(Json(state.auth.list_groups(&admin)?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NewGroup {
     name: String,
@@ -297,7 +307,7 @@ pub(super) async fn create_group(
     caller: Caller,
     User(admin): User,
     JsonBody(new): JsonBody<NewGroup>,
-) -> Result<(StatusCode, Json<Group>), ApiError> {
+) -> Result<Created<Group>, ApiError> {
     let group = state
         .auth
         .create_group(
@@ -308,7 +318,7 @@ pub(super) async fn create_group(
             caller.ip(),
         )
         .await?;
-    Ok((StatusCode::CREATED, Json(group)))
+    Ok(Created(group))
 }
 
 pub(super) async fn update_group(
@@ -331,9 +341,9 @@ pub(super) async fn delete_group(
     caller: Caller,
     User(admin): User,
     Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<NoContent, ApiError> {
     state.auth.delete_group(&admin, &id, caller.ip()).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(NoContent)
 }
 
 pub(super) async fn get_account(
@@ -343,7 +353,7 @@ pub(super) async fn get_account(
     Ok(Json(state.auth.get_account(&admin)?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AccountChange {
     policy: Option<AccountPolicy>,
@@ -364,7 +374,7 @@ pub(super) async fn update_account(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AuditFilter {
     kind: Option<String>,

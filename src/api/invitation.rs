@@ -8,12 +8,12 @@ use serde::{Deserialize, Serialize};
 use super::{ApiError, AppState, Caller, InvitationToken, JsonBody};
 use crate::ids::SessionId;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(super) struct PinRequest {
     pin: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 pub(super) struct PinAnswer {
     token: String,
 }
@@ -28,7 +28,7 @@ pub(super) async fn join_with_pin(
 }
 
 /// What the customer sees before deciding: who asks, and exactly what would be shared.
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 pub(super) struct InvitationView {
     session_id: SessionId,
     technician_name: String,

@@ -7,6 +7,7 @@ mod files;
 mod identity;
 mod invitation;
 mod negotiation;
+mod openapi;
 mod sessions;
 mod signaling;
 
@@ -28,6 +29,7 @@ use crate::http::{ConnInfo, security_headers};
 use crate::live::Live;
 use errors::api_not_found;
 pub use errors::{ApiError, ERROR_CODES};
+pub use openapi::{Undocumented, status_of};
 
 pub const SESSION_COOKIE: &str = "__Host-sightline";
 /// Browsers cannot send this header cross-site without a CORS preflight, which the
@@ -46,6 +48,8 @@ pub struct ApiState {
     pub media_public_ip: Option<IpAddr>,
     /// Turns true when the appliance shuts down; long-lived WebSocket tasks watch it.
     pub stopping: crate::shutdown::Stopping,
+    /// Refusals sent that the OpenAPI description does not list.
+    pub undocumented: Undocumented,
 }
 
 type AppState = Arc<ApiState>;
@@ -73,112 +77,165 @@ pub struct Route {
     pub method: Method,
     pub path: &'static str,
     pub access: Access,
+    /// One line for the API description.
+    pub summary: &'static str,
+    /// The refusals the handler itself makes; those that come with the access, the method
+    /// and the shared layers are added by [`Route::error_codes`].
+    pub errors: Vec<&'static str>,
+    describe: openapi::Describe,
 }
 
+/// A row of the table: the route and what serves it.
+struct Row(Route, MethodRouter<AppState>);
+
 /// A table entry: the method is stated once and serves both the table and the router,
-/// so the declared access always belongs to the method actually served.
-fn r<H, T>(
+/// so the declared access always belongs to the method actually served; the handler's
+/// types describe its request and answer.
+fn r<H, T, I, O>(
     method: Method,
     path: &'static str,
     access: Access,
+    summary: &'static str,
     handler: H,
-) -> (Route, MethodRouter<AppState>)
+) -> Row
 where
-    H: Handler<T, AppState>,
+    H: Handler<T, AppState> + aide::operation::OperationHandler<I, O>,
     T: 'static,
+    I: aide::OperationInput,
+    O: aide::OperationOutput,
 {
     // The table uses GET, POST, PATCH and DELETE only, which axum always routes.
     let filter = MethodFilter::try_from(method.clone()).expect("a routable HTTP method");
-    (
+    Row(
         Route {
             method,
             path,
             access,
+            summary,
+            errors: Vec::new(),
+            describe: openapi::describe::<I, O>,
         },
         on(filter, handler),
     )
 }
 
-/// Lets a route take bodies up to the size of a camera still.
-fn large((route, handler): (Route, MethodRouter<AppState>)) -> (Route, MethodRouter<AppState>) {
-    (
-        route,
-        handler.layer(DefaultBodyLimit::max(crate::live::MAX_STILL_BYTES)),
-    )
+impl Row {
+    fn errors(mut self, errors: &[&'static str]) -> Self {
+        self.0.errors.extend_from_slice(errors);
+        self
+    }
+
+    /// Lets the route take bodies up to the size of a camera still.
+    fn large(self) -> Self {
+        Self(
+            self.0,
+            self.1
+                .layer(DefaultBodyLimit::max(crate::live::MAX_STILL_BYTES)),
+        )
+    }
 }
 
+/// The refusals of a technician's routes under a session: one they may not see is not there.
+const SESSION: &[&str] = &["not_found"];
+/// The refusals of routes a customer calls with the invitation.
+const CUSTOMER: &[&str] = &["invitation_invalid", "ended", "throttled"];
+/// The refusals of SDP offers.
+const MEDIA: &[&str] = &["invalid_sdp", "unsupported_media_type", "ended"];
+/// A new password that breaks the rules.
+const PASSWORD_RULES: &[&str] = &[
+    "password_too_short",
+    "password_too_long",
+    "password_letters_and_digits",
+    "password_too_common",
+    "password_own_details",
+];
+
 #[rustfmt::skip]
-fn table() -> Vec<(Route, MethodRouter<AppState>)> {
+fn table() -> Vec<Row> {
     use Access::*;
     vec![
-        r(Method::GET, "/api/setup", Public, identity::setup_status),
-        r(Method::POST, "/api/setup", Public, identity::setup),
-        r(Method::POST, "/api/login", Public, identity::login),
-        r(Method::POST, "/api/join/pin", Public, invitation::join_with_pin),
-        r(Method::GET, "/api/ws", Public, signaling::websocket),
-        r(Method::GET, "/api/me", SigningIn, identity::me),
-        r(Method::POST, "/api/logout", SigningIn, identity::logout),
-        r(Method::POST, "/api/login/second-factor", SigningIn, identity::second_factor),
-        r(Method::POST, "/api/me/password", SigningIn, identity::change_password),
-        r(Method::POST, "/api/me/totp", SigningIn, identity::begin_totp),
-        r(Method::POST, "/api/me/totp/confirm", SigningIn, identity::confirm_totp),
-        r(Method::POST, "/api/logout/everywhere", Technician, identity::logout_everywhere),
-        r(Method::GET, "/api/sessions", Technician, sessions::list_sessions),
-        r(Method::POST, "/api/sessions", Technician, sessions::create_session),
-        r(Method::GET, "/api/sessions.csv", Technician, sessions::sessions_csv),
-        r(Method::GET, "/api/sessions/{id}", Technician, sessions::get_session),
-        r(Method::POST, "/api/sessions/{id}/end", Technician, sessions::end_session),
-        r(Method::GET, "/api/sessions/{id}/transcript", Technician, sessions::transcript),
-        r(Method::GET, "/api/sessions/{id}/record", Technician, files::record),
-        r(Method::GET, "/api/sessions/{id}/stills/{still}", Technician, files::still),
-        r(Method::GET, "/api/sessions/{id}/recordings/{recording}", Technician, files::recording),
-        r(Method::POST, "/api/sessions/{id}/colleagues", Technician, sessions::invite_colleague),
-        r(Method::DELETE, "/api/sessions/{id}/colleagues/{user_id}", Technician, sessions::remove_colleague),
-        r(Method::GET, "/api/colleagues", Technician, sessions::colleagues),
-        r(Method::POST, "/api/sessions/{id}/whep", Technician, negotiation::whep),
-        r(Method::PATCH, "/api/sessions/{id}/whep/{peer}", Technician, negotiation::whep_restart),
-        r(Method::DELETE, "/api/sessions/{id}/whep/{peer}", Technician, negotiation::whep_delete),
-        r(Method::GET, "/api/invitation", Invitation, invitation::invitation),
-        r(Method::POST, "/api/invitation/whip", Invitation, negotiation::whip),
-        r(Method::PATCH, "/api/invitation/whip/{peer}", Invitation, negotiation::whip_restart),
-        r(Method::DELETE, "/api/invitation/whip/{peer}", Invitation, negotiation::whip_delete),
-        large(r(Method::POST, "/api/invitation/stills/{id}", Invitation, files::upload_still)),
-        r(Method::GET, "/api/invitation/stills/{id}", Invitation, files::customer_still),
-        r(Method::GET, "/api/users", Admin, identity::list_users),
-        r(Method::POST, "/api/users", Admin, identity::create_user),
-        r(Method::GET, "/api/users/{user_id}", Admin, identity::get_user),
-        r(Method::PATCH, "/api/users/{user_id}", Admin, identity::update_user),
-        r(Method::DELETE, "/api/users/{user_id}", Admin, identity::delete_user),
-        r(Method::POST, "/api/users/{user_id}/unlock", Admin, identity::unlock_user),
-        r(Method::POST, "/api/users/{user_id}/reset-password", Admin, identity::reset_password),
-        r(Method::POST, "/api/users/{user_id}/reset-2fa", Admin, identity::reset_two_factor),
-        r(Method::GET, "/api/groups", Admin, identity::list_groups),
-        r(Method::POST, "/api/groups", Admin, identity::create_group),
-        r(Method::PATCH, "/api/groups/{group_id}", Admin, identity::update_group),
-        r(Method::DELETE, "/api/groups/{group_id}", Admin, identity::delete_group),
-        r(Method::GET, "/api/account", Admin, identity::get_account),
-        r(Method::PATCH, "/api/account", Admin, identity::update_account),
-        r(Method::GET, "/api/audit", Admin, identity::audit_log),
-        r(Method::GET, "/api/export", Admin, data::export),
-        r(Method::GET, "/api/deletions", Admin, data::pending_deletions),
-        r(Method::POST, "/api/deletions", Admin, data::request_deletion),
-        r(Method::DELETE, "/api/sessions/{id}", Admin, data::delete_session),
+        r(Method::GET, "/api/setup", Public, "Whether the appliance still waits for its first account", identity::setup_status),
+        r(Method::POST, "/api/setup", Public, "Create the first account and its admin with the setup code", identity::setup).errors(&["already_set_up", "bad_setup_code", "throttled", "invalid"]).errors(PASSWORD_RULES),
+        r(Method::POST, "/api/login", Public, "Sign in with email and password", identity::login).errors(&["bad_credentials", "locked", "deactivated", "throttled"]),
+        r(Method::POST, "/api/join/pin", Public, "Exchange the PIN a customer was told for the invitation token", invitation::join_with_pin).errors(&["pin_invalid", "throttled"]),
+        r(Method::GET, "/api/openapi.json", Public, "This description", openapi_json),
+        r(Method::GET, "/api/ws", Public, "Open the signaling WebSocket", signaling::websocket).errors(&["foreign_origin"]),
+        r(Method::GET, "/api/me", SigningIn, "Who is signed in, and which sign-in step is due", identity::me),
+        r(Method::POST, "/api/logout", SigningIn, "Sign out", identity::logout),
+        r(Method::POST, "/api/login/second-factor", SigningIn, "Give the authenticator code", identity::second_factor).errors(&["bad_second_factor", "wrong_stage", "locked", "throttled"]),
+        r(Method::POST, "/api/me/password", SigningIn, "Change one's own password", identity::change_password).errors(&["bad_credentials", "wrong_stage", "throttled"]).errors(PASSWORD_RULES),
+        r(Method::POST, "/api/me/totp", SigningIn, "Begin enrolling an authenticator app", identity::begin_totp).errors(&["wrong_stage", "conflict"]),
+        r(Method::POST, "/api/me/totp/confirm", SigningIn, "Confirm the authenticator app with a code", identity::confirm_totp).errors(&["bad_second_factor", "wrong_stage", "throttled"]),
+        r(Method::POST, "/api/logout/everywhere", Technician, "Sign out on every device", identity::logout_everywhere),
+        r(Method::GET, "/api/sessions", Technician, "The support sessions one may see, filtered", sessions::list_sessions),
+        r(Method::POST, "/api/sessions", Technician, "Start a support session and get the customer's link and PIN", sessions::create_session).errors(&["invalid", "not_allowed"]),
+        r(Method::GET, "/api/sessions.csv", Technician, "The filtered history as CSV", sessions::sessions_csv),
+        r(Method::GET, "/api/sessions/{id}", Technician, "One session", sessions::get_session).errors(SESSION),
+        r(Method::POST, "/api/sessions/{id}/end", Technician, "End a session", sessions::end_session).errors(SESSION).errors(&["ended"]),
+        r(Method::GET, "/api/sessions/{id}/transcript", Technician, "A session's chat", sessions::transcript).errors(SESSION),
+        r(Method::GET, "/api/sessions/{id}/record", Technician, "A session's record: consent, stills, recordings, events", files::record).errors(SESSION),
+        r(Method::GET, "/api/sessions/{id}/stills/{still}", Technician, "A camera still of the session", files::still).errors(SESSION),
+        r(Method::GET, "/api/sessions/{id}/recordings/{recording}", Technician, "A recording of the session (byte ranges supported)", files::recording).errors(SESSION),
+        r(Method::POST, "/api/sessions/{id}/colleagues", Technician, "Invite a colleague into the session", sessions::invite_colleague).errors(SESSION).errors(&["not_allowed", "conflict", "ended"]),
+        r(Method::DELETE, "/api/sessions/{id}/colleagues/{user_id}", Technician, "Remove a colleague from the session", sessions::remove_colleague).errors(SESSION).errors(&["not_allowed"]),
+        r(Method::GET, "/api/colleagues", Technician, "The colleagues one may invite", sessions::colleagues),
+        r(Method::POST, "/api/sessions/{id}/whep", Technician, "Receive the customer's media (WHEP)", negotiation::whep).errors(SESSION).errors(MEDIA).errors(&["not_allowed"]),
+        r(Method::PATCH, "/api/sessions/{id}/whep/{peer}", Technician, "Restart ICE for the technician's media", negotiation::whep_restart).errors(SESSION).errors(MEDIA),
+        r(Method::DELETE, "/api/sessions/{id}/whep/{peer}", Technician, "Stop receiving the customer's media", negotiation::whep_delete).errors(SESSION),
+        r(Method::GET, "/api/invitation", Invitation, "The session the invitation opens", invitation::invitation).errors(CUSTOMER),
+        r(Method::POST, "/api/invitation/whip", Invitation, "Send the camera and microphone (WHIP)", negotiation::whip).errors(CUSTOMER).errors(MEDIA).errors(&["wrong_device", "no_consent"]),
+        r(Method::PATCH, "/api/invitation/whip/{peer}", Invitation, "Restart ICE for the customer's media", negotiation::whip_restart).errors(CUSTOMER).errors(MEDIA).errors(&["wrong_device", "not_found"]),
+        r(Method::DELETE, "/api/invitation/whip/{peer}", Invitation, "Stop sending media", negotiation::whip_delete).errors(CUSTOMER).errors(&["wrong_device", "not_found"]),
+        r(Method::POST, "/api/invitation/stills/{id}", Invitation, "Upload the still the technician asked for", files::upload_still).large().errors(CUSTOMER).errors(&["wrong_device", "not_found", "invalid", "unsupported_media_type"]),
+        r(Method::GET, "/api/invitation/stills/{id}", Invitation, "A still the customer took", files::customer_still).errors(CUSTOMER).errors(&["wrong_device", "not_found"]),
+        r(Method::GET, "/api/users", Admin, "The account's users", identity::list_users),
+        r(Method::POST, "/api/users", Admin, "Create a technician or account admin", identity::create_user).errors(&["conflict", "invalid"]).errors(PASSWORD_RULES),
+        r(Method::GET, "/api/users/{user_id}", Admin, "One user", identity::get_user).errors(&["not_found"]),
+        r(Method::PATCH, "/api/users/{user_id}", Admin, "Change a user's name, role, groups or state", identity::update_user).errors(&["not_found", "conflict", "invalid"]),
+        r(Method::DELETE, "/api/users/{user_id}", Admin, "Delete a user", identity::delete_user).errors(&["not_found", "conflict", "invalid"]),
+        r(Method::POST, "/api/users/{user_id}/unlock", Admin, "Unlock a user locked out after failed sign-ins", identity::unlock_user).errors(&["not_found"]),
+        r(Method::POST, "/api/users/{user_id}/reset-password", Admin, "Set a one-time password for a user", identity::reset_password).errors(&["not_found", "invalid"]).errors(PASSWORD_RULES),
+        r(Method::POST, "/api/users/{user_id}/reset-2fa", Admin, "Remove a user's authenticator so they enrol again", identity::reset_two_factor).errors(&["not_found"]),
+        r(Method::GET, "/api/groups", Admin, "The account's technician groups", identity::list_groups),
+        r(Method::POST, "/api/groups", Admin, "Create a group", identity::create_group).errors(&["conflict", "invalid"]),
+        r(Method::PATCH, "/api/groups/{group_id}", Admin, "Change a group's name or settings", identity::update_group).errors(&["not_found", "conflict", "invalid"]),
+        r(Method::DELETE, "/api/groups/{group_id}", Admin, "Delete a group", identity::delete_group).errors(&["not_found", "conflict"]),
+        r(Method::GET, "/api/account", Admin, "The account and its policy", identity::get_account),
+        r(Method::PATCH, "/api/account", Admin, "Change the account's name or policy", identity::update_account).errors(&["invalid"]),
+        r(Method::GET, "/api/audit", Admin, "The account's audit log, filtered", identity::audit_log),
+        r(Method::GET, "/api/export", Admin, "Export a session's or a customer's data", data::export).errors(&["not_found", "invalid"]),
+        r(Method::GET, "/api/deletions", Admin, "Deletion requests still waiting for their delay", data::pending_deletions),
+        r(Method::POST, "/api/deletions", Admin, "Request deletion of a session's or a customer's data", data::request_deletion).errors(&["not_found", "invalid"]),
+        r(Method::DELETE, "/api/sessions/{id}", Admin, "Request deletion of one session", data::delete_session).errors(&["not_found", "invalid"]),
     ]
 }
 
 /// Every API route with its declared access, for documentation and the access tests.
 pub fn routes() -> Vec<Route> {
-    table().into_iter().map(|(route, _)| route).collect()
+    table().into_iter().map(|Row(route, _)| route).collect()
+}
+
+/// The OpenAPI description, for scripts and for `sightline` itself.
+pub fn openapi_document() -> &'static [u8] {
+    openapi::document()
+}
+
+async fn openapi_json() -> openapi::Raw<openapi::Description> {
+    openapi::Raw::new((
+        [(header::CONTENT_TYPE, "application/json")],
+        openapi_document(),
+    ))
 }
 
 pub fn router(state: AppState) -> Router {
     let mut api = Router::new();
-    for (route, handler) in table() {
+    for Row(route, handler) in table() {
+        let path = route.path;
         let guarded = handler.route_layer(middleware::from_fn_with_state(
-            (state.clone(), route.access),
+            (state.clone(), Arc::new(route)),
             enforce,
         ));
-        api = api.route(route.path, guarded);
+        api = api.route(path, guarded);
     }
     let api = api
         .fallback(api_not_found)
@@ -222,12 +279,23 @@ async fn durable_answers(State(state): State<AppState>, request: Request, next: 
     }
 }
 
-/// Checks the route's declared access and hands the principal to the handler.
+/// Checks the route's declared access and hands the principal to the handler; notes any
+/// refusal the route's description does not list.
 async fn enforce(
-    State((state, access)): State<(AppState, Access)>,
-    mut request: Request,
+    State((state, route)): State<(AppState, Arc<Route>)>,
+    request: Request,
     next: Next,
 ) -> Response {
+    let response = guard(&state, route.access, request, next).await;
+    if let Some(code) = openapi::refusal_code(&response)
+        && !route.documents(response.status(), code)
+    {
+        state.undocumented.note(&route, response.status(), code);
+    }
+    response
+}
+
+async fn guard(state: &AppState, access: Access, mut request: Request, next: Next) -> Response {
     let needs_user = matches!(
         access,
         Access::SigningIn | Access::Technician | Access::Admin
@@ -290,6 +358,45 @@ where
             Ok(Json(value)) => Ok(Self(value)),
             Err(rejection) => Err(ApiError::bad_request(rejection.body_text())),
         }
+    }
+}
+
+/// A JSON body that may be left out (empty or only whitespace): then `T::default()`.
+struct OptionalJsonBody<T>(T);
+
+impl<T, S> axum::extract::FromRequest<S> for OptionalJsonBody<T>
+where
+    T: serde::de::DeserializeOwned + Default,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+        // Its refusals (too large) get their typed shape from `typed_errors`.
+        let body = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(T::default()));
+        }
+        serde_json::from_slice(&body)
+            .map(Self)
+            .map_err(|e| ApiError::bad_request(e.to_string()).into_response())
+    }
+}
+
+/// The bytes of an uploaded still (their type is checked by what stores them).
+struct StillUpload(axum::body::Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for StillUpload {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+        // Its refusals (too large) get their typed shape from `typed_errors`.
+        axum::body::Bytes::from_request(req, state)
+            .await
+            .map(Self)
+            .map_err(IntoResponse::into_response)
     }
 }
 

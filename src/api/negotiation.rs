@@ -6,6 +6,7 @@ use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::openapi::{Done, Raw, SdpAnswer, SdpCreated};
 use super::{ApiError, ApiState, AppState, Caller, Customer, User};
 use crate::ids::SessionId;
 use crate::live::Participant;
@@ -49,7 +50,7 @@ fn announce_addr(state: &ApiState, caller: &Caller) -> SocketAddr {
     SocketAddr::new(ip, state.live.media().local_addr().port())
 }
 
-fn sdp_created(location: String, answer: String) -> Response {
+fn sdp_created(location: String, answer: String) -> Raw<SdpCreated> {
     let mut response = (StatusCode::CREATED, answer).into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -59,7 +60,7 @@ fn sdp_created(location: String, answer: String) -> Response {
     if let Ok(value) = HeaderValue::from_str(&location) {
         headers.insert(header::LOCATION, value);
     }
-    response
+    Raw::new(response)
 }
 
 pub(super) async fn whip(
@@ -67,7 +68,7 @@ pub(super) async fn whip(
     caller: Caller,
     Customer(proof): Customer,
     SdpOffer(offer): SdpOffer,
-) -> Result<Response, ApiError> {
+) -> Result<Raw<SdpCreated>, ApiError> {
     let announce = announce_addr(&state, &caller);
     let (_, peer, answer) = state.live.publish(&proof, caller.ip(), &offer, announce)?;
     Ok(sdp_created(
@@ -76,15 +77,14 @@ pub(super) async fn whip(
     ))
 }
 
-fn sdp_answer(answer: String) -> Response {
-    (
+fn sdp_answer(answer: String) -> Raw<SdpAnswer> {
+    Raw::new((
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/sdp"),
         )],
         answer,
-    )
-        .into_response()
+    ))
 }
 
 /// An ICE restart of the customer's connection: a new offer for the same resource.
@@ -94,7 +94,7 @@ pub(super) async fn whip_restart(
     Customer(proof): Customer,
     Path(peer): Path<u64>,
     SdpOffer(offer): SdpOffer,
-) -> Result<Response, ApiError> {
+) -> Result<Raw<SdpAnswer>, ApiError> {
     let answer = state
         .live
         .restart_customer_media(&proof, caller.ip(), PeerId(peer), &offer)
@@ -107,7 +107,7 @@ pub(super) async fn whep_restart(
     User(who): User,
     Path((id, peer)): Path<(SessionId, u64)>,
     SdpOffer(offer): SdpOffer,
-) -> Result<Response, ApiError> {
+) -> Result<Raw<SdpAnswer>, ApiError> {
     state.live.session_for(&who, &id)?;
     let answer = state
         .live
@@ -128,11 +128,11 @@ pub(super) async fn whip_delete(
     caller: Caller,
     Customer(proof): Customer,
     Path(peer): Path<u64>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Done, ApiError> {
     state
         .live
         .customer_leaves_media(&proof, caller.ip(), PeerId(peer))?;
-    Ok(StatusCode::OK)
+    Ok(Done)
 }
 
 pub(super) async fn whep(
@@ -141,7 +141,7 @@ pub(super) async fn whep(
     User(who): User,
     Path(id): Path<SessionId>,
     SdpOffer(offer): SdpOffer,
-) -> Result<Response, ApiError> {
+) -> Result<Raw<SdpCreated>, ApiError> {
     let announce = announce_addr(&state, &caller);
     let (peer, answer) = state
         .live
@@ -156,7 +156,7 @@ pub(super) async fn whep_delete(
     State(state): State<AppState>,
     User(who): User,
     Path((id, peer)): Path<(SessionId, u64)>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Done, ApiError> {
     state.live.session_for(&who, &id)?;
     state.live.leave_media(
         &id,
@@ -165,5 +165,5 @@ pub(super) async fn whep_delete(
             user_id: who.user_id.clone(),
         },
     )?;
-    Ok(StatusCode::OK)
+    Ok(Done)
 }

@@ -4,16 +4,18 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+
 use base64::Engine;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, ApiState, AppState, JsonBody, User};
+use super::openapi::{Created, CsvTable, Raw};
+use super::{ApiError, ApiState, AppState, JsonBody, OptionalJsonBody, User};
 use crate::auth::ColleagueChoice;
 use crate::ids::{SessionId, UserId};
 use crate::live::{Colleague, ColleagueRole, LiveError, SessionFilter, SessionView};
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub(super) struct CreatedSession {
     session: SessionView,
     link: String,
@@ -38,22 +40,19 @@ fn base_url(state: &ApiState, headers: &HeaderMap) -> String {
     format!("https://{host}")
 }
 
+#[derive(Deserialize, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewSession {
+    /// The customer's reference (a ticket or customer number), for history and export.
+    customer_reference: Option<String>,
+}
+
 pub(super) async fn create_session(
     State(state): State<AppState>,
     User(who): User,
     headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<CreatedSession>), ApiError> {
-    #[derive(Deserialize, Default)]
-    #[serde(deny_unknown_fields)]
-    struct NewSession {
-        customer_reference: Option<String>,
-    }
-    let request: NewSession = if body.iter().all(u8::is_ascii_whitespace) {
-        NewSession::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(e.to_string()))?
-    };
+    OptionalJsonBody(request): OptionalJsonBody<NewSession>,
+) -> Result<Created<CreatedSession>, ApiError> {
     let recording_allowed = state.auth.get_account(&who)?.policy.allow_recording;
     let invitation = state
         .live
@@ -71,16 +70,13 @@ pub(super) async fn create_session(
         "data:image/svg+xml;base64,{}",
         base64::engine::general_purpose::STANDARD.encode(qr)
     );
-    Ok((
-        StatusCode::CREATED,
-        Json(CreatedSession {
-            session: invitation.session,
-            link,
-            pin: invitation.pin,
-            join_url: format!("{base}/join"),
-            qr_svg,
-        }),
-    ))
+    Ok(Created(CreatedSession {
+        session: invitation.session,
+        link,
+        pin: invitation.pin,
+        join_url: format!("{base}/join"),
+        qr_svg,
+    }))
 }
 
 type FilterQuery =
@@ -105,7 +101,7 @@ pub(super) async fn sessions_csv(
     State(state): State<AppState>,
     User(who): User,
     query: FilterQuery,
-) -> Result<Response, ApiError> {
+) -> Result<Raw<CsvTable>, ApiError> {
     let sessions = state.live.history(&who, &filter_of(query)?)?;
     let mut writer = csv::Writer::from_writer(Vec::new());
     let header = [
@@ -146,7 +142,7 @@ pub(super) async fn sessions_csv(
             .map_err(io)?;
     }
     let body = writer.into_inner().map_err(|_| ApiError::internal())?;
-    Ok((
+    Ok(Raw::new((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
             (
@@ -155,29 +151,11 @@ pub(super) async fn sessions_csv(
             ),
         ],
         body,
-    )
-        .into_response())
+    )))
 }
 
-/// RFC 3339 in UTC, always to the millisecond, so every timestamp in a column has the
-/// same shape (a spreadsheet or a script parses one format).
 fn rfc3339(ms: Option<u64>) -> String {
-    ms.and_then(|ms| {
-        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
-    })
-    .map(|t| {
-        format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second(),
-            t.millisecond()
-        )
-    })
-    .unwrap_or_default()
+    ms.map(crate::clock::rfc3339).unwrap_or_default()
 }
 
 fn json_name<T: Serialize>(value: &T) -> String {
@@ -228,7 +206,7 @@ pub(super) async fn colleagues(
     Ok(Json(state.auth.colleagues(&who)?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Invite {
     user_id: UserId,

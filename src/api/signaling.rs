@@ -7,8 +7,8 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 
+use super::openapi::{Raw, Upgraded};
 use super::{ApiError, ApiState, AppState, Caller, cookie_token, own_origin};
 use crate::audit::{Actor, AuditKind};
 use crate::auth::{Principal, Stage};
@@ -25,7 +25,7 @@ pub(super) async fn websocket(
     caller: Caller,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
-) -> Response {
+) -> Result<Raw<Upgraded>, ApiError> {
     let source = caller.ip();
     // A page of another site must not open a signaling socket in a signed-in browser.
     if !own_origin(&headers, state.public_url.as_deref()) {
@@ -38,12 +38,11 @@ pub(super) async fn websocket(
             Actor::stranger(source),
             format!("signaling socket from another origin: {:.100}", origin),
         );
-        return ApiError::new(
+        return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "foreign_origin",
             "the signaling socket is open to this appliance's own pages only",
-        )
-        .into_response();
+        ));
     }
     let principal = cookie_token(&headers)
         .and_then(|t| state.auth.authenticate(&t).ok())
@@ -52,9 +51,9 @@ pub(super) async fn websocket(
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    upgrade
-        .max_message_size(64 * 1024)
-        .on_upgrade(move |socket| signaling(state, socket, principal, user_agent, source))
+    Ok(Raw::new(upgrade.max_message_size(64 * 1024).on_upgrade(
+        move |socket| signaling(state, socket, principal, user_agent, source),
+    )))
 }
 
 /// Sends one signaling message, once every write made so far is durable: a message may

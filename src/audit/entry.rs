@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::UnixMillis;
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditKind {
     SetupCompleted,
@@ -65,6 +65,15 @@ pub enum AuditKind {
 }
 
 impl AuditKind {
+    /// Requests about a customer's data: exports, deletion requests and the deletions
+    /// they led to — the trail the console's data page shows.
+    pub fn is_data_request(&self) -> bool {
+        matches!(
+            self,
+            Self::DataExported | Self::DeletionRequested | Self::ContentDeleted
+        )
+    }
+
     /// Identity events: what the account admin's identity log shows.
     pub fn is_identity(&self) -> bool {
         !matches!(
@@ -95,7 +104,7 @@ impl AuditKind {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AuditEntry {
     pub seq: u64,
     pub at_ms: UnixMillis,

@@ -67,7 +67,7 @@ pub enum AuthError {
     Hashing,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     AccountAdmin,
@@ -75,7 +75,7 @@ pub enum Role {
 }
 
 /// Settings an account admin controls.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct AccountPolicy {
     /// Raises the password minimum above the floor of 8.
@@ -105,7 +105,7 @@ impl Default for AccountPolicy {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Subscription {
     pub seats: u32,
@@ -122,7 +122,7 @@ impl Default for Subscription {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Account {
     pub id: AccountId,
     pub organisation: String,
@@ -134,7 +134,7 @@ pub struct Account {
 }
 
 /// A technician group and its policies.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct Group {
     pub id: String,
     pub name: String,
@@ -176,13 +176,13 @@ impl User {
 }
 
 /// What an admin sees of a user.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ColleagueChoice {
     pub id: UserId,
     pub display_name: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct UserView {
     pub id: UserId,
     pub email: String,
@@ -211,7 +211,7 @@ struct LoginFailures {
 }
 
 /// How far a login session has got.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     /// Password accepted; a TOTP or recovery code is still needed.
@@ -240,7 +240,7 @@ struct SetupState {
 }
 
 /// The authenticated user an API call runs as.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Principal {
     pub user_id: UserId,
     pub account_id: AccountId,
@@ -256,7 +256,7 @@ pub struct Principal {
 }
 
 /// Details the first account admin chooses during setup.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct SetupRequest {
     pub code: String,
     pub email: String,
@@ -265,7 +265,7 @@ pub struct SetupRequest {
     pub organisation: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     pub email: String,
@@ -276,7 +276,7 @@ pub struct NewUser {
     pub group_ids: Vec<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserChange {
     pub display_name: Option<String>,
@@ -285,7 +285,7 @@ pub struct UserChange {
     pub group_ids: Option<Vec<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupChange {
     pub name: Option<String>,

@@ -8,7 +8,7 @@ use super::toolkit::{Colleague, ColleagueRole, ConsentChange, ConsentEvent, Reco
 use crate::clock::UnixMillis;
 use crate::ids::{AccountId, SessionId, UserId};
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionState {
     /// Created; the customer has not opened the invitation yet.
@@ -24,7 +24,7 @@ pub enum SessionState {
     Ended,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EndReason {
     Technician,
@@ -34,7 +34,7 @@ pub enum EndReason {
 }
 
 /// What the customer agreed to, and when.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct ConsentReceipt {
     pub camera: bool,
     pub microphone: bool,
@@ -44,7 +44,7 @@ pub struct ConsentReceipt {
     pub at_ms: UnixMillis,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SupportSession {
     pub id: SessionId,
     pub account_id: AccountId,
@@ -141,7 +141,7 @@ impl SessionView {
 }
 
 /// Everything kept about a session, for its record page.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct SessionRecord {
     #[serde(flatten)]
     pub session: SupportSession,
@@ -150,7 +150,7 @@ pub struct SessionRecord {
 }
 
 /// Filters for the session history (all optional).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SessionFilter {
     pub technician_id: Option<UserId>,
@@ -179,7 +179,7 @@ impl SessionFilter {
 }
 
 /// What participants see of a session.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct SessionView {
     pub id: SessionId,
     pub state: SessionState,

@@ -12,7 +12,7 @@ use crate::ids::UserId;
 pub type Point = [f64; 2];
 
 /// One annotation on the picture.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Shape {
     /// A freehand line through the points.
@@ -164,7 +164,7 @@ impl CameraCapabilities {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StillPurpose {
     /// A full-resolution photo the technician asked for.
@@ -174,7 +174,7 @@ pub enum StillPurpose {
 }
 
 /// A still stored with the session (the image itself is an encrypted file).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Still {
     pub id: String,
     pub purpose: StillPurpose,
@@ -191,7 +191,7 @@ pub struct Still {
 
 /// A finished recording; the WebM file is stored as three encrypted parts (see
 /// [`crate::webm`]), played back as one.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Recording {
     pub id: String,
     pub started_ms: UnixMillis,
@@ -215,7 +215,7 @@ impl Recording {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ColleagueRole {
     /// Sees, hears and chats; cannot talk, draw, drive the camera or record.
@@ -225,7 +225,7 @@ pub enum ColleagueRole {
 }
 
 /// Another technician of the account invited into a session.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct Colleague {
     pub user_id: UserId,
     pub name: String,
@@ -235,7 +235,7 @@ pub struct Colleague {
 }
 
 /// One entry of the consent record: what the customer allowed, and when.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct ConsentEvent {
     pub at_ms: UnixMillis,
     pub event: ConsentChange,
@@ -244,7 +244,7 @@ pub struct ConsentEvent {
     pub recording: bool,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ConsentChange {
     Granted,

@@ -25,6 +25,26 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 pub const START_MS: u64 = 1_800_000_000_000;
 
+/// Every refusal the appliance sent is one its OpenAPI description lists for that route:
+/// the description is checked against what every test made the API answer.
+fn assert_documented(running: &Running) {
+    let undocumented = running.api().undocumented.seen();
+    assert!(
+        undocumented.is_empty(),
+        "refusals missing from the API description (add them to the route's errors): {undocumented:#?}"
+    );
+}
+
+impl Drop for TestAppliance {
+    fn drop(&mut self) {
+        if let Some(running) = &self.running
+            && !std::thread::panicking()
+        {
+            assert_documented(running);
+        }
+    }
+}
+
 pub struct TestAppliance {
     pub running: Option<Running>,
     pub dir: tempfile::TempDir,
@@ -77,6 +97,7 @@ impl TestAppliance {
 
     pub async fn stop(&mut self) {
         if let Some(running) = self.running.take() {
+            assert_documented(&running);
             running.shutdown().await.expect("clean shutdown");
         }
     }

@@ -507,6 +507,7 @@ fn expected_access() -> Vec<(&'static str, &'static str, &'static str)> {
         ("POST", "/api/setup", "public"),
         ("POST", "/api/login", "public"),
         ("POST", "/api/join/pin", "public"),
+        ("GET", "/api/openapi.json", "public"),
         ("GET", "/api/ws", "public"),
         ("GET", "/api/me", "signing_in"),
         ("POST", "/api/logout", "signing_in"),

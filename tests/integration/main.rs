@@ -3,6 +3,7 @@
 
 mod common;
 
+mod api_description;
 mod data;
 mod firewall;
 mod identity;
