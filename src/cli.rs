@@ -371,7 +371,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 customer_reference: customer,
             };
             let file = std::fs::File::create(&out)?;
-            offline.lifecycle.export(&account, &scope, file)?;
+            offline.lifecycle.export(&account, None, &scope, file)?;
             println!("exported to {}", out.display());
             Ok(())
         }

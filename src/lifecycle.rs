@@ -115,9 +115,11 @@ impl Lifecycle {
     }
 
     /// Writes a tar archive with the scope's records as JSON and its files decrypted.
+    /// `by`: the user who asked for it (none for the operator's CLI), for the audit log.
     pub fn export(
         &self,
         account_id: &AccountId,
+        by: Option<&UserId>,
         scope: &Scope,
         out: impl Write,
     ) -> Result<(), LifecycleError> {
@@ -205,7 +207,10 @@ impl Lifecycle {
         drop(tar);
         self.audit.record(
             AuditKind::DataExported,
-            Actor::account(account_id),
+            by.map_or_else(
+                || Actor::account(account_id),
+                |user| Actor::user(account_id, user),
+            ),
             format!("export of {}", scope.describe()),
         );
         Ok(())
@@ -243,7 +248,7 @@ impl Lifecycle {
             format!(
                 "deletion of {} requested, due {}",
                 request.scope.describe(),
-                request.due_ms
+                crate::clock::rfc3339(request.due_ms)
             ),
         );
         if request.due_ms <= now {
@@ -281,7 +286,7 @@ impl Lifecycle {
                 request.scope.describe(),
                 sessions.len(),
                 request.requested_by,
-                request.requested_ms
+                crate::clock::rfc3339(request.requested_ms)
             ),
         );
         Ok(())

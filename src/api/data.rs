@@ -18,10 +18,11 @@ pub(super) async fn export(
     let Query(scope) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let lifecycle = state.lifecycle.clone();
     let account_id = admin.account_id.clone();
+    let user_id = admin.user_id.clone();
     let archive = tokio::task::spawn_blocking(move || {
         let mut archive = Vec::new();
         lifecycle
-            .export(&account_id, &scope, &mut archive)
+            .export(&account_id, Some(&user_id), &scope, &mut archive)
             .map(|()| archive)
     })
     .await

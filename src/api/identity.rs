@@ -377,13 +377,26 @@ pub(super) async fn update_account(
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AuditFilter {
+    /// Which part of the log: identity events (the default) or data requests.
+    #[serde(default)]
+    topic: AuditTopic,
     kind: Option<String>,
     user_id: Option<String>,
     since_ms: Option<u64>,
     until_ms: Option<u64>,
 }
 
-/// The account's identity events, newest first, filterable by kind, user and time.
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum AuditTopic {
+    #[default]
+    Identity,
+    /// Exports, deletion requests and the deletions carried out.
+    Data,
+}
+
+/// The account's identity events or its data requests, newest first, filterable by kind,
+/// user and time.
 pub(super) async fn audit_log(
     State(state): State<AppState>,
     User(admin): User,
@@ -392,7 +405,10 @@ pub(super) async fn audit_log(
     let Query(filter) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let shown = |e: &AuditEntry| {
         e.account_id.as_deref() == Some(admin.account_id.as_str())
-            && e.kind.is_identity()
+            && match filter.topic {
+                AuditTopic::Identity => e.kind.is_identity(),
+                AuditTopic::Data => e.kind.is_data_request(),
+            }
             && filter
                 .kind
                 .as_deref()

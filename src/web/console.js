@@ -7,6 +7,7 @@ import { go } from '/assets/console/nav.js';
 import { proceed } from '/assets/console/signin.js';
 import { dashboard } from '/assets/console/dashboard.js';
 import '/assets/console/admin.js';
+import '/assets/console/data.js';
 import '/assets/console/record.js';
 import { setStatus, closeSession } from '/assets/console/session.js';
 import { drawing } from '/assets/console/drawing.js';

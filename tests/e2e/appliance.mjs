@@ -1,7 +1,8 @@
 // Starts a real `sightline serve` on ephemeral loopback ports for the browser tests and
 // drives Debian's Chromium with a fake camera.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import assert from 'node:assert/strict';
 import { tmpdir } from 'node:os';
 import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -17,11 +18,12 @@ export const otherHosts = process.env.E2E_HOST ? ['198.18.9.2', '198.18.9.3'] : 
 
 // E2E_HOST: where the appliance listens (firefox.sh runs the suite in a namespace).
 // `log`: the appliance's log filter (SIGHTLINE_LOG), e.g. to follow one module's debug lines.
-export async function startAppliance({ host = process.env.E2E_HOST ?? '127.0.0.1', log } = {}) {
+// `env`: further configuration as environment variables (SIGHTLINE_SECTION__KEY).
+export async function startAppliance({ host = process.env.E2E_HOST ?? '127.0.0.1', log, env = {} } = {}) {
   const dataDir = mkdtempSync(join(tmpdir(), 'sightline-e2e-'));
   const child = spawn(binary, [
     'serve', '--data-dir', dataDir, '--listen', `${host}:0`, '--media-listen', `${host}:0`, '--metrics-listen', '127.0.0.1:0',
-  ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SIGHTLINE_LOG: log ?? process.env.SIGHTLINE_LOG ?? 'warn' } });
+  ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env, SIGHTLINE_LOG: log ?? process.env.SIGHTLINE_LOG ?? 'warn' } });
   let stdout = '';
   let stderr = '';
   child.stderr.on('data', (d) => { stderr += d; });
@@ -90,8 +92,8 @@ export const browserPath = isFirefox ? process.env.FIREFOX ?? '/usr/bin/firefox-
 
 // An appliance, a browser and a technician's page signed in as the first account admin:
 // how every suite that drives sessions from the console begins.
-export async function startWithTechnician(admin = ADMIN) {
-  const appliance = await startAppliance();
+export async function startWithTechnician(admin = ADMIN, options = {}) {
+  const appliance = await startAppliance(options);
   const browser = await launchBrowser();
   const context = await newContext(browser);
   const page = await context.newPage();
@@ -184,4 +186,33 @@ export async function waitFor(check, { timeout = 20000, interval = 50, what = 'c
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, interval));
   }
+}
+
+// The pages' own strings (ES modules served to browsers, loaded here as such).
+const language = async (name) => (await import(`data:text/javascript,${encodeURIComponent(readFileSync(new URL(`../../src/web/strings/${name}.js`, import.meta.url), 'utf8'))}`)).default;
+export const STRINGS = { en: await language('en'), de: await language('de') };
+
+// English strings that a German page must never show (those that differ between them).
+const ENGLISH = Object.keys(STRINGS.en)
+  .filter((k) => STRINGS.en[k] !== STRINGS.de[k] && STRINGS.en[k].length > 3)
+  .flatMap((k) => STRINGS.en[k].split(/\{\w+\}/))
+  .filter((e) => e.trim().length > 3);
+
+// Fails if `page` shows any English text of the pages' strings, or is not marked German.
+export async function assertGerman(page, what) {
+  const text = await page.evaluate(() => {
+    const visible = [];
+    for (const el of document.querySelectorAll('body *')) {
+      if (el.closest('[hidden]') || !el.checkVisibility()) continue;
+      for (const node of el.childNodes) if (node.nodeType === 3 && node.textContent.trim()) visible.push(node.textContent.trim());
+      for (const attr of ['aria-label', 'placeholder', 'alt', 'title']) if (el.getAttribute(attr)) visible.push(el.getAttribute(attr));
+    }
+    return visible;
+  });
+  for (const line of text) {
+    // Short strings must not be the whole text; longer ones not even part of it.
+    const leaked = ENGLISH.find((e) => line === e.trim() || (e.length > 12 && line.includes(e.trim())));
+    assert.equal(leaked, undefined, `${what}: English text "${line}"`);
+  }
+  assert.equal(await page.getAttribute('html', 'lang'), 'de');
 }

@@ -522,6 +522,39 @@ async fn a_customers_content_is_exported_and_deleted_on_request() {
         !deleted.detail.contains("CUST-1"),
         "the reference itself is not logged"
     );
+
+    // The console's trail of data requests: who exported and who asked for the deletion,
+    // and only those; the identity log does not mix them in.
+    let me = admin.get("/api/me").await.json();
+    let trail = admin.get("/api/audit?topic=data").await.json();
+    let trail = trail.as_array().expect("list");
+    let kinds: Vec<&str> = trail.iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "content_deleted",
+            "deletion_requested",
+            "data_exported",
+            "data_exported"
+        ]
+    );
+    assert!(
+        trail.iter().all(|e| e["actor"] == me["user_id"]),
+        "{trail:?}"
+    );
+    assert!(
+        trail[1]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("due 2027-01-22T")),
+        "the due date reads as a date: {}",
+        trail[1]["detail"]
+    );
+    let identity = admin.get("/api/audit").await.json();
+    assert!(identity.as_array().expect("list").iter().all(|e| {
+        !["data_exported", "deletion_requested", "content_deleted"]
+            .contains(&e["kind"].as_str().unwrap_or_default())
+    }));
+    assert_eq!(admin.get("/api/audit?topic=billing").await.status, 400);
 }
 
 #[tokio::test]
