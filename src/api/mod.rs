@@ -8,6 +8,7 @@ mod identity;
 mod invitation;
 mod negotiation;
 mod openapi;
+mod reports;
 mod sessions;
 mod signaling;
 
@@ -178,6 +179,8 @@ fn table() -> Vec<Row> {
         r(Method::GET, "/api/sessions/{id}/recordings/{recording}", Technician, "A recording of the session (byte ranges supported)", files::recording).errors(SESSION),
         r(Method::POST, "/api/sessions/{id}/colleagues", Technician, "Invite a colleague into the session", sessions::invite_colleague).errors(SESSION).errors(&["not_allowed", "conflict", "ended"]),
         r(Method::DELETE, "/api/sessions/{id}/colleagues/{user_id}", Technician, "Remove a colleague from the session", sessions::remove_colleague).errors(SESSION).errors(&["not_allowed"]),
+        r(Method::GET, "/api/reports", Technician, "Session figures per day or week, technician and group (one's own for a technician)", reports::report),
+        r(Method::GET, "/api/reports.csv", Technician, "The same report as CSV", reports::report_csv),
         r(Method::GET, "/api/colleagues", Technician, "The colleagues one may invite", sessions::colleagues),
         r(Method::POST, "/api/sessions/{id}/whep", Technician, "Receive the customer's media (WHEP)", negotiation::whep).errors(SESSION).errors(MEDIA).errors(&["not_allowed"]),
         r(Method::PATCH, "/api/sessions/{id}/whep/{peer}", Technician, "Restart ICE for the technician's media", negotiation::whep_restart).errors(SESSION).errors(MEDIA),

@@ -167,7 +167,7 @@ fn json_name<T: Serialize>(value: &T) -> String {
 
 /// Spreadsheets run cells that start with these as formulas; a leading apostrophe keeps
 /// a customer reference such as "=HYPERLINK(…)" as text (OWASP CSV injection).
-fn defuse_formula(field: &str) -> String {
+pub(super) fn defuse_formula(field: &str) -> String {
     if field.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{field}")
     } else {

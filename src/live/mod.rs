@@ -20,6 +20,7 @@ mod model;
 mod protocol;
 mod recording;
 mod records;
+pub mod reports;
 mod room;
 mod signaling;
 pub mod toolkit;

@@ -8,6 +8,7 @@ import { proceed } from '/assets/console/signin.js';
 import { dashboard } from '/assets/console/dashboard.js';
 import '/assets/console/admin.js';
 import '/assets/console/data.js';
+import { redrawReports } from '/assets/console/reports.js';
 import '/assets/console/record.js';
 import { setStatus, closeSession } from '/assets/console/session.js';
 import { drawing } from '/assets/console/drawing.js';
@@ -24,6 +25,7 @@ window.sightline = {
 onLanguageChange(() => {
   if (state.current?.session) setStatus(state.current.session);
   if (!$('#dashboard').hidden) dashboard();
+  redrawReports();
 });
 
 for (const button of document.querySelectorAll('[data-nav]')) {

@@ -535,6 +535,8 @@ fn expected_access() -> Vec<(&'static str, &'static str, &'static str)> {
             "/api/sessions/{id}/colleagues/{user_id}",
             "technician",
         ),
+        ("GET", "/api/reports", "technician"),
+        ("GET", "/api/reports.csv", "technician"),
         ("GET", "/api/colleagues", "technician"),
         ("POST", "/api/sessions/{id}/whep", "technician"),
         ("PATCH", "/api/sessions/{id}/whep/{peer}", "technician"),

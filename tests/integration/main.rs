@@ -9,5 +9,6 @@ mod firewall;
 mod identity;
 mod live;
 mod operations;
+mod reports;
 mod store;
 mod toolkit;
