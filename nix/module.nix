@@ -143,6 +143,8 @@ in
         Type = "notify";
         NotifyAccess = "main";
         ExecStart = "${lib.getExe cfg.package} --config ${configFile} serve";
+        # `systemctl reload sightline`: serve an imported certificate now.
+        ExecReload = "${pkgs.coreutils}/bin/kill -HUP $MAINPID";
         WatchdogSec = "30s";
         Restart = "on-failure";
         RestartSec = "2s";

@@ -206,7 +206,12 @@ pub async fn start_supervised(
         media_public_ip: config.media.public_address,
         stopping: shutdown.subscribe(),
         undocumented: Undocumented::default(),
+        certificates: tls.certificates.clone(),
     });
+    tasks.push(tokio::spawn(tasks::watch_certificates(
+        tls.certificates.clone(),
+        shutdown.subscribe(),
+    )));
     tasks.push(tokio::spawn(crate::http::serve(
         listener,
         media.clone(),
@@ -221,6 +226,7 @@ pub async fn start_supervised(
         auth: auth.clone(),
         audit: audit.clone(),
         store: store.clone(),
+        certificates: tls.certificates.clone(),
     };
     let metrics_addr = serve_metrics(&config, metrics, &shutdown, &mut tasks).await?;
 
@@ -270,14 +276,37 @@ fn connect_syslog(audit: &Audit, config: &Config) -> Result<(), StartError> {
     Ok(())
 }
 
-/// The appliance's CA and server certificate for the configured names.
-/// The appliance CA and server certificate for the configured names, made on first use.
+/// The names a certificate the company issues must cover: the public URL's host and the
+/// configured server names (the appliance CA's also covers loopback and the host name).
+pub fn certificate_names(config: &Config) -> Vec<String> {
+    let mut names = Vec::new();
+    if let Some(url) = &config.http.public_url {
+        let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default(),
+            None => authority.split(':').next().unwrap_or_default(),
+        };
+        if !host.is_empty() {
+            names.push(host.to_ascii_lowercase());
+        }
+    }
+    for name in &config.http.server_names {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    names
+}
+
+/// The appliance CA and server certificate for the configured names, made on first use;
+/// an imported certificate instead, when there is one that checks out.
 pub(crate) fn prepare_tls(store: &Store, config: &Config) -> Result<tls::ApplianceTls, StartError> {
     let mut names = tls::default_names(&config.http.server_names);
     if let Some(ip) = config.media.public_address {
         names.push(ip.to_string());
     }
-    let tls = tls::load_or_create(store, &config.data_dir, &names)?;
+    let tls = tls::load_or_create(store, &config.data_dir, &names, &certificate_names(config))?;
     if !tls.refused_names.is_empty() {
         tracing::warn!(
             names = ?tls.refused_names,

@@ -78,6 +78,12 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The certificate the appliance serves: the company's own instead of the appliance
+    /// CA's. Works while the appliance runs; it serves a new one within seconds.
+    Cert {
+        #[command(subcommand)]
+        command: CertCommand,
+    },
     /// Master key management.
     Keys {
         #[command(subcommand)]
@@ -159,6 +165,27 @@ pub enum AuditCommand {
         #[arg(long)]
         account: Option<AccountId>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Check a certificate and its key, then serve them: PEM (`--cert` with the chain,
+    /// server certificate first, and `--key`) or PKCS#12 (`--pkcs12`).
+    Import {
+        #[arg(long, requires = "key", conflicts_with = "pkcs12")]
+        cert: Option<PathBuf>,
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
+        #[arg(long, required_unless_present = "cert")]
+        pkcs12: Option<PathBuf>,
+        /// A file holding the PKCS#12 password (one line); without it, the password is empty.
+        #[arg(long, requires = "pkcs12")]
+        password_file: Option<PathBuf>,
+    },
+    /// The certificate that is served (or will be at the next start).
+    Show,
+    /// Stop serving the imported certificate; the appliance CA's serves again.
+    Remove,
 }
 
 #[derive(Debug, Subcommand)]
@@ -253,6 +280,7 @@ impl Cli {
             | Command::Backup { .. }
             | Command::Restore { .. }
             | Command::Keys { .. }
+            | Command::Cert { .. }
             | Command::Audit { .. }
             | Command::Firewall { .. }
             | Command::Check
@@ -316,6 +344,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys { command } => keys(&config, command),
+        Command::Cert { command } => offline::cert(&config, command),
         Command::Firewall { command } => {
             match command {
                 FirewallCommand::Render => print!("{}", crate::firewall::render(&config)),

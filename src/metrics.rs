@@ -26,6 +26,7 @@ pub struct Metrics {
     pub auth: Arc<Auth>,
     pub audit: Arc<crate::audit::Audit>,
     pub store: Store,
+    pub certificates: Arc<crate::tls::Certificates>,
 }
 
 impl Metrics {
@@ -38,8 +39,9 @@ impl Metrics {
         let auth = self.auth.counters();
         let security = &self.audit.counts;
         let load = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
+        let certificate = self.certificates.info();
         #[rustfmt::skip]
-        let rows: [(&str, &str, &str, Option<u64>); 20] = [
+        let rows: [(&str, &str, &str, Option<u64>); 23] = [
             ("sightline_sessions_open", GAUGE, "Support sessions with participants connected.", Some(self.live.open_sessions() as u64)),
             ("sightline_media_peers", GAUGE, "WebRTC peers held by the relay.", Some(load(&media.peers))),
             ("sightline_media_frames_forwarded_total", COUNTER, "Media frames forwarded between participants.", Some(load(&media.packets_forwarded))),
@@ -60,6 +62,9 @@ impl Metrics {
             ("sightline_invitation_devices_refused_total", COUNTER, "Invitations used from a device other than the one that joined.", Some(load(&security.devices_refused))),
             ("sightline_blocklist_size", GAUGE, "Sources in the firewall blocklist.", blocklist.map(|n| n as u64)),
             ("sightline_store_size_bytes", GAUGE, "Bytes the store uses on disk.", Some(self.store.size_on_disk())),
+            ("sightline_tls_certificate_expiry_timestamp_seconds", GAUGE, "When the served certificate (or the appliance CA behind it) expires, Unix seconds.", certificate.as_ref().map(|c| c.not_after_ms / 1000)),
+            ("sightline_tls_certificate_imported", GAUGE, "1 while an imported certificate is served, 0 for the appliance CA's.", certificate.as_ref().map(|c| u64::from(c.source == "imported"))),
+            ("sightline_tls_reload_failures_total", COUNTER, "Imported certificates refused when the files changed or on SIGHUP.", Some(load(&self.certificates.reload_failures))),
         ];
         let mut out = String::new();
         for (name, kind, help, value) in rows {

@@ -24,7 +24,9 @@ use time::OffsetDateTime;
 use crate::store::{Store, StoreError};
 
 mod constraints;
+pub mod imported;
 use constraints::Permitted;
+pub use imported::{CertError, CertInfo};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -54,6 +56,8 @@ pub struct ApplianceTls {
     /// Names asked for that the CA's name constraints do not permit; they are left out of
     /// the server certificate (a browser would refuse the whole certificate otherwise).
     pub refused_names: Vec<String>,
+    /// What is served, and the switch to an imported certificate and back.
+    pub certificates: Arc<Certificates>,
 }
 
 const CA_CERT: &str = "ca.pem";
@@ -98,10 +102,14 @@ pub fn crypto_provider() -> CryptoProvider {
 /// Loads (or on first start creates) the appliance CA — its certificate in
 /// `<data_dir>/tls/ca.pem`, its key sealed in the store — and serves server certificates
 /// it issues for `names` (DNS names or IP addresses), renewed while the appliance runs.
+///
+/// `required` are the names an imported certificate must cover (the public URL's host and
+/// the configured server names); one that is there is served instead, if it checks out.
 pub fn load_or_create(
     store: &Store,
     data_dir: &Path,
     names: &[String],
+    required: &[String],
 ) -> Result<ApplianceTls, TlsError> {
     let dir = data_dir.join("tls");
     fs::create_dir_all(&dir).map_err(|source| TlsError::Io {
@@ -129,19 +137,39 @@ pub fn load_or_create(
         provider: provider.clone(),
     };
     let current = leaf.issue()?;
-    let resolver = Arc::new(RenewingCert {
-        leaf,
-        current: RwLock::new(current),
+    // The import writes the key to this recipient without opening the store.
+    let recipient = dir.join(imported::RECIPIENT_FILE);
+    let line = format!("{}\n", store.appliance_recipient()?);
+    crate::files::write_private(&recipient, line.as_bytes()).map_err(|source| TlsError::Io {
+        path: recipient,
+        source,
+    })?;
+    let resolver = Arc::new(Certificates {
+        own: RenewingCert {
+            leaf,
+            current: RwLock::new(current),
+        },
+        imported: RwLock::new(None),
+        store: store.clone(),
+        data_dir: data_dir.to_owned(),
+        required: required.to_vec(),
+        provider: provider.clone(),
+        reload_failures: Default::default(),
+        read: Default::default(),
     });
+    if let Err(e) = resolver.reload() {
+        tracing::error!(error = %e, "the imported certificate is not used; serving the appliance CA's");
+    }
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
-        .with_cert_resolver(resolver);
+        .with_cert_resolver(resolver.clone());
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(ApplianceTls {
         server_config: Arc::new(config),
         ca_pem,
         refused_names,
+        certificates: resolver,
     })
 }
 
@@ -203,6 +231,94 @@ impl std::fmt::Debug for RenewingCert {
         f.debug_struct("RenewingCert")
             .field("names", &self.leaf.names)
             .finish_non_exhaustive()
+    }
+}
+
+/// What the HTTPS listener serves: an imported certificate when there is a good one,
+/// otherwise the appliance CA's. Swapped while the appliance runs; connections already
+/// open keep theirs (a live session is not interrupted), new ones get the new one.
+pub struct Certificates {
+    own: RenewingCert,
+    imported: RwLock<Option<(Arc<CertifiedKey>, CertInfo)>>,
+    store: Store,
+    data_dir: PathBuf,
+    required: Vec<String>,
+    provider: Arc<CryptoProvider>,
+    /// Imported certificates refused at a reload (for `/metrics`).
+    pub reload_failures: std::sync::atomic::AtomicU64,
+    /// The imported files as the last reload found them: the watcher compares against it.
+    read: std::sync::Mutex<imported::Fingerprint>,
+}
+
+impl std::fmt::Debug for Certificates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Certificates")
+            .field("own", &self.own)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Certificates {
+    /// Reads the imported certificate again: serves it if it checks out, the appliance
+    /// CA's when there is none. A bad one changes nothing and is the error.
+    pub fn reload(&self) -> Result<Option<CertInfo>, CertError> {
+        // Taken before reading: a change made while reading is seen at the next look.
+        *self.read.lock().unwrap_or_else(|p| p.into_inner()) =
+            imported::fingerprint(&self.data_dir);
+        let checked = self.checked();
+        if checked.is_err() {
+            self.reload_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let next = checked?;
+        let info = next.as_ref().map(|(_, info)| info.clone());
+        *self.imported.write().unwrap_or_else(|p| p.into_inner()) = next;
+        Ok(info)
+    }
+
+    fn checked(&self) -> Result<Option<(Arc<CertifiedKey>, CertInfo)>, CertError> {
+        Ok(match imported::load(&self.store, &self.data_dir)? {
+            None => None,
+            Some(candidate) => {
+                Some(candidate.check(&self.required, OffsetDateTime::now_utc(), &self.provider)?)
+            }
+        })
+    }
+
+    /// Whether the imported files changed since the last reload read them.
+    pub fn files_changed(&self) -> bool {
+        *self.read.lock().unwrap_or_else(|p| p.into_inner())
+            != imported::fingerprint(&self.data_dir)
+    }
+
+    /// The certificate served now.
+    pub fn info(&self) -> Option<CertInfo> {
+        if let Some((_, info)) = &*self.imported.read().unwrap_or_else(|p| p.into_inner()) {
+            return Some(info.clone());
+        }
+        imported::describe(&self.own.current().cert, "appliance_ca")
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+impl ResolvesServerCert for Certificates {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some((cert, _)) = &*self.imported.read().unwrap_or_else(|p| p.into_inner()) {
+            return Some(cert.clone());
+        }
+        self.own.resolve(hello)
+    }
+}
+
+impl RenewingCert {
+    fn current(&self) -> Arc<CertifiedKey> {
+        self.current
+            .read()
+            .map(|c| c.0.clone())
+            .unwrap_or_else(|p| p.into_inner().0.clone())
     }
 }
 
@@ -410,8 +526,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = store(dir.path());
         let names = default_names(&[]);
-        let first = load_or_create(&store, dir.path(), &names).expect("first");
-        let second = load_or_create(&store, dir.path(), &names).expect("second");
+        let first = load_or_create(&store, dir.path(), &names, &[]).expect("first");
+        let second = load_or_create(&store, dir.path(), &names, &[]).expect("second");
         assert_eq!(first.ca_pem, second.ca_pem);
         assert!(first.refused_names.is_empty(), "{:?}", first.refused_names);
         assert!(!dir.path().join("tls").join(LEGACY_CA_KEY).exists());
@@ -435,7 +551,7 @@ mod tests {
         fs::write(tls.join(LEGACY_CA_KEY), key.serialize_pem()).expect("key");
         let store = store(dir.path());
         let names = vec!["support.anywhere.example".to_owned()];
-        let loaded = load_or_create(&store, dir.path(), &names).expect("loaded");
+        let loaded = load_or_create(&store, dir.path(), &names, &[]).expect("loaded");
         assert_eq!(loaded.ca_pem, cert.pem(), "the CA browsers trust is kept");
         assert!(
             loaded.refused_names.is_empty(),
@@ -445,18 +561,18 @@ mod tests {
             !tls.join(LEGACY_CA_KEY).exists(),
             "the plaintext key is gone"
         );
-        load_or_create(&store, dir.path(), &names).expect("and found in the store");
+        load_or_create(&store, dir.path(), &names, &[]).expect("and found in the store");
     }
 
     #[test]
     fn a_certificate_without_its_key_is_a_clear_error() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = store(dir.path());
-        load_or_create(&store, dir.path(), &default_names(&[])).expect("first");
+        load_or_create(&store, dir.path(), &default_names(&[]), &[]).expect("first");
         drop(store);
         fs::remove_file(dir.path().join("store.redb")).expect("rm");
         let store = super::tests::store(dir.path());
-        let e = load_or_create(&store, dir.path(), &[])
+        let e = load_or_create(&store, dir.path(), &[], &[])
             .err()
             .expect("refused");
         assert!(matches!(e, TlsError::CaKeyMissing(_)), "{e}");

@@ -395,6 +395,35 @@ pub(super) enum AuditTopic {
     Data,
 }
 
+/// What the console warns about this many days before the certificate expires.
+const CERTIFICATE_WARNING_DAYS: u64 = 30;
+
+#[derive(Serialize, schemars::JsonSchema)]
+pub(super) struct CertificateView {
+    #[serde(flatten)]
+    certificate: crate::tls::CertInfo,
+    /// Whole days until it expires (0 once expired).
+    days_left: u64,
+    /// It expires within 30 days: time to import a renewed one.
+    expires_soon: bool,
+}
+
+pub(super) async fn certificate(
+    State(state): State<AppState>,
+    User(_admin): User,
+) -> Result<Json<CertificateView>, ApiError> {
+    let certificate = state.certificates.info().ok_or_else(ApiError::internal)?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let days_left = certificate.not_after_ms.saturating_sub(now_ms) / 86_400_000;
+    Ok(Json(CertificateView {
+        certificate,
+        days_left,
+        expires_soon: days_left < CERTIFICATE_WARNING_DAYS,
+    }))
+}
+
 /// The account's identity events or its data requests, newest first, filterable by kind,
 /// user and time.
 pub(super) async fn audit_log(

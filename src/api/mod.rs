@@ -51,6 +51,8 @@ pub struct ApiState {
     pub stopping: crate::shutdown::Stopping,
     /// Refusals sent that the OpenAPI description does not list.
     pub undocumented: Undocumented,
+    /// The served certificate, for the console's expiry warning.
+    pub certificates: Arc<crate::tls::Certificates>,
 }
 
 type AppState = Arc<ApiState>;
@@ -205,6 +207,7 @@ fn table() -> Vec<Row> {
         r(Method::DELETE, "/api/groups/{group_id}", Admin, "Delete a group", identity::delete_group).errors(&["not_found", "conflict"]),
         r(Method::GET, "/api/account", Admin, "The account and its policy", identity::get_account),
         r(Method::PATCH, "/api/account", Admin, "Change the account's name or policy", identity::update_account).errors(&["invalid"]),
+        r(Method::GET, "/api/certificate", Admin, "The certificate the appliance serves, and whether it expires soon", identity::certificate),
         r(Method::GET, "/api/audit", Admin, "The account's audit log, filtered", identity::audit_log),
         r(Method::GET, "/api/export", Admin, "Export a session's or a customer's data", data::export).errors(&["not_found", "invalid"]),
         r(Method::GET, "/api/deletions", Admin, "Deletion requests still waiting for their delay", data::pending_deletions),

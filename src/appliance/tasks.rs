@@ -65,6 +65,44 @@ pub(super) async fn sweep_sessions(live: Arc<Live>, auth: Arc<Auth>, stopping: S
     }
 }
 
+/// Serves a new imported certificate (or the appliance CA's again) when its files change
+/// — checked every two seconds — or at once on SIGHUP (`systemctl reload`). A certificate
+/// that does not check out leaves the served one in place.
+pub(super) async fn watch_certificates(
+    certificates: Arc<crate::tls::Certificates>,
+    stopping: Stopping,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        let asked = tokio::select! {
+            _ = tick.tick() => false,
+            Some(()) = async {
+                match hangup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => true,
+            () = stopping.wait() => return,
+        };
+        if !asked && !certificates.files_changed() {
+            continue;
+        }
+        let certs = certificates.clone();
+        match tokio::task::spawn_blocking(move || certs.reload()).await {
+            Ok(Ok(Some(info))) => {
+                tracing::info!(subject = %info.subject, not_after = %crate::clock::rfc3339(info.not_after_ms), "serving the imported certificate")
+            }
+            Ok(Ok(None)) => tracing::info!("serving the appliance CA's certificate"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "the imported certificate is refused; the served one stays")
+            }
+            Err(e) => tracing::error!(error = %e, "reloading the certificate failed"),
+        }
+    }
+}
+
 /// Every minute: the retention rules (records past their time, accounts due for deletion).
 pub(super) async fn sweep_retention(lifecycle: Arc<Lifecycle>, stopping: Stopping) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));

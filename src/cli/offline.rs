@@ -10,7 +10,9 @@ use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::store::Store;
 
-use super::{AccountCommand, AdminCommand, CliRole, KeysCommand, NewAccount, UserCommand};
+use super::{
+    AccountCommand, AdminCommand, CertCommand, CliRole, KeysCommand, NewAccount, UserCommand,
+};
 
 /// The appliance's services over a stopped appliance's data directory.
 pub(super) struct Offline {
@@ -62,18 +64,106 @@ impl Offline {
 }
 
 /// `sightline init`: what the first start and the setup page would do, without either.
+/// A secret kept in a file of its own: its first line.
+fn read_line(path: &std::path::Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path)
+        .map(|text| text.trim_end_matches(['\n', '\r']).to_owned())
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
+}
+
+pub(super) fn cert(config: &Config, command: CertCommand) -> anyhow::Result<()> {
+    use crate::tls::imported::{self, Candidate};
+    match command {
+        CertCommand::Import {
+            cert,
+            key,
+            pkcs12,
+            password_file,
+        } => {
+            let candidate = match (cert, key, pkcs12) {
+                (Some(cert), Some(key), None) => Candidate::from_pem_files(&cert, &key)?,
+                (None, None, Some(bundle)) => {
+                    let password = password_file.as_deref().map(read_line).transpose()?;
+                    Candidate::from_pkcs12(&bundle, password.as_deref().unwrap_or(""))?
+                }
+                _ => anyhow::bail!("give --cert and --key, or --pkcs12"),
+            };
+            let names = appliance::certificate_names(config);
+            let provider = Arc::new(crate::tls::crypto_provider());
+            let (_, info) = candidate.check(&names, time::OffsetDateTime::now_utc(), &provider)?;
+            candidate.install(&config.data_dir)?;
+            print_certificate(&info);
+            if names.is_empty() {
+                println!(
+                    "note: no http.public_url or http.server_names is configured, so no name was checked"
+                );
+            }
+            println!(
+                "imported: a running appliance serves it within seconds (or at once on `systemctl reload sightline`)"
+            );
+            Ok(())
+        }
+        CertCommand::Show => {
+            let dir = config.data_dir.join("tls");
+            let imported_chain = dir.join(imported::CHAIN_FILE);
+            let (path, source) = if imported_chain.exists() {
+                (imported_chain, "imported")
+            } else {
+                (dir.join("ca.pem"), "appliance_ca")
+            };
+            let pem = std::fs::read(&path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            use rustls::pki_types::pem::PemObject;
+            let chain: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+                .filter_map(Result::ok)
+                .collect();
+            let info = imported::describe(&chain, source).ok_or_else(|| {
+                anyhow::anyhow!("{} holds no readable certificate", path.display())
+            })?;
+            if source == "appliance_ca" {
+                println!(
+                    "served: certificates the appliance CA issues (renewed every 30 days); the CA:"
+                );
+            } else {
+                println!("served: the imported certificate");
+            }
+            print_certificate(&info);
+            Ok(())
+        }
+        CertCommand::Remove => {
+            if imported::remove(&config.data_dir)? {
+                println!("removed: the appliance CA's certificate is served again");
+            } else {
+                println!("no imported certificate; the appliance CA's is served");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_certificate(info: &crate::tls::CertInfo) {
+    let days = info
+        .not_after_ms
+        .saturating_sub(crate::clock::Clock::now_ms(&SystemClock))
+        / 86_400_000;
+    println!("subject:     {}", info.subject);
+    println!("issuer:      {}", info.issuer);
+    println!("names:       {}", info.names.join(", "));
+    println!("valid from:  {}", crate::clock::rfc3339(info.not_before_ms));
+    println!(
+        "valid until: {} ({days} days left)",
+        crate::clock::rfc3339(info.not_after_ms)
+    );
+    println!("sha256:      {}", info.sha256);
+    println!("chain:       {} certificate(s)", info.chain_length);
+}
+
 pub(super) fn init(
     config: &Config,
     new: &NewAccount,
     password_file: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
-    let password = password_file
-        .map(|path| {
-            std::fs::read_to_string(path)
-                .map(|text| text.trim_end_matches(['\n', '\r']).to_owned())
-                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
-        })
-        .transpose()?;
+    let password = password_file.map(read_line).transpose()?;
     appliance::create_private_dir(&config.data_dir)?;
     let store = Store::open_data_dir(&config.data_dir, config.store.cache_bytes())?;
     let tls = appliance::prepare_tls(&store, config)?;

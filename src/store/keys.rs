@@ -240,6 +240,12 @@ impl AccountKey {
             .ok()
     }
 
+    /// The public half of this account's file identity: whoever holds it can encrypt a
+    /// file only this key opens (the certificate import does, without opening the store).
+    pub fn file_recipient(&self) -> String {
+        self.file_identity.to_public().to_string()
+    }
+
     /// Encrypts a file's content as an age stream to this account.
     pub fn encrypt_stream(&self, mut input: impl Read, output: impl Write) -> std::io::Result<()> {
         let mut writer = self.encrypting_writer(output)?;

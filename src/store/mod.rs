@@ -167,6 +167,20 @@ impl Store {
         self.collection(APPLIANCE_OWNER, format!("global/{name}"))
     }
 
+    /// The age recipient of files only the appliance itself may read (see
+    /// [`Self::decrypt_for_appliance`]).
+    pub fn appliance_recipient(&self) -> Result<String, StoreError> {
+        Ok(self.keys.get_or_create(APPLIANCE_OWNER)?.file_recipient())
+    }
+
+    /// The plaintext of an age file encrypted to [`Self::appliance_recipient`]; `None` when
+    /// it was encrypted to another (an older data directory, a restored one).
+    pub fn decrypt_for_appliance(&self, sealed: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = self.keys.get_or_create(APPLIANCE_OWNER)?;
+        let mut out = Vec::new();
+        Ok(key.decrypt_stream(sealed, &mut out).ok().map(|()| out))
+    }
+
     /// The collections of one account.
     pub fn account(&self, account_id: &str) -> AccountStore {
         AccountStore {

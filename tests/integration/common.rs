@@ -25,6 +25,23 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 pub const START_MS: u64 = 1_800_000_000_000;
 
+/// A TLS client that trusts only the certificates in `ca_pem`.
+pub fn trusting(ca_pem: &str) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject;
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.expect("pem")).expect("root");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
 /// Every refusal the appliance sent is one its OpenAPI description lists for that route:
 /// the description is checked against what every test made the API answer.
 fn assert_documented(running: &Running) {
@@ -208,21 +225,9 @@ impl Client {
     }
 
     fn new(addr: SocketAddr, ca_pem: &str, source: &str) -> Self {
-        let mut roots = rustls::RootCertStore::empty();
-        use rustls::pki_types::pem::PemObject;
-        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-            roots.add(cert.expect("pem")).expect("root");
-        }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
         Self {
             addr,
-            tls: TlsConnector::from(Arc::new(config)),
+            tls: trusting(ca_pem),
             source: source.parse().expect("source ip"),
             cookie: None,
         }

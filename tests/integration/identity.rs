@@ -561,6 +561,7 @@ fn expected_access() -> Vec<(&'static str, &'static str, &'static str)> {
         ("DELETE", "/api/groups/{group_id}", "admin"),
         ("GET", "/api/account", "admin"),
         ("PATCH", "/api/account", "admin"),
+        ("GET", "/api/certificate", "admin"),
         ("GET", "/api/audit", "admin"),
         ("GET", "/api/export", "admin"),
         ("GET", "/api/deletions", "admin"),

@@ -4,6 +4,7 @@
 mod common;
 
 mod api_description;
+mod certificates;
 mod data;
 mod firewall;
 mod identity;

@@ -5,6 +5,21 @@ import { state } from '/assets/console/state.js';
 import { go, register } from '/assets/console/nav.js';
 import { emptyNote } from '/assets/console/ui.js';
 
+// Account admins are told a month ahead that the served certificate (or the appliance CA
+// behind it) ends, while there is time to import a renewed one.
+async function certificateWarning(me) {
+  const banner = $('#cert-warning');
+  if (me.role !== 'account_admin') {
+    banner.hidden = true;
+    return;
+  }
+  const cert = await api('/certificate').catch(() => null);
+  banner.hidden = !cert?.expires_soon;
+  if (cert?.expires_soon) {
+    banner.textContent = t(cert.source === 'imported' ? 'dashboard.cert-expires' : 'dashboard.ca-expires', { when: when(cert.not_after_ms), days: cert.days_left });
+  }
+}
+
 export async function dashboard() {
   const { me } = state;
   show('dashboard');
@@ -23,6 +38,7 @@ export async function dashboard() {
     technicians.append(...people.map((p) => new Option(p.display_name, p.id)));
   }
   $('#history-csv').href = `/api/sessions.csv?${params}`;
+  certificateWarning(me);
   const sessions = await api(`/sessions?${params}`).catch(() => []);
   for (const s of sessions) {
     const item = document.createElement('li');

@@ -368,4 +368,6 @@ export default {
   'reports.ms': "{m} Min. {s} s",
   'reports.s': "{s} s",
   'reports.hms': "{h} Std. {m} Min.",
+  'dashboard.cert-expires': "Das Zertifikat der Appliance läuft am {when} ab (in {days} Tagen). Importieren Sie vorher ein erneuertes mit „sightline cert import“, sonst lehnen Browser die Konsole und die Links der Kunden ab.",
+  'dashboard.ca-expires': "Die Zertifizierungsstelle der Appliance läuft am {when} ab (in {days} Tagen); ihre Zertifikate gelten dann nicht mehr als vertrauenswürdig. Importieren Sie ein vom Unternehmen ausgestelltes Zertifikat mit „sightline cert import“.",
 };

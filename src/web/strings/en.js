@@ -372,4 +372,6 @@ export default {
   'reports.ms': "{m} min {s} s",
   'reports.s': "{s} s",
   'reports.hms': "{h} h {m} min",
+  'dashboard.cert-expires': "The appliance's certificate expires on {when} (in {days} days). Import a renewed one with “sightline cert import” before then, or browsers will refuse the console and the customers' links.",
+  'dashboard.ca-expires': "The appliance CA expires on {when} (in {days} days); its certificates stop being trusted then. Import a certificate the company issues with “sightline cert import”.",
 };
