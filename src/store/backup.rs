@@ -330,11 +330,16 @@ fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), BackupError> {
     fs::rename(&tmp, path).map_err(io(path))
 }
 
-/// Files under the data directory that belong in a backup: account files and the
-/// appliance CA (so restored appliances keep the certificate browsers trust).
+/// Files under the data directory that belong in a backup: account files, the appliance
+/// CA and an imported certificate (so a restored appliance serves what browsers trust).
 fn data_files(data_dir: &Path) -> Result<Vec<String>, BackupError> {
     let mut out = Vec::new();
-    for fixed in ["tls/ca.pem", "tls/ca-key.pem"] {
+    for fixed in [
+        "tls/ca.pem",
+        "tls/ca-key.pem",
+        "tls/imported.pem",
+        "tls/imported-key.age",
+    ] {
         if data_dir.join(fixed).exists() {
             out.push(fixed.to_owned());
         }

@@ -16,14 +16,14 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::common::*;
 
-const NAME: &str = "support.example.test";
+pub(crate) const NAME: &str = "support.example.test";
 
-struct TestCa {
+pub(crate) struct TestCa {
     issuer: Issuer<'static, KeyPair>,
-    pem: String,
+    pub pem: String,
 }
 
-fn ca(name: &str) -> TestCa {
+pub(crate) fn ca(name: &str) -> TestCa {
     let key = KeyPair::generate().expect("key");
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
     params.distinguished_name.push(DnType::CommonName, name);
@@ -38,7 +38,7 @@ fn ca(name: &str) -> TestCa {
 
 /// A server certificate by `ca` for `names`, valid from `days_from` to `days_to` (relative
 /// to now): (certificate PEM, key PEM).
-fn leaf(ca: &TestCa, names: &[&str], days_from: i64, days_to: i64) -> (String, String) {
+pub(crate) fn leaf(ca: &TestCa, names: &[&str], days_from: i64, days_to: i64) -> (String, String) {
     let key = KeyPair::generate().expect("key");
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
     params.distinguished_name.push(DnType::CommonName, names[0]);
@@ -56,14 +56,14 @@ fn leaf(ca: &TestCa, names: &[&str], days_from: i64, days_to: i64) -> (String, S
     (cert.pem(), key.serialize_pem())
 }
 
-fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
+pub(crate) fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, content).expect("write");
     path
 }
 
 /// The appliance's CLI with a configuration naming the server name to cover.
-fn cert_cli(app: &TestAppliance, args: &[&str]) -> std::process::Output {
+pub(crate) fn cert_cli(app: &TestAppliance, args: &[&str]) -> std::process::Output {
     let config = write(
         app.dir.path(),
         "cert-test.toml",
@@ -74,7 +74,7 @@ fn cert_cli(app: &TestAppliance, args: &[&str]) -> std::process::Output {
     sightline_at(&app.config.data_dir, &all)
 }
 
-fn import(app: &TestAppliance, chain: &Path, key: &Path) -> std::process::Output {
+pub(crate) fn import(app: &TestAppliance, chain: &Path, key: &Path) -> std::process::Output {
     cert_cli(
         app,
         &[
@@ -97,7 +97,7 @@ async fn served(app: &TestAppliance, roots_pem: &str) -> Option<CertificateDer<'
     tls.get_ref().1.peer_certificates()?.first().cloned()
 }
 
-async fn until_served(app: &TestAppliance, roots_pem: &str, leaf_pem: &str) {
+pub(crate) async fn until_served(app: &TestAppliance, roots_pem: &str, leaf_pem: &str) {
     use rustls::pki_types::pem::PemObject;
     let want = CertificateDer::from_pem_slice(leaf_pem.as_bytes()).expect("leaf");
     for _ in 0..100 {

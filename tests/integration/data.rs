@@ -807,3 +807,42 @@ async fn the_security_log_is_cut_after_its_retention_period_and_still_verifies()
         String::from_utf8_lossy(&verify.stderr)
     );
 }
+
+/// A restored appliance serves the certificate the company imported, not the appliance
+/// CA's.
+#[tokio::test]
+async fn an_imported_certificate_is_backed_up_and_served_after_a_restore() {
+    use crate::certificates::{NAME, ca, import, leaf, until_served, write};
+    let keys = tempfile::tempdir().expect("dir");
+    let (identity, public) = backup_identity(keys.path());
+    let backups = keys.path().join("backups");
+    let dir = backups.clone();
+    let mut app = TestAppliance::start_with(move |c| {
+        c.backup.directory = Some(dir);
+        c.backup.recipient = Some(public);
+        c.http.server_names = vec![NAME.into()];
+    })
+    .await;
+    let corporate = ca("Example Corp Issuing CA");
+    let (cert, key) = leaf(&corporate, &[NAME, "127.0.0.1"], -1, 90);
+    let chain = write(
+        keys.path(),
+        "chain.pem",
+        &format!("{cert}{}", corporate.pem),
+    );
+    let key = write(keys.path(), "key.pem", &key);
+    assert!(import(&app, &chain, &key).status.success());
+    until_served(&app, &corporate.pem, &cert).await;
+    app.running().backup_now(true).await.expect("backup");
+    app.stop().await;
+
+    let target = keys.path().join("restored");
+    sightline::store::backup::restore(&backups, &identity, &target).expect("restore");
+    let restored_dir = target.clone();
+    let restored = TestAppliance::start_with(move |c| {
+        c.data_dir = restored_dir;
+        c.http.server_names = vec![NAME.into()];
+    })
+    .await;
+    until_served(&restored, &corporate.pem, &cert).await;
+}

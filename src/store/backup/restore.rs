@@ -145,7 +145,12 @@ fn restorable<'a>(staging: &Path, path: &'a str) -> Result<&'a Path, BackupError
         })
         .collect();
     let allowed = match normal.as_deref() {
-        Some(["tls", "ca.pem" | "ca-key.pem"]) => true,
+        Some(
+            [
+                "tls",
+                "ca.pem" | "ca-key.pem" | "imported.pem" | "imported-key.age",
+            ],
+        ) => true,
         Some(["files", _account, name]) => name.ends_with(".age"),
         _ => false,
     };
