@@ -225,6 +225,13 @@ pub(super) fn check(config: &Config) -> anyhow::Result<()> {
         },
     );
     report("certificate", crate::tls::check(&config.data_dir));
+    if let Some(result) = crate::tls::imported::check_installed(
+        &config.data_dir,
+        &appliance::certificate_names(config),
+        time::OffsetDateTime::now_utc(),
+    ) {
+        report("imported certificate", result);
+    }
     report(
         "store",
         if Store::exists_in(&config.data_dir) {

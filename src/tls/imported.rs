@@ -262,6 +262,52 @@ impl Candidate {
     }
 }
 
+/// What `sightline check` says of an installed import (none when there is none): whether
+/// it still covers the configured names and how long it has left. Its key is checked by
+/// the appliance, which alone may open it.
+pub fn check_installed(
+    data_dir: &Path,
+    names: &[String],
+    now: OffsetDateTime,
+) -> Option<Result<String, String>> {
+    let path = data_dir.join("tls").join(CHAIN_FILE);
+    if !path.exists() {
+        return None;
+    }
+    let chain: Vec<CertificateDer<'static>> = match CertificateDer::pem_file_iter(&path) {
+        Ok(certs) => certs.filter_map(Result::ok).collect(),
+        Err(e) => return Some(Err(format!("{}: {e}", path.display()))),
+    };
+    let Some(info) = describe(&chain, "imported") else {
+        return Some(Err(format!(
+            "{} holds no readable certificate",
+            path.display()
+        )));
+    };
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|n| !info.names.iter().any(|c| covers(c, n)))
+        .collect();
+    let end = crate::clock::rfc3339(info.not_after_ms);
+    let now_ms = millis(now);
+    let days = info.not_after_ms.saturating_sub(now_ms) / 86_400_000;
+    Some(if info.not_after_ms <= now_ms {
+        Err(format!(
+            "{} expired on {end}; import a renewed one",
+            info.subject
+        ))
+    } else if !missing.is_empty() {
+        Err(format!("{} does not cover {missing:?}", info.subject))
+    } else if days < 30 {
+        Err(format!(
+            "{} expires on {end} ({days} days); import a renewed one",
+            info.subject
+        ))
+    } else {
+        Ok(format!("{}, valid until {end} ({days} days)", info.subject))
+    })
+}
+
 /// Removes an imported certificate; the appliance CA's serves again.
 pub fn remove(data_dir: &Path) -> Result<bool, CertError> {
     let dir = data_dir.join("tls");

@@ -145,6 +145,21 @@ async fn an_imported_certificate_is_served_renewed_and_removed_without_a_restart
     );
     assert!(stdout.contains("chain:       2 certificate(s)"), "{stdout}");
     until_served(&app, &corporate.pem, &first).await;
+    let config = app.dir.path().join("cert-test.toml");
+    let check = |app: &TestAppliance| {
+        let out = sightline_at(
+            &app.config.data_dir,
+            &["--config", config.to_str().expect("path"), "check"],
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let report = check(&app);
+    assert!(
+        report.contains(&format!(
+            "ok    imported certificate: CN={NAME}, valid until"
+        )),
+        "{report}"
+    );
     // The imported key is not readable on disk.
     let sealed = std::fs::read(app.config.data_dir.join("tls/imported-key.age")).expect("key");
     assert!(!sealed.windows(11).any(|w| w == b"PRIVATE KEY"));
@@ -195,6 +210,13 @@ async fn an_imported_certificate_is_served_renewed_and_removed_without_a_restart
     assert_eq!(shown["expires_soon"], true, "{shown}");
     let out = cert_cli(&app, &["show"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("served: the imported certificate"));
+    // `sightline check` flags it: time to renew.
+    let report = check(&app);
+    assert!(
+        report.contains(&format!("FAIL  imported certificate: CN={NAME} expires on"))
+            && report.contains("import a renewed one"),
+        "{report}"
+    );
 
     // Removed: the appliance CA's is served again.
     let out = cert_cli(&app, &["remove"]);
