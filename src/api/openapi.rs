@@ -6,25 +6,23 @@
 //! twice, so the description cannot drift from what is served.
 
 use std::collections::BTreeSet;
-use std::marker::PhantomData;
 use std::sync::{Mutex, OnceLock};
 
 use aide::generate::GenContext;
 use aide::openapi::{
-    self, Components, Header, Info, MediaType, OpenApi, Operation, Parameter, ParameterData,
-    ParameterSchemaOrContent, PathItem, Paths, ReferenceOr, RequestBody, Response, Responses,
-    SchemaObject, SecurityScheme, StatusCode as DocStatus,
+    self, Components, Info, MediaType, OpenApi, Operation, Parameter, ParameterData,
+    ParameterSchemaOrContent, PathItem, Paths, ReferenceOr, Response, Responses, SchemaObject,
+    SecurityScheme, StatusCode as DocStatus,
 };
 use aide::{OperationInput, OperationOutput};
-use axum::Json;
 use axum::http::{Method, StatusCode};
-use axum::response::IntoResponse;
 use indexmap::IndexMap;
-use schemars::JsonSchema;
-use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::{Access, CSRF_HEADER, Route, SESSION_COOKIE};
+
+mod answers;
+pub(super) use answers::*;
 
 /// Fills an operation from a handler's argument and answer types.
 pub(super) type Describe = fn(&mut GenContext, &mut Operation);
@@ -266,22 +264,11 @@ fn operation(ctx: &mut GenContext, route: &Route) -> Operation {
         .map(|scheme| IndexMap::from_iter([(scheme.to_owned(), Vec::new())]))
         .collect();
     if route.method != Method::GET && security_uses_cookie(route.access) {
-        operation
-            .parameters
-            .push(ReferenceOr::Item(Parameter::Header {
-                parameter_data: ParameterData {
-                    name: CSRF_HEADER.into(),
-                    description: Some("Any value; browsers cannot send it cross-site.".into()),
-                    required: true,
-                    deprecated: None,
-                    format: ParameterSchemaOrContent::Schema(string_schema()),
-                    example: Some(json!("1")),
-                    examples: IndexMap::new(),
-                    explode: None,
-                    extensions: IndexMap::new(),
-                },
-                style: openapi::HeaderStyle::Simple,
-            }));
+        operation.parameters.push(header_param(
+            CSRF_HEADER,
+            "Any value; browsers cannot send it cross-site.",
+            Some(json!("1")),
+        ));
     }
     let responses = operation.responses.get_or_insert_with(Responses::default);
     let mut by_status: IndexMap<u16, Vec<&str>> = IndexMap::new();
@@ -374,6 +361,24 @@ fn path_parameters(path: &str, operation: &mut Operation) {
     }
 }
 
+/// A required request header.
+fn header_param(name: &str, description: &str, example: Option<Value>) -> ReferenceOr<Parameter> {
+    ReferenceOr::Item(Parameter::Header {
+        parameter_data: ParameterData {
+            name: name.into(),
+            description: Some(description.into()),
+            required: true,
+            deprecated: None,
+            format: ParameterSchemaOrContent::Schema(string_schema()),
+            example,
+            examples: IndexMap::new(),
+            explode: None,
+            extensions: IndexMap::new(),
+        },
+        style: openapi::HeaderStyle::Simple,
+    })
+}
+
 fn string_schema() -> SchemaObject {
     SchemaObject {
         json_schema: schemars::json_schema!({"type": "string"}),
@@ -451,307 +456,6 @@ fn security_schemes() -> IndexMap<String, ReferenceOr<SecurityScheme>> {
         ),
     ])
 }
-
-// ---------------------------------------------------------------------------------------
-// Answers that describe themselves
-
-fn json_response<T: JsonSchema>(ctx: &mut GenContext) -> Option<Response> {
-    Json::<T>::operation_response(ctx, &mut Operation::default())
-}
-
-macro_rules! json_with_status {
-    ($(#[$doc:meta])* $name:ident, $status:ident) => {
-        $(#[$doc])*
-        pub(super) struct $name<T>(pub T);
-
-        impl<T: Serialize> IntoResponse for $name<T> {
-            fn into_response(self) -> axum::response::Response {
-                (StatusCode::$status, Json(self.0)).into_response()
-            }
-        }
-
-        impl<T: JsonSchema> OperationOutput for $name<T> {
-            type Inner = T;
-
-            fn inferred_responses(
-                ctx: &mut GenContext,
-                _: &mut Operation,
-            ) -> Vec<(Option<u16>, Response)> {
-                json_response::<T>(ctx)
-                    .map(|r| vec![(Some(StatusCode::$status.as_u16()), r)])
-                    .unwrap_or_default()
-            }
-        }
-    };
-}
-
-json_with_status!(
-    /// `201 Created` with the new thing as JSON.
-    Created,
-    CREATED
-);
-json_with_status!(
-    /// `202 Accepted` with the request as JSON (it completes later).
-    Accepted,
-    ACCEPTED
-);
-
-/// A successful sign-in (or a changed password): the principal as JSON and a new sign-in
-/// cookie.
-pub(super) struct SignedIn<T> {
-    pub body: T,
-    pub token: String,
-}
-
-impl<T: Serialize> IntoResponse for SignedIn<T> {
-    fn into_response(self) -> axum::response::Response {
-        super::with_cookie(Json(self.body).into_response(), &self.token)
-    }
-}
-
-impl<T: JsonSchema> OperationOutput for SignedIn<T> {
-    type Inner = T;
-
-    fn inferred_responses(ctx: &mut GenContext, _: &mut Operation) -> Vec<(Option<u16>, Response)> {
-        let Some(mut response) = json_response::<T>(ctx) else {
-            return Vec::new();
-        };
-        response
-            .headers
-            .insert("Set-Cookie".into(), header_doc("The sign-in cookie."));
-        vec![(Some(200), response)]
-    }
-}
-
-fn header_doc(description: &str) -> ReferenceOr<Header> {
-    ReferenceOr::Item(Header {
-        description: Some(description.into()),
-        style: openapi::HeaderStyle::Simple,
-        required: false,
-        deprecated: None,
-        format: ParameterSchemaOrContent::Schema(string_schema()),
-        example: None,
-        examples: IndexMap::new(),
-        extensions: IndexMap::new(),
-    })
-}
-
-/// What an answer that is not JSON carries, for its description.
-pub(super) trait Kind {
-    const STATUS: u16;
-    const DESCRIPTION: &'static str;
-    const MEDIA_TYPES: &'static [&'static str];
-    const HEADERS: &'static [(&'static str, &'static str)] = &[];
-}
-
-/// An answer that is not JSON (a file, an SDP answer, an upgrade), built by the handler
-/// and described by its [`Kind`].
-pub(super) struct Raw<K>(axum::response::Response, PhantomData<K>);
-
-impl<K> Raw<K> {
-    pub(super) fn new(response: impl IntoResponse) -> Self {
-        Self(response.into_response(), PhantomData)
-    }
-}
-
-impl<K> IntoResponse for Raw<K> {
-    fn into_response(self) -> axum::response::Response {
-        self.0
-    }
-}
-
-impl<K: Kind> OperationOutput for Raw<K> {
-    type Inner = ();
-
-    fn inferred_responses(_: &mut GenContext, _: &mut Operation) -> Vec<(Option<u16>, Response)> {
-        let response = Response {
-            description: K::DESCRIPTION.into(),
-            content: K::MEDIA_TYPES
-                .iter()
-                .map(|t| ((*t).to_owned(), MediaType::default()))
-                .collect(),
-            headers: K::HEADERS
-                .iter()
-                .map(|(name, description)| ((*name).to_owned(), header_doc(description)))
-                .collect(),
-            ..Response::default()
-        };
-        vec![(Some(K::STATUS), response)]
-    }
-}
-
-macro_rules! kind {
-    ($(#[$doc:meta])* $name:ident, $status:expr, $description:expr, [$($media:expr),*] $(, [$($header:expr),*])?) => {
-        $(#[$doc])*
-        pub(super) enum $name {}
-
-        impl Kind for $name {
-            const STATUS: u16 = $status;
-            const DESCRIPTION: &'static str = $description;
-            const MEDIA_TYPES: &'static [&'static str] = &[$($media),*];
-            $(const HEADERS: &'static [(&'static str, &'static str)] = &[$($header),*];)?
-        }
-    };
-}
-
-kind!(
-    StillImage,
-    200,
-    "The camera still.",
-    ["image/jpeg", "image/png", "image/webp"]
-);
-kind!(
-    RecordingVideo,
-    200,
-    "The recording as WebM; a Range request is answered 206 with that part, or 416 (with Content-Range: bytes */length) when it lies outside the file.",
-    ["video/webm"],
-    [
-        ("Accept-Ranges", "bytes"),
-        ("Content-Range", "With 206: the part sent.")
-    ]
-);
-kind!(
-    CsvTable,
-    200,
-    "The history as CSV, one session per line.",
-    ["text/csv"]
-);
-kind!(
-    TarArchive,
-    200,
-    "Everything in scope: a tar archive of JSON records, stills and recordings.",
-    ["application/x-tar"]
-);
-kind!(
-    SdpCreated,
-    201,
-    "The SDP answer; Location names the media session for PATCH (ICE restart) and DELETE.",
-    ["application/sdp"],
-    [("Location", "The media session's URL.")]
-);
-kind!(
-    SdpAnswer,
-    200,
-    "The SDP answer to the ICE restart.",
-    ["application/sdp"]
-);
-kind!(
-    SignedOut,
-    204,
-    "Signed out; the sign-in cookie is cleared.",
-    [],
-    [("Set-Cookie", "Clears the sign-in cookie.")]
-);
-kind!(
-    Description,
-    200,
-    "The OpenAPI 3.1 description.",
-    ["application/json"]
-);
-kind!(
-    Upgraded,
-    101,
-    "The signaling WebSocket (JSON text messages; the protocol is in the README).",
-    []
-);
-
-/// Answers `200 OK` with an empty body.
-pub(super) struct Done;
-
-impl IntoResponse for Done {
-    fn into_response(self) -> axum::response::Response {
-        StatusCode::OK.into_response()
-    }
-}
-
-impl OperationOutput for Done {
-    type Inner = ();
-
-    fn inferred_responses(_: &mut GenContext, _: &mut Operation) -> Vec<(Option<u16>, Response)> {
-        vec![(
-            Some(200),
-            Response {
-                description: "Done.".into(),
-                ..Response::default()
-            },
-        )]
-    }
-}
-
-/// A handler's refusals are described from the route's codes (see [`Route::error_codes`]).
-impl OperationOutput for super::ApiError {
-    type Inner = ();
-}
-
-// ---------------------------------------------------------------------------------------
-// What the appliance's own extractors read, for the description
-
-impl<T: JsonSchema> OperationInput for super::JsonBody<T> {
-    fn operation_input(ctx: &mut GenContext, operation: &mut Operation) {
-        Json::<T>::operation_input(ctx, operation);
-    }
-}
-
-impl<T: JsonSchema> OperationInput for super::OptionalJsonBody<T> {
-    fn operation_input(ctx: &mut GenContext, operation: &mut Operation) {
-        Json::<T>::operation_input(ctx, operation);
-        if let Some(ReferenceOr::Item(body)) = operation.request_body.as_mut() {
-            body.required = false;
-            body.description = Some("Optional: an empty body takes the defaults.".into());
-        }
-    }
-}
-
-impl OperationInput for super::negotiation::SdpOffer {
-    fn operation_input(_: &mut GenContext, operation: &mut Operation) {
-        operation.request_body = Some(ReferenceOr::Item(RequestBody {
-            description: Some("The SDP offer.".into()),
-            content: IndexMap::from_iter([("application/sdp".into(), MediaType::default())]),
-            required: true,
-            extensions: IndexMap::new(),
-        }));
-    }
-}
-
-impl OperationInput for super::StillUpload {
-    fn operation_input(_: &mut GenContext, operation: &mut Operation) {
-        operation.request_body = Some(ReferenceOr::Item(RequestBody {
-            description: Some("The camera still the technician asked for.".into()),
-            content: ["image/jpeg", "image/png", "image/webp"]
-                .iter()
-                .map(|t| ((*t).to_owned(), MediaType::default()))
-                .collect(),
-            required: true,
-            extensions: IndexMap::new(),
-        }));
-    }
-}
-
-impl OperationInput for super::Customer {
-    fn operation_input(_: &mut GenContext, operation: &mut Operation) {
-        operation
-            .parameters
-            .push(ReferenceOr::Item(Parameter::Header {
-                parameter_data: ParameterData {
-                    name: super::DEVICE_HEADER.into(),
-                    description: Some("The device secret the customer's page got at join.".into()),
-                    required: true,
-                    deprecated: None,
-                    format: ParameterSchemaOrContent::Schema(string_schema()),
-                    example: None,
-                    examples: IndexMap::new(),
-                    explode: None,
-                    extensions: IndexMap::new(),
-                },
-                style: openapi::HeaderStyle::Simple,
-            }));
-    }
-}
-
-// Who is calling is the route's access (its security requirement), not a parameter.
-impl OperationInput for super::User {}
-impl OperationInput for super::Caller {}
-impl OperationInput for super::InvitationToken {}
 
 /// A refusal's code, readable by the route layer.
 pub(super) fn refusal_code(response: &axum::response::Response) -> Option<&'static str> {
