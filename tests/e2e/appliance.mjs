@@ -216,3 +216,16 @@ export async function assertGerman(page, what) {
   }
   assert.equal(await page.getAttribute('html', 'lang'), 'de');
 }
+
+// A new browser context in `locale` signed in as `admin`, at the dashboard.
+export async function signIn(browser, appliance, { admin = ADMIN, locale = 'en-GB' } = {}) {
+  const context = await newContext(browser, { locale });
+  const page = await context.newPage();
+  await page.goto(appliance.url);
+  await page.waitForSelector('#login:not([hidden])');
+  await page.fill('#login-email', admin.email);
+  await page.fill('#login-password', admin.password);
+  await page.click('#login-form button[type=submit]');
+  await page.waitForSelector('#dashboard:not([hidden])');
+  return { context, page };
+}

@@ -6,7 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { ADMIN, STRINGS, assertGerman, startWithTechnician, newContext, waitFor, isFirefox } from './appliance.mjs';
+import { ADMIN, STRINGS, assertGerman, startWithTechnician, waitFor, isFirefox, signIn } from './appliance.mjs';
 
 let appliance;
 let browser;
@@ -98,14 +98,7 @@ test('an admin exports one customer\'s data and requests the deletion of another
 });
 
 test('the export and deletion page in German', { skip }, async () => {
-  const context = await newContext(browser, { locale: 'de-DE' });
-  const page = await context.newPage();
-  await page.goto(appliance.url);
-  await page.waitForSelector('#login:not([hidden])');
-  await page.fill('#login-email', ADMIN.email);
-  await page.fill('#login-password', ADMIN.password);
-  await page.click('#login-form button[type=submit]');
-  await page.waitForSelector('#dashboard:not([hidden])');
+  const { context, page } = await signIn(browser, appliance, { locale: 'de-DE' });
   assert.equal(await page.textContent('[data-nav=data]'), 'Export und Löschung');
   await openDataPage(page);
   await page.waitForSelector('#data-history-rows tr[data-kind]');

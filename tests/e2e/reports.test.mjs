@@ -3,7 +3,7 @@
 // its SVG charts and its CSV must say exactly that — in English and in German.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { ADMIN, assertGerman, startWithTechnician, newContext, inboundVideo, waitFor } from './appliance.mjs';
+import { ADMIN, assertGerman, startWithTechnician, newContext, inboundVideo, waitFor, signIn } from './appliance.mjs';
 
 let appliance;
 let browser;
@@ -109,14 +109,7 @@ test('the reports page shows the figures of the sessions that were run, as chart
 });
 
 test('the reports page in German', async () => {
-  const context = await newContext(browser, { locale: 'de-DE' });
-  const page = await context.newPage();
-  await page.goto(appliance.url);
-  await page.waitForSelector('#login:not([hidden])');
-  await page.fill('#login-email', ADMIN.email);
-  await page.fill('#login-password', ADMIN.password);
-  await page.click('#login-form button[type=submit]');
-  await page.waitForSelector('#dashboard:not([hidden])');
+  const { context, page } = await signIn(browser, appliance, { locale: 'de-DE' });
   await page.click('[data-nav=reports]');
   await page.waitForSelector('#reports-totals [data-figure=sessions]');
   assert.equal(await page.textContent('#reports h2'), 'Berichte');
