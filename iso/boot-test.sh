@@ -36,7 +36,7 @@ boot() {
   while :; do
     if [ "$wanted" != exit ] && grep -q "$wanted" "$log" 2>/dev/null; then
       echo "$step: ready after $(( $(date +%s) - started )) s:"
-      grep -E "Sightline is ready|Console: |Host name: |Setup code for" "$log" | tr -d '\r' | sed 's/^/  /'
+      grep -E "Sightline is ready|Console: |Host name: |Setup code for|First account admin|Temporary password" "$log" | tr -d '\r' | sed 's/^/  /'
       curl --silent --fail --insecure --max-time 10 "https://127.0.0.1:$port/healthz" >/dev/null \
         || { echo "$step: HTTPS does not answer from outside the machine"; exit 1; }
       echo "  HTTPS answers from outside the machine (port $port on the host)"
@@ -71,13 +71,17 @@ case "$mode" in
       -extract /live/initrd.img "$work/initrd.img" >/dev/null 2>&1
     boot exit "install" -cdrom "$iso" -drive "file=$disk,if=virtio,format=qcow2" \
       -kernel "$work/vmlinuz" -initrd "$work/initrd.img" \
-      -append "boot=live components console=ttyS0,115200 sightline.install=auto sightline.disk=/dev/vda sightline.hostname=sightline-test sightline.timezone=Europe/Berlin sightline.net=10.0.2.20/24,10.0.2.2,10.0.2.3"
+      -append "boot=live components console=ttyS0,115200 sightline.install=auto sightline.disk=/dev/vda sightline.hostname=sightline-test sightline.timezone=Europe/Berlin sightline.net=10.0.2.20/24,10.0.2.2,10.0.2.3 sightline.admin_email=it@example.test sightline.admin_name=IT%20Admin sightline.organisation=Example%20Utilities"
     grep -q "Installation complete" "$work/install.log" \
       || { echo "the installer did not finish:"; tail -40 "$work/install.log" | tr -d '\r'; exit 1; }
     grep "Installation complete" "$work/install.log" | tr -d '\r' | sed 's/^/  /'
     guest=10.0.2.20
     for firmware in bios uefi; do
-      boot "$ready" "installed system ($firmware)" -drive "file=$disk,if=virtio,format=qcow2"
+      # The unattended install made the first account: its admin and temporary
+      # password are shown instead of a setup code.
+      boot "Temporary password" "installed system ($firmware)" -drive "file=$disk,if=virtio,format=qcow2"
+      grep -q "First account admin: it@example.test" "$work/installed system ($firmware).log" \
+        || { echo "the first account was not created"; exit 1; }
       grep -q "https://10.0.2.20/" "$work/installed system ($firmware).log" \
         || { echo "the static address was not used"; exit 1; }
       grep -q "Host name: sightline-test" "$work/installed system ($firmware).log" \
