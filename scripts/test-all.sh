@@ -51,6 +51,15 @@ echo "==> cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 echo "==> cargo build"
 cargo build --locked --bins
+# A real SMTP server for the invitation tests (aiosmtpd, from PyPI, in a venv of its own).
+smtp_venv="${CARGO_TARGET_DIR:-target}/aiosmtpd-venv"
+if ! "$smtp_venv/bin/python" -c 'import aiosmtpd' 2>/dev/null; then
+  python3 -m venv "$smtp_venv"
+  "$smtp_venv/bin/pip" install -q "aiosmtpd==1.4.6"
+fi
+SIGHTLINE_TEST_SMTP_PYTHON="$(cd "$smtp_venv" && pwd)/bin/python"
+export SIGHTLINE_TEST_SMTP_PYTHON
+
 echo "==> cargo test"
 # The tests that need network namespaces are marked ignored, so that where they cannot
 # run the summary line counts them as such instead of passing them silently; here they

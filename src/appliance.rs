@@ -59,6 +59,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot send invitations as configured: {0}")]
+    Messaging(#[from] crate::messaging::SetupError),
     #[error("cannot start the media relay: {0}")]
     Media(std::io::Error),
     #[error("cannot prepare first-run setup: {0}")]
@@ -140,6 +142,7 @@ pub async fn start_supervised(
         auth,
     } = Core::open(&store, &config, clock.clone())?;
     connect_syslog(&audit, &config)?;
+    let messenger = Arc::new(crate::messaging::Messenger::new(&config)?);
     let tls = prepare_tls(&store, &config)?;
     let (listener, https_addr) = bind_https(&config).await?;
     let (media, media_events, media_thread) = start_relay(&config, https_addr)?;
@@ -207,6 +210,7 @@ pub async fn start_supervised(
         stopping: shutdown.subscribe(),
         undocumented: Undocumented::default(),
         certificates: tls.certificates.clone(),
+        messenger,
     });
     tasks.push(tokio::spawn(tasks::watch_certificates(
         tls.certificates.clone(),

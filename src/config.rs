@@ -4,6 +4,9 @@
 //! that a typo never silently falls back to a default.
 
 pub mod layers;
+mod messaging;
+
+pub use messaging::{SmsConfig, SmtpConfig, SmtpTls, read_secret_file};
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -39,6 +42,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub firewall: FirewallConfig,
     pub audit: AuditConfig,
+    pub smtp: SmtpConfig,
+    pub sms: SmsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -271,6 +276,8 @@ pub struct SessionConfig {
     /// Wrong PINs, setup codes or links from one source within a minute before that
     /// source is refused for a while.
     pub guess_limit_per_minute: u32,
+    /// Invitations one technician may send by e-mail and SMS together in an hour.
+    pub invitation_messages_per_hour: u32,
 }
 
 impl Default for Config {
@@ -286,6 +293,8 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             firewall: FirewallConfig::default(),
             audit: AuditConfig::default(),
+            smtp: SmtpConfig::default(),
+            sms: SmsConfig::default(),
         }
     }
 }
@@ -319,6 +328,7 @@ impl Default for SessionConfig {
             max_duration_secs: 4 * 3600,
             setup_code_ttl_secs: 24 * 3600,
             guess_limit_per_minute: 10,
+            invitation_messages_per_hour: 30,
         }
     }
 }
@@ -393,6 +403,14 @@ impl Config {
                     message: "interval and keep_full must be greater than zero".into(),
                 });
             }
+        }
+        messaging::validate_smtp(&self.smtp)?;
+        messaging::validate_sms(&self.sms)?;
+        if s.invitation_messages_per_hour == 0 {
+            return Err(ConfigError::Value {
+                key: "sessions.invitation_messages_per_hour",
+                message: "must be greater than zero".into(),
+            });
         }
         if s.guess_limit_per_minute == 0 {
             return Err(ConfigError::Value {

@@ -17,6 +17,7 @@ pub mod ids;
 pub mod lifecycle;
 pub mod live;
 pub mod media;
+pub mod messaging;
 pub mod metrics;
 pub mod shutdown;
 pub mod store;

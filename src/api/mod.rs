@@ -53,6 +53,8 @@ pub struct ApiState {
     pub undocumented: Undocumented,
     /// The served certificate, for the console's expiry warning.
     pub certificates: Arc<crate::tls::Certificates>,
+    /// Sends invitations by e-mail and SMS, where configured.
+    pub messenger: Arc<crate::messaging::Messenger>,
 }
 
 type AppState = Arc<ApiState>;
@@ -174,6 +176,7 @@ fn table() -> Vec<Row> {
         r(Method::POST, "/api/sessions", Technician, "Start a support session and get the customer's link and PIN", sessions::create_session).errors(&["invalid", "not_allowed"]),
         r(Method::GET, "/api/sessions.csv", Technician, "The filtered history as CSV", sessions::sessions_csv),
         r(Method::GET, "/api/sessions/{id}", Technician, "One session", sessions::get_session).errors(SESSION),
+        r(Method::POST, "/api/sessions/{id}/invitations", Technician, "Send the customer a link by e-mail or SMS", sessions::send_invitation).errors(SESSION).errors(&["not_configured", "invalid_recipient", "throttled", "delivery_failed", "already_joined", "ended", "not_allowed"]),
         r(Method::POST, "/api/sessions/{id}/end", Technician, "End a session", sessions::end_session).errors(SESSION).errors(&["ended"]),
         r(Method::GET, "/api/sessions/{id}/transcript", Technician, "A session's chat", sessions::transcript).errors(SESSION),
         r(Method::GET, "/api/sessions/{id}/record", Technician, "A session's record: consent, stills, recordings, events", files::record).errors(SESSION),

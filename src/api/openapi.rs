@@ -62,12 +62,13 @@ pub fn status_of(code: &str) -> u16 {
         | "sign_in_incomplete" | "wrong_device" => 403,
         "not_found" => 404,
         "method_not_allowed" => 405,
-        "already_joined" | "already_set_up" | "conflict" | "customer_absent" | "unexpected"
-        | "wrong_stage" => 409,
+        "already_joined" | "already_set_up" | "conflict" | "customer_absent" | "not_configured"
+        | "unexpected" | "wrong_stage" => 409,
         "ended" => 410,
         "too_large" => 413,
         "unsupported_media_type" => 415,
         "invalid"
+        | "invalid_recipient"
         | "password_letters_and_digits"
         | "password_own_details"
         | "password_too_common"
@@ -76,6 +77,7 @@ pub fn status_of(code: &str) -> u16 {
         "locked" => 423,
         "throttled" => 429,
         "headers_too_large" => 431,
+        "delivery_failed" => 502,
         "store_unavailable" => 503,
         _ => 500,
     }

@@ -11,9 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use super::openapi::{Created, CsvTable, Raw};
 use super::{ApiError, ApiState, AppState, JsonBody, OptionalJsonBody, User};
+use crate::audit::{Actor, AuditKind};
 use crate::auth::ColleagueChoice;
 use crate::ids::{SessionId, UserId};
 use crate::live::{Colleague, ColleagueRole, LiveError, SessionFilter, SessionView};
+use crate::messaging::{Channel, Invitation, Language, Recipient, SendError};
 
 #[derive(Serialize, JsonSchema)]
 pub(super) struct CreatedSession {
@@ -23,6 +25,8 @@ pub(super) struct CreatedSession {
     join_url: String,
     /// The link as a QR code, an SVG image in a data URL.
     qr_svg: String,
+    /// How the appliance can send the customer a link (`POST …/invitations`).
+    send_by: Vec<Channel>,
 }
 
 fn base_url(state: &ApiState, headers: &HeaderMap) -> String {
@@ -76,6 +80,7 @@ pub(super) async fn create_session(
         pin: invitation.pin,
         join_url: format!("{base}/join"),
         qr_svg,
+        send_by: state.messenger.channels(),
     }))
 }
 
@@ -242,4 +247,91 @@ pub(super) async fn remove_colleague(
     Ok(Json(
         state.live.remove_colleague(&who, &id, &user_id).await?,
     ))
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SendInvitation {
+    channel: Channel,
+    /// An e-mail address, or a phone number in international form (`+49 170 1234567`).
+    to: String,
+    /// The language of the message; English when not given.
+    #[serde(default)]
+    language: Language,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub(super) struct SentInvitation {
+    channel: Channel,
+    /// The recipient with most of it hidden (`a…@example.com`, `+…567`).
+    to: String,
+    sent_ms: u64,
+}
+
+impl From<SendError> for ApiError {
+    fn from(e: SendError) -> Self {
+        let (status, code) = match &e {
+            SendError::NotConfigured(_) => (StatusCode::CONFLICT, "not_configured"),
+            SendError::InvalidRecipient(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_recipient")
+            }
+            SendError::Throttled => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
+            SendError::Delivery(_) => (StatusCode::BAD_GATEWAY, "delivery_failed"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+/// Sends the customer a link of its own by e-mail or SMS. The audit log names the
+/// recipient only by a pseudonym under the account's key: the same address is
+/// recognisable across entries, but neither readable nor guessable from the log.
+pub(super) async fn send_invitation(
+    State(state): State<AppState>,
+    User(who): User,
+    headers: HeaderMap,
+    Path(id): Path<SessionId>,
+    JsonBody(request): JsonBody<SendInvitation>,
+) -> Result<Json<SentInvitation>, ApiError> {
+    let messenger = &state.messenger;
+    messenger.offers(request.channel)?;
+    let to = Recipient::parse(request.channel, &request.to)?;
+    // Checked before the allowance is spent: a message the session cannot take is no try.
+    state.live.session_for(&who, &id)?;
+    messenger.take_allowance(&who.user_id)?;
+    let (token, session) = state.live.token_to_send(&who, &id).await?;
+    let link = format!("{}/c#{token}", base_url(&state, &headers));
+    let now = state.live.now_ms();
+    let invitation = Invitation {
+        link: &link,
+        technician: &session.technician_name,
+        organisation: &session.organisation,
+        valid_minutes: session
+            .invitation_expires_ms
+            .saturating_sub(now)
+            .div_ceil(60_000),
+        language: request.language,
+    };
+    let pseudonym = state
+        .store
+        .account(&who.account_id)
+        .pseudonym("invitation recipients", &to.address)
+        .map_err(LiveError::from)?;
+    let actor = Actor::user(&who.account_id, &who.user_id);
+    let what = format!("session {id} by {} to #{pseudonym}", request.channel.name());
+    match messenger.send(&to, &invitation).await {
+        Ok(()) => {
+            state.audit.record(AuditKind::InvitationSent, actor, what);
+            Ok(Json(SentInvitation {
+                channel: request.channel,
+                to: to.masked(),
+                sent_ms: state.live.now_ms(),
+            }))
+        }
+        Err(e) => {
+            state
+                .audit
+                .record(AuditKind::InvitationNotSent, actor, format!("{what}: {e}"));
+            Err(e.into())
+        }
+    }
 }

@@ -24,6 +24,10 @@ pub enum AuditKind {
     /// A different device joined with the invitation while the first was away.
     CustomerDeviceChanged,
     PinRejected,
+    /// An invitation link sent by e-mail or SMS; the recipient appears as a pseudonym.
+    InvitationSent,
+    /// The relay or gateway did not take an invitation.
+    InvitationNotSent,
     SourceThrottled,
     ConsentGiven,
     ConsentDeclined,
@@ -84,6 +88,8 @@ impl AuditKind {
                 | Self::InvitationDeviceRefused
                 | Self::CustomerDeviceChanged
                 | Self::PinRejected
+                | Self::InvitationSent
+                | Self::InvitationNotSent
                 | Self::ConsentGiven
                 | Self::ConsentDeclined
                 | Self::RecordingStarted

@@ -94,22 +94,24 @@ impl Layered {
             .collect();
         env.sort();
         for (var, raw) in env {
+            // A setting whose own name ends in `_file` (`smtp.password_file`) takes the
+            // path itself; it is read, and checked, where it is used.
+            let names_file_setting = key_of(&var).is_some_and(|k| has_setting(&k));
             let (key, value, origin) = match var.strip_suffix("_FILE") {
-                Some(setting) => {
+                Some(setting) if !names_file_setting => {
                     let path = PathBuf::from(&raw);
-                    let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::Env {
-                        var: var.clone(),
-                        message: format!("cannot read {}: {e}", path.display()),
-                    })?;
-                    let text = text.strip_suffix('\n').unwrap_or(&text);
-                    let text = text.strip_suffix('\r').unwrap_or(text).to_owned();
+                    let text =
+                        super::read_secret_file(&path).map_err(|message| ConfigError::Env {
+                            var: var.clone(),
+                            message,
+                        })?;
                     let origin = Origin::SecretFile {
                         var: var.clone(),
                         path,
                     };
                     (key_of(setting), text, origin)
                 }
-                None => (key_of(&var), raw, Origin::Env(var.clone())),
+                _ => (key_of(&var), raw, Origin::Env(var.clone())),
             };
             let Some(key) = key.filter(|k| has_setting(k)) else {
                 warnings.push(format!("{var} names no setting; it is ignored"));
@@ -182,11 +184,13 @@ impl Config {
     }
 }
 
-/// Settings whose values are never shown: passwords, secrets and private keys.
+/// Settings whose values are never shown: passwords, secrets and private keys — but not
+/// the paths of the files that hold them (`smtp.password_file`), which help to debug.
 fn is_secret(key: &str) -> bool {
-    ["password", "secret", "private", "token"]
-        .iter()
-        .any(|word| key.contains(word))
+    !key.ends_with("_file")
+        && ["password", "secret", "private", "token"]
+            .iter()
+            .any(|word| key.contains(word))
 }
 
 /// `SIGHTLINE_HTTP__PUBLIC_URL` → `["http", "public_url"]`.
@@ -350,6 +354,17 @@ mod tests {
         let secret = dir.path().join("recipient");
         let recipient = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
         std::fs::write(&secret, format!("{recipient}\n")).expect("write");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |m| std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(m));
+        mode(0o640).expect("chmod");
+        let var = "SIGHTLINE_BACKUP__RECIPIENT_FILE";
+        let shared = Layered::load(None, env(&[(var, secret.to_str().expect("utf-8"))]))
+            .expect_err("a group-readable secret file is refused");
+        assert!(
+            shared.to_string().contains(var) && shared.to_string().contains("0640"),
+            "{shared}"
+        );
+        mode(0o600).expect("chmod");
         let layered = Layered::load(
             None,
             env(&[
@@ -376,6 +391,29 @@ mod tests {
                 .to_string()
                 .contains("SIGHTLINE_BACKUP__RECIPIENT_FILE"),
             "{missing}"
+        );
+    }
+
+    #[test]
+    fn a_setting_named_file_takes_the_path() {
+        let layered = Layered::load(
+            None,
+            env(&[
+                ("SIGHTLINE_SMTP__HOST", "mail.example.com"),
+                ("SIGHTLINE_SMTP__FROM", "support@example.com"),
+                ("SIGHTLINE_SMTP__USERNAME", "sightline"),
+                ("SIGHTLINE_SMTP__PASSWORD_FILE", "/run/credentials/smtp"),
+            ]),
+        )
+        .expect("load");
+        let smtp = &layered.config.smtp;
+        assert_eq!(
+            smtp.password_file.as_deref(),
+            Some(Path::new("/run/credentials/smtp"))
+        );
+        assert_eq!(
+            layered.origins["smtp.password_file"],
+            Origin::Env("SIGHTLINE_SMTP__PASSWORD_FILE".into())
         );
     }
 
@@ -412,7 +450,8 @@ mod tests {
 
     #[test]
     fn secrets_are_masked_in_what_is_shown() {
-        assert!(is_secret("password_file") && is_secret("client_secret"));
+        assert!(is_secret("password") && is_secret("client_secret"));
+        assert!(!is_secret("password_file"), "a path, shown to debug with");
         assert!(!is_secret("listen") && !is_secret("recipient"));
     }
 }

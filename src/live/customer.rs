@@ -88,6 +88,35 @@ impl Live {
         Ok(token)
     }
 
+    /// A fresh link's token for a session still waiting for its customer, to be sent by
+    /// e-mail or SMS (each message its own token, like a PIN's). Only the session's
+    /// technician and the account's admins send invitations.
+    pub async fn token_to_send(
+        &self,
+        who: &Principal,
+        session_id: &SessionId,
+    ) -> Result<(String, SessionView), LiveError> {
+        let session = self.load_visible(who, session_id)?;
+        if who.user_id != session.technician_id && who.role != Role::AccountAdmin {
+            return Err(LiveError::NotAllowed(
+                "only the session's technician sends its invitation".into(),
+            ));
+        }
+        match session.state {
+            SessionState::Waiting if self.clock.now_ms() < session.invitation_expires_ms => {}
+            SessionState::Waiting => {
+                return Err(LiveError::NotAllowed(
+                    "the invitation has expired; start a new session".into(),
+                ));
+            }
+            SessionState::Ended => return Err(LiveError::Ended),
+            _ => return Err(LiveError::AlreadyJoined),
+        }
+        let token = self.issue_invitation(&session)?;
+        self.store.flush().await?;
+        Ok((token, self.view(&session)))
+    }
+
     /// A new capability token for the session. Its stored key is noted with the session,
     /// so that the token stays known (a dead link of an ended session, not a guess) until
     /// the session's record is deleted.

@@ -22,6 +22,16 @@ impl AccountStore {
         )
     }
 
+    /// A stand-in for a personal value (an e-mail address, a phone number) where only its
+    /// identity matters, as in the security log: the same value gives the same text
+    /// within this account, but without the account's key it can be neither read back nor
+    /// found by trying candidates (all phone numbers are few enough to try).
+    pub fn pseudonym(&self, purpose: &str, value: &str) -> Result<String, StoreError> {
+        let key = self.store.keys.get_or_create(&self.account_id)?;
+        let mac = key.physical_key(purpose, &value.to_lowercase());
+        Ok(mac[..8].iter().map(|b| format!("{b:02x}")).collect())
+    }
+
     /// Stores a file as an age stream to this account (atomically, durably).
     pub fn put_file(&self, name: &str, content: &[u8]) -> Result<(), StoreError> {
         let key = self.store.keys.get_or_create(&self.account_id)?;

@@ -29,7 +29,7 @@ export function t(key, vars = {}) {
 
 // Codes whose server message says what exactly was wrong (which field, which rule): the
 // translation is general, so the detail follows it.
-const DETAILED = new Set(['invalid', 'conflict', 'bad_request', 'not_allowed', 'bad_message', 'unexpected']);
+const DETAILED = new Set(['invalid', 'conflict', 'bad_request', 'not_allowed', 'bad_message', 'unexpected', 'delivery_failed', 'invalid_recipient']);
 
 // Text of an API or signaling error in the page's language, by its code. The codes are
 // the appliance's (one list, checked against these strings by its tests); an unknown one

@@ -520,6 +520,7 @@ fn expected_access() -> Vec<(&'static str, &'static str, &'static str)> {
         ("POST", "/api/sessions", "technician"),
         ("GET", "/api/sessions.csv", "technician"),
         ("GET", "/api/sessions/{id}", "technician"),
+        ("POST", "/api/sessions/{id}/invitations", "technician"),
         ("POST", "/api/sessions/{id}/end", "technician"),
         ("GET", "/api/sessions/{id}/transcript", "technician"),
         ("GET", "/api/sessions/{id}/record", "technician"),

@@ -9,6 +9,7 @@ mod data;
 mod firewall;
 mod identity;
 mod live;
+mod messaging;
 mod operations;
 mod reports;
 mod store;

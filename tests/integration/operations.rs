@@ -218,6 +218,11 @@ fn settings_come_from_defaults_file_environment_and_flags_and_config_show_says_w
     let recipient_file = dir.path().join("recipient");
     let recipient = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
     std::fs::write(&recipient_file, format!("{recipient}\n")).expect("secret");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&recipient_file, std::fs::Permissions::from_mode(0o600))
+            .expect("a secret file only the appliance reads");
+    }
     let data = dir.path().join("data");
     let run = |env: &[(&str, &str)]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_sightline"))

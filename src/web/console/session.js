@@ -1,6 +1,6 @@
 // The live view of one session: the invitation, its state, the media from the customer,
 // the chat, and whether the picture keeps coming.
-import { $, show, negotiate, signaling, showChat, chatForm, keepConnected } from '/assets/common.js';
+import { $, api, show, negotiate, signaling, showChat, chatForm, keepConnected } from '/assets/common.js';
 import { t, errorText, time } from '/assets/i18n.js';
 import { state, send } from '/assets/console/state.js';
 import { register } from '/assets/console/nav.js';
@@ -24,6 +24,50 @@ $('#copy-link').addEventListener('click', async () => {
   clearTimeout(note.timer);
   note.timer = setTimeout(() => { note.textContent = ''; }, 4000);
 });
+
+// Sending the link by e-mail or SMS, where the appliance is set up for it: the
+// customer gets a link of their own, never the PIN with it.
+const sendForm = $('#send-invitation');
+function channelChosen() {
+  const channel = sendForm.elements.channel.value;
+  const input = $('#send-to');
+  input.type = channel === 'email' ? 'email' : 'tel';
+  const key = `session.send-to-${channel}`;
+  $('#send-to-label').dataset.i18n = key;
+  $('#send-to-label').textContent = t(key);
+}
+for (const radio of sendForm.elements.channel) radio.addEventListener('change', channelChosen);
+sendForm.addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const note = $('#send-note');
+  const button = $('#send-link');
+  button.disabled = true;
+  note.textContent = t('session.sending');
+  try {
+    const body = {
+      channel: sendForm.elements.channel.value,
+      to: $('#send-to').value,
+      language: $('#send-language').value,
+    };
+    const sent = await api(`/sessions/${state.current.id}/invitations`, { method: 'POST', body });
+    note.textContent = t('session.sent', { to: sent.to });
+    $('#send-to').value = '';
+  } catch (e) {
+    note.textContent = errorText(e);
+  } finally {
+    button.disabled = false;
+  }
+});
+
+function offerSending(channels = []) {
+  sendForm.hidden = channels.length === 0;
+  $('#send-by-email-choice').hidden = !channels.includes('email');
+  $('#send-by-sms-choice').hidden = !channels.includes('sms');
+  if (channels.length) sendForm.elements.channel.value = channels[0];
+  $('#send-language').value = document.documentElement.lang === 'de' ? 'de' : 'en';
+  $('#send-note').textContent = '';
+  channelChosen();
+}
 
 $('#end-session').addEventListener('click', () => send({ type: 'end' }));
 
@@ -115,6 +159,7 @@ async function openSession(created) {
     $('#join-url').textContent = created.join_url;
     $('#invite-qr').src = created.qr_svg;
     $('#invite-expiry').textContent = t('session.valid-until', { time: time(session.invitation_expires_ms) });
+    offerSending(created.send_by);
   }
   clearDrawing();
   $('#session-error').textContent = '';
