@@ -167,21 +167,40 @@ pub(super) fn validate_sms(sms: &SmsConfig) -> Result<(), ConfigError> {
 /// Reads a secret from a file the appliance alone may read: one that others can read is
 /// refused, since its secret is no longer the appliance's.
 pub fn read_secret_file(path: &std::path::Path) -> Result<String, String> {
-    use std::os::unix::fs::PermissionsExt;
+    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
     let meta =
         std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    private_enough(path, &meta, credentials.as_deref())?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    Ok(text.strip_suffix('\r').unwrap_or(text).to_owned())
+}
+
+/// No permission for others, and none for the group — except in the directory systemd
+/// passes credentials in: it writes them 0400 and grants the service's user read access
+/// by an ACL, whose mask `stat` shows in the group bits (0440) although no group may read.
+fn private_enough(
+    path: &std::path::Path,
+    meta: &std::fs::Metadata,
+    credentials: Option<&std::path::Path>,
+) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
     let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
+    let canonical = |p: &std::path::Path| std::fs::canonicalize(p).ok();
+    let from_systemd = credentials
+        .and_then(canonical)
+        .zip(canonical(path))
+        .is_some_and(|(dir, file)| file.starts_with(dir));
+    let allowed = if from_systemd { 0o740 } else { 0o700 };
+    if mode & !allowed != 0 {
         return Err(format!(
             "{} is readable by group or others (mode {mode:04o}); make it 0600 or 0400 \
              (or pass it with systemd's LoadCredential=)",
             path.display()
         ));
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let text = text.strip_suffix('\n').unwrap_or(&text);
-    Ok(text.strip_suffix('\r').unwrap_or(text).to_owned())
+    Ok(())
 }
 
 #[cfg(test)]
@@ -244,5 +263,28 @@ mod tests {
         assert_eq!(read_secret_file(&path).expect("private"), "hunter2");
         let err = read_secret_file(&dir.path().join("missing")).expect_err("missing");
         assert!(err.contains("cannot read"), "{err}");
+    }
+
+    #[test]
+    fn a_systemd_credential_may_show_its_acl_mask_in_the_group_bits() {
+        use std::os::unix::fs::PermissionsExt;
+        let credentials = tempfile::tempdir().expect("tempdir");
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        for dir in [credentials.path(), elsewhere.path()] {
+            let path = dir.join("smtp-password");
+            std::fs::write(&path, "x").expect("write");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o440)).expect("chmod");
+        }
+        let check = |dir: &std::path::Path| {
+            let path = dir.join("smtp-password");
+            let meta = std::fs::metadata(&path).expect("meta");
+            private_enough(&path, &meta, Some(credentials.path()))
+        };
+        check(credentials.path()).expect("as systemd writes it");
+        check(elsewhere.path()).expect_err("a 0440 file elsewhere");
+        let path = credentials.path().join("smtp-password");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).expect("chmod");
+        let meta = std::fs::metadata(&path).expect("meta");
+        private_enough(&path, &meta, Some(credentials.path())).expect_err("others never");
     }
 }
