@@ -45,9 +45,11 @@ pub enum SendError {
     InvalidRecipient(String),
     #[error("too many invitations sent in the last hour; try again later")]
     Throttled,
-    /// The relay or gateway refused or could not be reached; the text says which and why.
-    #[error("{0}")]
-    Delivery(String),
+    /// The relay or gateway refused or could not be reached: `detail` says which and why,
+    /// in the relay's own words, which may repeat the address (Postfix does) — so the
+    /// security log gets `summary` alone.
+    #[error("{detail}")]
+    Delivery { summary: String, detail: String },
 }
 
 /// The setup could not be used (a secret file unreadable, a CA file invalid).
@@ -147,6 +149,26 @@ pub struct Messenger {
     sent: Mutex<HashMap<String, VecDeque<std::time::Instant>>>,
 }
 
+impl SendError {
+    /// A delivery failure whose detail adds nothing personal to its summary.
+    pub(crate) fn delivery(summary: impl Into<String>) -> Self {
+        let summary = summary.into();
+        Self::Delivery {
+            detail: summary.clone(),
+            summary,
+        }
+    }
+
+    /// What the security log may keep of this error: never a recipient.
+    pub fn summary(&self) -> String {
+        match self {
+            Self::Delivery { summary, .. } => summary.clone(),
+            Self::InvalidRecipient(_) => "not a usable address or number".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
 impl Messenger {
     pub fn new(config: &Config) -> Result<Self, SetupError> {
         let hello = config
@@ -224,7 +246,7 @@ impl Messenger {
         tokio::time::timeout(DELIVERY_TIMEOUT, sending)
             .await
             .unwrap_or_else(|_| {
-                Err(SendError::Delivery(format!(
+                Err(SendError::delivery(format!(
                     "the {} did not answer within {} s",
                     match to.channel {
                         Channel::Email => "mail relay",

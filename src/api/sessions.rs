@@ -276,7 +276,7 @@ impl From<SendError> for ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid_recipient")
             }
             SendError::Throttled => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
-            SendError::Delivery(_) => (StatusCode::BAD_GATEWAY, "delivery_failed"),
+            SendError::Delivery { .. } => (StatusCode::BAD_GATEWAY, "delivery_failed"),
         };
         ApiError::new(status, code, e.to_string())
     }
@@ -295,7 +295,7 @@ pub(super) async fn send_invitation(
     let messenger = &state.messenger;
     messenger.offers(request.channel)?;
     let to = Recipient::parse(request.channel, &request.to)?;
-    // Checked before the allowance is spent: a message the session cannot take is no try.
+    // A session one may not see is answered as missing without spending the allowance.
     state.live.session_for(&who, &id)?;
     messenger.take_allowance(&who.user_id)?;
     let (token, session) = state.live.token_to_send(&who, &id).await?;
@@ -328,9 +328,11 @@ pub(super) async fn send_invitation(
             }))
         }
         Err(e) => {
-            state
-                .audit
-                .record(AuditKind::InvitationNotSent, actor, format!("{what}: {e}"));
+            state.audit.record(
+                AuditKind::InvitationNotSent,
+                actor,
+                format!("{what}: {}", e.summary()),
+            );
             Err(e.into())
         }
     }

@@ -91,38 +91,40 @@ impl MailRelay {
             .header(ContentType::TEXT_PLAIN)
             .header(ContentLanguage(language.tag()))
             .body(body)
-            .map_err(|e| SendError::Delivery(format!("the message could not be built: {e}")))?;
+            .map_err(|e| SendError::delivery(format!("the message could not be built: {e}")))?;
         match self.transport.send(message).await {
             Ok(_) => Ok(()),
             Err(e) => {
                 tracing::warn!(error = %e, "the mail relay did not take an invitation");
-                Err(SendError::Delivery(describe(&e)))
+                Err(describe(&e))
             }
         }
     }
 }
 
-/// The relay's refusal or the connection's failure, as the technician can act on it.
-fn describe(e: &lettre::transport::smtp::Error) -> String {
-    if let Some(code) = e.status() {
+/// The relay's refusal or the connection's failure, as the technician can act on it; the
+/// summary without the relay's words.
+fn describe(e: &lettre::transport::smtp::Error) -> SendError {
+    let summary = if let Some(code) = e.status() {
         // 530, 534, 535: RFC 4954's answers to a refused sign-in.
         if matches!(code.to_string().as_str(), "530" | "534" | "535") {
-            return format!(
-                "the mail relay refused the sign-in ({code}); check smtp.username and smtp.password_file: {e}"
-            );
-        }
-        let kind = if e.is_permanent() {
-            "refused"
+            format!(
+                "the mail relay refused the sign-in ({code}); check smtp.username and smtp.password_file"
+            )
+        } else if e.is_permanent() {
+            format!("the mail relay refused the message ({code})")
         } else {
-            "could not take"
-        };
-        // The relay's own words follow its code in lettre's text.
-        return format!("the mail relay {kind} the message ({code}): {e}");
+            format!("the mail relay could not take the message now ({code})")
+        }
+    } else if e.is_tls() {
+        "no trusted TLS connection to the mail relay".to_owned()
+    } else {
+        "the mail relay cannot be reached".to_owned()
+    };
+    SendError::Delivery {
+        detail: format!("{summary}: {e}"),
+        summary,
     }
-    if e.is_tls() {
-        return format!("no trusted TLS connection to the mail relay: {e}");
-    }
-    format!("the mail relay cannot be reached: {e}")
 }
 
 /// `Content-Language`, so a mail client can pick a spell checker and a reader a voice.

@@ -82,8 +82,9 @@ impl SmsGateway {
             s.replace("{number}", number).replace("{text}", text)
         };
         let body = filled(&self.template, &fill).to_string();
-        let unreachable = |e: &dyn std::fmt::Display| {
-            SendError::Delivery(format!("the SMS gateway cannot be reached: {e}"))
+        let unreachable = |e: &dyn std::fmt::Display| SendError::Delivery {
+            summary: "the SMS gateway cannot be reached".into(),
+            detail: format!("the SMS gateway cannot be reached: {e}"),
         };
         let host = self.uri.host().unwrap_or_default();
         let bare_host = host.trim_start_matches('[').trim_end_matches(']');
@@ -92,9 +93,14 @@ impl SmsGateway {
             .await
             .map_err(|e| unreachable(&e))?;
         let name = ServerName::try_from(bare_host.to_owned()).map_err(|e| unreachable(&e))?;
-        let stream = self.tls.connect(name, tcp).await.map_err(|e| {
-            SendError::Delivery(format!("no trusted TLS connection to the SMS gateway: {e}"))
-        })?;
+        let stream = self
+            .tls
+            .connect(name, tcp)
+            .await
+            .map_err(|e| SendError::Delivery {
+                summary: "no trusted TLS connection to the SMS gateway".into(),
+                detail: format!("no trusted TLS connection to the SMS gateway: {e}"),
+            })?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| unreachable(&e))?;
@@ -114,7 +120,7 @@ impl SmsGateway {
             );
         for (name, value) in &self.headers {
             let value = HeaderValue::try_from(fill(value)).map_err(|_| {
-                SendError::Delivery(format!("the {name} header is not a valid header value"))
+                SendError::delivery(format!("the {name} header is not a valid header value"))
             })?;
             if let Some(headers) = request.headers_mut() {
                 headers.insert(name.clone(), value);
@@ -122,7 +128,7 @@ impl SmsGateway {
         }
         let request = request
             .body(Full::new(axum::body::Bytes::from(body)))
-            .map_err(|e| SendError::Delivery(e.to_string()))?;
+            .map_err(|e| SendError::delivery(e.to_string()))?;
         let response = sender
             .send_request(request)
             .await
@@ -131,8 +137,8 @@ impl SmsGateway {
         if status.is_success() {
             return Ok(());
         }
-        let answer = response
-            .into_body()
+        // Enough of the answer to log why; a gateway's error page is no reason to read more.
+        let answer = http_body_util::Limited::new(response.into_body(), 4096)
             .collect()
             .await
             .map(|b| b.to_bytes())
@@ -143,7 +149,7 @@ impl SmsGateway {
             .take(200)
             .collect();
         tracing::warn!(%status, %answer, "the SMS gateway did not take an invitation");
-        Err(SendError::Delivery(format!(
+        Err(SendError::delivery(format!(
             "the SMS gateway refused the message ({status})"
         )))
     }

@@ -398,6 +398,13 @@ async fn invitations_reach_the_customer_by_mail_and_sms() {
             assert!(!entry.detail.contains(personal), "{entry:?}");
         }
     }
+    // The relay's own words repeat the address; the log keeps only what happened.
+    assert!(
+        entries.iter().any(|e| e
+            .detail
+            .ends_with(": the mail relay refused the message (550)")),
+        "{entries:#?}"
+    );
     let kinds = app.audit_kinds();
     assert_eq!(kinds.iter().filter(|k| *k == "invitation_sent").count(), 2);
     assert_eq!(
