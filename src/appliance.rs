@@ -211,6 +211,7 @@ pub async fn start_supervised(
         undocumented: Undocumented::default(),
         certificates: tls.certificates.clone(),
         messenger,
+        server_names: tls::default_names(&config.http.server_names),
     });
     tasks.push(tokio::spawn(tasks::watch_certificates(
         tls.certificates.clone(),

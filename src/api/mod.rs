@@ -55,6 +55,8 @@ pub struct ApiState {
     pub certificates: Arc<crate::tls::Certificates>,
     /// Sends invitations by e-mail and SMS, where configured.
     pub messenger: Arc<crate::messaging::Messenger>,
+    /// The names the appliance answers by (its certificate's), for the links it sends.
+    pub server_names: Vec<String>,
 }
 
 type AppState = Arc<ApiState>;

@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::openapi::{Created, CsvTable, Raw};
-use super::{ApiError, ApiState, AppState, JsonBody, OptionalJsonBody, User};
+use super::{ApiError, ApiState, AppState, Caller, JsonBody, OptionalJsonBody, User};
 use crate::audit::{Actor, AuditKind};
 use crate::auth::ColleagueChoice;
 use crate::ids::{SessionId, UserId};
@@ -42,6 +42,40 @@ fn base_url(state: &ApiState, headers: &HeaderMap) -> String {
         })
         .unwrap_or("localhost");
     format!("https://{host}")
+}
+
+/// The base of a link the appliance sends itself. Without `http.public_url` it comes from
+/// the request's Host, which a caller can forge (curl does): a company-signed mail must not
+/// point elsewhere, so the host must be one of the appliance's names or the very address
+/// the request arrived on.
+fn sent_link_base(
+    state: &ApiState,
+    headers: &HeaderMap,
+    local: std::net::IpAddr,
+) -> Result<String, ApiError> {
+    let base = base_url(state, headers);
+    if state.public_url.is_some() {
+        return Ok(base);
+    }
+    let authority = base.trim_start_matches("https://");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    let ours = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip == local,
+        Err(_) => state
+            .server_names
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(host)),
+    };
+    if ours {
+        Ok(base)
+    } else {
+        Err(ApiError::from(LiveError::NotAllowed(format!(
+            "{host:?} is not one of the appliance's names; set http.public_url to send links"
+        ))))
+    }
 }
 
 #[derive(Deserialize, Default, JsonSchema)]
@@ -288,6 +322,7 @@ impl From<SendError> for ApiError {
 pub(super) async fn send_invitation(
     State(state): State<AppState>,
     User(who): User,
+    caller: Caller,
     headers: HeaderMap,
     Path(id): Path<SessionId>,
     JsonBody(request): JsonBody<SendInvitation>,
@@ -295,11 +330,12 @@ pub(super) async fn send_invitation(
     let messenger = &state.messenger;
     messenger.offers(request.channel)?;
     let to = Recipient::parse(request.channel, &request.to)?;
+    let base = sent_link_base(&state, &headers, caller.0.local.ip())?;
     // A session one may not see is answered as missing without spending the allowance.
     state.live.session_for(&who, &id)?;
     messenger.take_allowance(&who.user_id)?;
     let (token, session) = state.live.token_to_send(&who, &id).await?;
-    let link = format!("{}/c#{token}", base_url(&state, &headers));
+    let link = format!("{base}/c#{token}");
     let now = state.live.now_ms();
     let invitation = Invitation {
         link: &link,

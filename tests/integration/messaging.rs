@@ -554,3 +554,48 @@ async fn closed_port() -> u16 {
         .expect("bind");
     listener.local_addr().expect("addr").port()
 }
+
+#[tokio::test]
+async fn a_sent_link_names_the_appliance_even_when_the_host_header_is_forged() {
+    // No public URL: the link is made from the request's Host, so it is checked.
+    let relay = closed_port().await;
+    let mut app = TestAppliance::start_with(|c| {
+        c.smtp.host = Some("127.0.0.1".into());
+        c.smtp.port = Some(relay);
+        c.smtp.tls = sightline::config::SmtpTls::None;
+        c.smtp.from = Some("support@example.test".into());
+    })
+    .await;
+    let mut admin = app.set_up().await;
+    let (session, _, _) = create_session(&mut admin).await;
+    let path = format!("/api/sessions/{session}/invitations");
+    let body =
+        serde_json::to_vec(&json!({"channel": "email", "to": "a@example.org"})).expect("json");
+    let post = |host: String| {
+        let mut client = admin.clone();
+        let (path, body) = (path.clone(), body.clone());
+        async move {
+            let headers = [
+                ("host", host.as_str()),
+                ("content-type", "application/json"),
+                ("x-sightline-csrf", "1"),
+            ];
+            client.request("POST", &path, &headers, body).await
+        }
+    };
+    let port = app.addr().port();
+    for forged in ["evil.example".to_owned(), format!("203.0.113.7:{port}")] {
+        let answer = post(forged.clone()).await;
+        assert_eq!(answer.status, 403, "{forged}: {}", answer.text());
+        assert_eq!(answer.json()["error"], "not_allowed");
+        assert!(answer.text().contains("public_url"), "{}", answer.text());
+    }
+    // The address the request came in on, and a name of the appliance, pass the check
+    // and reach the relay (which is down here).
+    for ours in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
+        let answer = post(ours.clone()).await;
+        assert_eq!(answer.status, 502, "{ours}: {}", answer.text());
+        assert_eq!(answer.json()["error"], "delivery_failed");
+    }
+    app.stop().await;
+}
