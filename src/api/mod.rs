@@ -1,6 +1,7 @@
 //! The REST and WebSocket surface: the route table, the one place where every route's
 //! required access is declared and enforced, errors, and the embedded pages.
 
+mod bodies;
 mod data;
 mod errors;
 mod files;
@@ -15,6 +16,7 @@ mod signaling;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
 use axum::handler::Handler;
 use axum::http::request::Parts;
@@ -22,12 +24,12 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, get, on};
-use axum::{Json, Router};
 
 use crate::audit::{Actor, Audit, AuditKind};
 use crate::auth::{Auth, AuthError, Principal, Role, Stage};
 use crate::http::{ConnInfo, security_headers};
 use crate::live::Live;
+use bodies::{JsonBody, OptionalJsonBody, StillUpload};
 use errors::api_not_found;
 pub use errors::{ApiError, ERROR_CODES};
 pub use openapi::{Undocumented, status_of};
@@ -351,64 +353,6 @@ async fn guard(state: &AppState, access: Access, mut request: Request, next: Nex
         request.extensions_mut().insert(principal);
     }
     next.run(request).await
-}
-
-/// Parses a JSON body, answering malformed input with a clear 400 instead of axum's
-/// plain-text rejection.
-struct JsonBody<T>(T);
-
-impl<T, S> axum::extract::FromRequest<S> for JsonBody<T>
-where
-    T: serde::de::DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(ApiError::bad_request(rejection.body_text())),
-        }
-    }
-}
-
-/// A JSON body that may be left out (empty or only whitespace): then `T::default()`.
-struct OptionalJsonBody<T>(T);
-
-impl<T, S> axum::extract::FromRequest<S> for OptionalJsonBody<T>
-where
-    T: serde::de::DeserializeOwned + Default,
-    S: Send + Sync,
-{
-    type Rejection = Response;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
-        // Its refusals (too large) get their typed shape from `typed_errors`.
-        let body = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Self(T::default()));
-        }
-        serde_json::from_slice(&body)
-            .map(Self)
-            .map_err(|e| ApiError::bad_request(e.to_string()).into_response())
-    }
-}
-
-/// The bytes of an uploaded still (their type is checked by what stores them).
-struct StillUpload(axum::body::Bytes);
-
-impl<S: Send + Sync> axum::extract::FromRequest<S> for StillUpload {
-    type Rejection = Response;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
-        // Its refusals (too large) get their typed shape from `typed_errors`.
-        axum::body::Bytes::from_request(req, state)
-            .await
-            .map(Self)
-            .map_err(IntoResponse::into_response)
-    }
 }
 
 // ---------------------------------------------------------------------------------------
